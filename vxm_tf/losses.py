@@ -1,0 +1,183 @@
+"""Registration losses as serialisable `keras.losses.Loss` subclasses.
+
+Each keeps the original VoxelMorph's `.loss(y_true, y_pred)` method, so code written as
+`vxm.losses.NCC().loss` reads the same. All compute in float32 (a Loss casts its inputs to
+its dtype, float32 by default, also under mixed precision). Inputs are `(B, *spatial, C)`.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+
+class _VxmLoss(keras.losses.Loss):
+    """Base: `call` returns one value per batch element; Keras averages over the batch."""
+
+    def loss(self, y_true, y_pred):
+        """The original's per-batch-element values, `(B,)`."""
+        return self.call(ops.cast(y_true, "float32"), ops.cast(y_pred, "float32"))
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def _mean_per_sample(x):
+    return ops.mean(ops.reshape(x, (ops.shape(x)[0], -1)), axis=-1)
+
+
+def box_sum(x, window):
+    """Sum of `x` (B, *spatial, C) over a window around each voxel and over channels.
+
+    Zero padding as `conv(..., padding='same')` (for an even window, one more voxel
+    after than before). Separable: one 1-D convolution per axis. Returns `(B, *spatial, 1)`.
+    """
+    ndims = len(window)
+    channels = x.shape[-1]
+    for axis, width in enumerate(window):
+        shape = [1] * ndims
+        shape[axis] = width
+        kernel = np.ones((*shape, channels if axis == 0 else 1, 1), dtype="float32")
+        x = ops.conv(x, kernel, strides=1, padding="same")
+    return x
+
+
+@keras.saving.register_keras_serializable(package="vxm_tf")
+class NCC(_VxmLoss):
+    """Negative local normalised cross-correlation (squared), window `win` voxels per axis.
+
+    Matches voxelmorph 0.2: local sums over the window (zero-padded), covariance and
+    variances clamped below at `eps`, cc = cross^2 / (var_I var_J) averaged over voxels,
+    loss = -cc, in [-1, 0].
+    """
+
+    def __init__(self, win=None, eps=1e-5, name="ncc", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if win is not None:
+            sizes = win if isinstance(win, (list, tuple)) else [win]
+            if any(int(w) != w or w < 1 for w in sizes):
+                raise ValueError(f"NCC window must be a positive int or list of ints, got {win!r}")
+        self.win = list(win) if isinstance(win, (list, tuple)) else win
+        self.eps = eps
+
+    def window(self, ndims):
+        if self.win is None:
+            return [9] * ndims
+        if isinstance(self.win, list):
+            if len(self.win) != ndims:
+                raise ValueError(f"NCC window {self.win} does not match {ndims}D images")
+            return self.win
+        return [self.win] * ndims
+
+    def ncc(self, y_true, y_pred):
+        """Local squared correlation `(B, *spatial, 1)`."""
+        ndims = len(y_true.shape) - 2
+        win = self.window(ndims)
+        win_size = float(np.prod(win) * y_true.shape[-1])
+        stacked = ops.concatenate(
+            [y_true, y_pred, y_true * y_true, y_pred * y_pred, y_true * y_pred], axis=0)
+        sums = ops.split(box_sum(stacked, win), 5, axis=0)
+        i_sum, j_sum, i2_sum, j2_sum, ij_sum = sums
+        u_i = i_sum / win_size
+        u_j = j_sum / win_size
+        cross = ops.maximum(ij_sum - u_j * i_sum - u_i * j_sum + u_i * u_j * win_size, self.eps)
+        i_var = ops.maximum(i2_sum - 2 * u_i * i_sum + u_i * u_i * win_size, self.eps)
+        j_var = ops.maximum(j2_sum - 2 * u_j * j_sum + u_j * u_j * win_size, self.eps)
+        return (cross / i_var) * (cross / j_var)
+
+    def call(self, y_true, y_pred):
+        return -_mean_per_sample(self.ncc(y_true, y_pred))
+
+    def get_config(self):
+        return {**super().get_config(), "win": self.win, "eps": self.eps}
+
+
+@keras.saving.register_keras_serializable(package="vxm_tf")
+class MSE(_VxmLoss):
+    """Mean squared error (the blog's SSD), divided by `image_sigma ** 2`."""
+
+    def __init__(self, image_sigma=1.0, name="mse", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if not image_sigma > 0:
+            raise ValueError(f"image_sigma must be positive, got {image_sigma!r}")
+        self.image_sigma = image_sigma
+
+    def call(self, y_true, y_pred):
+        return _mean_per_sample(ops.square(y_true - y_pred)) / self.image_sigma**2
+
+    def get_config(self):
+        return {**super().get_config(), "image_sigma": self.image_sigma}
+
+
+@keras.saving.register_keras_serializable(package="vxm_tf")
+class Grad(_VxmLoss):
+    """Smoothness of a displacement field: mean finite-difference penalty over axes.
+
+    For each spatial axis, the mean over voxels of |d| ('l1') or d^2 ('l2') of forward
+    differences; averaged over axes and multiplied by `loss_mult` (the original sets it to
+    the integration downsampling factor). `y_true` is ignored.
+    """
+
+    def __init__(self, penalty="l1", loss_mult=None, name="grad", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if penalty not in ("l1", "l2"):
+            raise ValueError(f"Grad penalty must be 'l1' or 'l2', got {penalty!r}")
+        self.penalty = penalty
+        self.loss_mult = loss_mult
+
+    def call(self, y_true, y_pred):
+        ndims = len(y_pred.shape) - 2
+        total = 0.0
+        for axis in range(1, ndims + 1):
+            head = tuple(slice(None) for _ in range(axis))
+            diff = y_pred[head + (slice(1, None),)] - y_pred[head + (slice(None, -1),)]
+            diff = ops.abs(diff) if self.penalty == "l1" else ops.square(diff)
+            total = total + _mean_per_sample(diff)
+        grad = total / ndims
+        return grad * self.loss_mult if self.loss_mult is not None else grad
+
+    def get_config(self):
+        return {**super().get_config(), "penalty": self.penalty, "loss_mult": self.loss_mult}
+
+
+@keras.saving.register_keras_serializable(package="vxm_tf")
+class Dice(_VxmLoss):
+    """Negative soft Dice of one-hot / probabilistic label maps `(B, *spatial, L)`.
+
+    Per label 2 sum(t p) / sum(t + p) (0 where both are empty), averaged over labels.
+    """
+
+    def __init__(self, name="dice", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        axes = tuple(range(1, len(y_pred.shape) - 1))
+        top = 2.0 * ops.sum(y_true * y_pred, axis=axes)
+        bottom = ops.sum(y_true + y_pred, axis=axes)
+        dice = ops.where(bottom > 0, top / ops.maximum(bottom, 1e-12), 0.0)
+        return -ops.mean(dice, axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="vxm_tf")
+class Hybrid(_VxmLoss):
+    """Weighted sum `ncc_weight * NCC + mse_weight * MSE` of the same image pair."""
+
+    def __init__(self, ncc_weight=1.0, mse_weight=1.0, win=None, image_sigma=1.0,
+                 name="hybrid", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if ncc_weight < 0 or mse_weight < 0:
+            raise ValueError(f"hybrid weights must be non-negative, got ncc_weight={ncc_weight}"
+                             f", mse_weight={mse_weight}")
+        self.ncc_weight = ncc_weight
+        self.mse_weight = mse_weight
+        self.ncc_loss = NCC(win=win)
+        self.mse_loss = MSE(image_sigma=image_sigma)
+
+    def call(self, y_true, y_pred):
+        return (self.ncc_weight * self.ncc_loss.call(y_true, y_pred)
+                + self.mse_weight * self.mse_loss.call(y_true, y_pred))
+
+    def get_config(self):
+        return {**super().get_config(), "ncc_weight": self.ncc_weight,
+                "mse_weight": self.mse_weight, "win": self.ncc_loss.win,
+                "image_sigma": self.mse_loss.image_sigma}

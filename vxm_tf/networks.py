@@ -1,0 +1,321 @@
+"""VoxelMorph networks: `Unet` and `VxmDense`, with the original Keras constructor arguments.
+
+Layer names match the original (`vxm_dense_unet_enc_conv_0_0`, `vxm_dense_flow`, ...) so
+that weights written by voxelmorph 0.2 load by name (`load_original_weights`).
+"""
+
+import json
+
+import h5py
+import keras
+import numpy as np
+
+from vxm_tf import layers
+from vxm_tf import ops as vxm_ops
+
+DEFAULT_UNET_FEATURES = ((16, 32, 32, 32), (32, 32, 32, 32, 32, 16, 16))
+
+
+def unet_features(nb_features=None, nb_levels=None, feat_mult=1, nb_conv_per_level=1):
+    """Resolve the original's `nb_features` forms to `(encoder, decoder)` feature lists.
+
+    `None` gives the default VoxelMorph U-Net; an int needs `nb_levels` and grows by
+    `feat_mult` per level; `[encoder, decoder]` is taken as given.
+    """
+    if nb_features is None:
+        nb_features = DEFAULT_UNET_FEATURES
+    if isinstance(nb_features, (int, np.integer)):
+        if nb_levels is None:
+            raise ValueError(f"nb_unet_levels is needed when nb_unet_features is an int "
+                             f"({nb_features})")
+        feats = np.round(nb_features * feat_mult ** np.arange(nb_levels)).astype(int)
+        return ([int(f) for f in np.repeat(feats[:-1], nb_conv_per_level)],
+                [int(f) for f in np.repeat(np.flip(feats), nb_conv_per_level)])
+    if nb_levels is not None:
+        raise ValueError(f"nb_unet_levels ({nb_levels}) only applies when nb_unet_features "
+                         f"is an int, got {nb_features!r}")
+    if len(nb_features) != 2:
+        raise ValueError(f"nb_unet_features must be an int or [encoder, decoder] lists, "
+                         f"got {nb_features!r}")
+    encoder, decoder = nb_features
+    if len(decoder) < len(encoder):
+        raise ValueError(f"the decoder needs at least as many convolutions as the encoder, "
+                         f"got encoder {list(encoder)} and decoder {list(decoder)}")
+    return [int(f) for f in encoder], [int(f) for f in decoder]
+
+
+def _conv_block(x, nb_feat, name, activate=True):
+    ndims = len(x.shape) - 2
+    x = getattr(keras.layers, f"Conv{ndims}D")(
+        nb_feat, kernel_size=3, padding="same", kernel_initializer="he_normal", name=name)(x)
+    if activate:
+        x = keras.layers.LeakyReLU(negative_slope=0.2, name=f"{name}_activation")(x)
+    return x
+
+
+def unet_graph(x, encoder, decoder, nb_conv_per_level=1, nb_upsample_skips=0, name="unet"):
+    """Apply the VoxelMorph U-Net to tensor `x` (B, *spatial, C); returns the last features.
+
+    Max-pooling by 2 per level, LeakyReLU(0.2) after every convolution, skip connections
+    concatenated after each upsampling; decoder convolutions beyond the encoder's count run
+    at the output resolution (the original's "final convs").
+    """
+    ndims = len(x.shape) - 2
+    nb_levels = len(encoder) // nb_conv_per_level + 1
+    skips = []
+    for level in range(nb_levels - 1):
+        for conv in range(nb_conv_per_level):
+            x = _conv_block(x, encoder[level * nb_conv_per_level + conv],
+                            f"{name}_enc_conv_{level}_{conv}")
+        skips.append(x)
+        x = getattr(keras.layers, f"MaxPooling{ndims}D")(2, name=f"{name}_enc_pooling_{level}")(x)
+    for level in range(nb_levels - 1):
+        real_level = nb_levels - level - 2
+        for conv in range(nb_conv_per_level):
+            x = _conv_block(x, decoder[level * nb_conv_per_level + conv],
+                            f"{name}_dec_conv_{real_level}_{conv}")
+        if level < nb_levels - 1 - nb_upsample_skips:
+            up_name = f"{name}_dec_upsample_{real_level}"
+            x = getattr(keras.layers, f"UpSampling{ndims}D")(2, name=up_name)(x)
+            x = keras.layers.Concatenate(name=f"{up_name}_concat")([x, skips.pop()])
+    for num, nb_feat in enumerate(decoder[len(encoder):]):
+        x = _conv_block(x, nb_feat, f"{name}_dec_final_conv_{num}")
+    return x
+
+
+def _check_inshape(inshape, encoder, nb_conv_per_level):
+    inshape = tuple(int(n) for n in inshape)
+    if len(inshape) not in (2, 3):
+        raise ValueError(f"inshape must be 2D or 3D (spatial axes only), got {inshape}")
+    if len(encoder) % nb_conv_per_level:
+        raise ValueError(f"{len(encoder)} encoder convolutions do not split into "
+                         f"{nb_conv_per_level} per level")
+    factor = 2 ** (len(encoder) // nb_conv_per_level)
+    if any(n % factor for n in inshape):
+        raise ValueError(f"inshape {inshape} must be divisible by {factor} along every axis "
+                         f"for a U-Net of {len(encoder) // nb_conv_per_level} poolings")
+    return inshape
+
+
+@keras.saving.register_keras_serializable(package="vxm_tf")
+class Unet(keras.Model):
+    """The VoxelMorph U-Net as a model of its own: `(B, *inshape[:-1], C)` -> features.
+
+    Args:
+        inshape: input shape including features, e.g. (160, 192, 2).
+        nb_features, nb_levels, feat_mult, nb_conv_per_level: as `unet_features`.
+        nb_upsample_skips: decoder upsamplings to leave out (output at lower resolution).
+    """
+
+    def __init__(self, inshape, nb_features=None, nb_levels=None, feat_mult=1,
+                 nb_conv_per_level=1, nb_upsample_skips=0, name="unet", **kwargs):
+        encoder, decoder = unet_features(nb_features, nb_levels, feat_mult, nb_conv_per_level)
+        _check_inshape(inshape[:-1], encoder, nb_conv_per_level)
+        inputs = keras.Input(shape=tuple(inshape), name=f"{name}_input")
+        outputs = unet_graph(inputs, encoder, decoder, nb_conv_per_level, nb_upsample_skips,
+                             name)
+        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+        self._config = dict(inshape=list(inshape), nb_features=nb_features,
+                            nb_levels=nb_levels, feat_mult=feat_mult,
+                            nb_conv_per_level=nb_conv_per_level,
+                            nb_upsample_skips=nb_upsample_skips, name=name)
+
+    def get_config(self):
+        return dict(self._config)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="vxm_tf")
+class VxmDense(keras.Model):
+    """VoxelMorph dense registration network (Balakrishnan et al. 2019, Dalca et al. 2019).
+
+    Inputs `[moving (B, *inshape, src_feats), fixed (B, *inshape, trg_feats)]`. Outputs
+    `[moved, preint_flow]`, or `[moved, warped_fixed, preint_flow]` when `bidir`: the moved
+    image and the velocity field at integration resolution (in voxels of that grid), which
+    the Grad loss regularises, as the original's default `reg_field='preintegrated'`.
+
+    Args:
+        inshape: spatial shape, e.g. (160, 192) or (128, 128, 128).
+        nb_unet_features: int or `[encoder, decoder]`; default
+            `[[16, 32, 32, 32], [32, 32, 32, 32, 32, 16, 16]]`.
+        nb_unet_levels, unet_feat_mult, nb_unet_conv_per_level: see `unet_features`.
+        int_steps: scaling-and-squaring steps; 0 gives a plain (non-diffeomorphic) field.
+        svf_resolution: voxel size of the predicted velocity relative to the image.
+        int_resolution: voxel size at which the velocity is integrated.
+        bidir: also warp the fixed image by the inverse field.
+        src_feats, trg_feats: channels of the moving and fixed images.
+    """
+
+    def __init__(self, inshape, nb_unet_features=None, nb_unet_levels=None, unet_feat_mult=1,
+                 nb_unet_conv_per_level=1, int_steps=7, svf_resolution=1, int_resolution=2,
+                 bidir=False, src_feats=1, trg_feats=1, name="vxm_dense", **kwargs):
+        # layers and functional graph
+        encoder, decoder = unet_features(nb_unet_features, nb_unet_levels, unet_feat_mult,
+                                         nb_unet_conv_per_level)
+        inshape = _check_inshape(inshape, encoder, nb_unet_conv_per_level)
+        ndims = len(inshape)
+        source = keras.Input(shape=(*inshape, src_feats), name=f"{name}_source_input")
+        target = keras.Input(shape=(*inshape, trg_feats), name=f"{name}_target_input")
+        x = keras.layers.Concatenate(name=f"{name}_unet_input_concat")([source, target])
+        nb_upsample_skips = int(np.floor(np.log(svf_resolution) / np.log(2)))
+        x = unet_graph(x, encoder, decoder, nb_unet_conv_per_level, nb_upsample_skips,
+                       f"{name}_unet")
+        flow = getattr(keras.layers, f"Conv{ndims}D")(
+            ndims, kernel_size=3, padding="same", dtype="float32", name=f"{name}_flow",
+            kernel_initializer=keras.initializers.RandomNormal(mean=0.0, stddev=1e-5))(x)
+
+        svf_size = tuple(int(np.round(n / svf_resolution)) for n in inshape)
+        if tuple(flow.shape[1:-1]) != svf_size:
+            flow = layers.RescaleTransform(svf_size[0] / flow.shape[1],
+                                           name=f"{name}_svf_resize")(flow)
+        resample = int_steps > 0 and int_resolution > 1
+        if resample:
+            int_size = tuple(int(np.round(n / int_resolution)) for n in inshape)
+            if int_size != svf_size:
+                flow = layers.RescaleTransform(int_size[0] / svf_size[0],
+                                               name=f"{name}_flow_resize")(flow)
+        preint_flow = flow
+        fields = [("", flow)]
+        if bidir:
+            fields.append(("neg_", layers.Negate(name=f"{name}_neg_flow")(flow)))
+        warped = []
+        for prefix, field in fields:
+            if int_steps > 0:
+                field = layers.VecInt(method="ss", int_steps=int_steps,
+                                      name=f"{name}_{prefix}flow_int")(field)
+            if resample:
+                field = layers.RescaleTransform(inshape[0] / int_size[0],
+                                                name=f"{name}_{prefix}diffflow")(field)
+            image = source if prefix == "" else target
+            warped.append(layers.SpatialTransformer(
+                interp_method="linear", indexing="ij",
+                name=f"{name}_{prefix}transformer")([image, field]))
+            if prefix == "":
+                pos_flow = field
+        super().__init__(inputs=[source, target], outputs=[*warped, preint_flow], name=name,
+                         **kwargs)
+
+        # config
+        self.inshape = inshape
+        self.pos_flow_layer = pos_flow._keras_history.operation.name
+        self._config = dict(
+            inshape=list(inshape), nb_unet_features=nb_unet_features,
+            nb_unet_levels=nb_unet_levels, unet_feat_mult=unet_feat_mult,
+            nb_unet_conv_per_level=nb_unet_conv_per_level, int_steps=int_steps,
+            svf_resolution=svf_resolution, int_resolution=int_resolution, bidir=bidir,
+            src_feats=src_feats, trg_feats=trg_feats, name=name)
+
+    def get_config(self):
+        return dict(self._config)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def get_registration_model(self):
+        """A model `[moving, fixed]` -> full-resolution displacement `(B, *inshape, D)`."""
+        cached = self.__dict__.get("_registration_model")
+        if cached is None:
+            cached = keras.Model(self.inputs, self.get_layer(self.pos_flow_layer).output)
+            # kept out of Keras' attribute tracking: it shares this model's weights
+            object.__setattr__(self, "_registration_model", cached)
+        return cached
+
+    def register(self, moving, fixed):
+        """Displacement (voxels) taking `moving` onto `fixed`, both `(B, *inshape, C)`."""
+        moving, fixed = self._check_pair(moving, fixed)
+        return keras.ops.convert_to_numpy(
+            self.get_registration_model().predict_on_batch([moving, fixed]))
+
+    def apply_transform(self, src, trg, img, interp_method="linear"):
+        """Register `src` to `trg` and warp `img` (B, *inshape, C) by that displacement."""
+        warp = self.register(src, trg)
+        return keras.ops.convert_to_numpy(vxm_ops.transform(img, warp, interp_method))
+
+    def _check_pair(self, moving, fixed):
+        moving = np.asarray(moving, dtype="float32")
+        fixed = np.asarray(fixed, dtype="float32")
+        expected = [tuple(t.shape[1:]) for t in self.inputs]
+        if moving.shape[1:] != expected[0] or fixed.shape[1:] != expected[1]:
+            raise ValueError(f"{self.name} takes moving (B, *{expected[0]}) and fixed "
+                             f"(B, *{expected[1]}), got moving {moving.shape} and fixed "
+                             f"{fixed.shape}")
+        if moving.shape[0] != fixed.shape[0]:
+            raise ValueError(f"moving and fixed batch sizes differ: {moving.shape} vs "
+                             f"{fixed.shape}")
+        return moving, fixed
+
+    @classmethod
+    def load(cls, path):
+        """Load a `.keras` file, or an `.h5` written by voxelmorph 0.2 (`save`)."""
+        path = str(path)
+        if path.endswith(".keras"):
+            model = keras.saving.load_model(path, compile=False)
+            if not isinstance(model, cls):
+                raise ValueError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
+            return model
+        config = _original_config(path)
+        model = cls(**config)
+        load_original_weights(model, path)
+        return model
+
+
+ORIGINAL_ONLY_OPTIONS = {"use_probs": False, "input_model": None, "hyp_model": None,
+                         "unet_half_res": False, "fill_value": None,
+                         "reg_field": "preintegrated", "int_downsize": None}
+
+
+def _original_config(path):
+    """Constructor arguments stored by voxelmorph 0.2's `model.save` in an `.h5`."""
+    try:
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get("model_config")
+    except OSError as err:
+        raise ValueError(f"{path}: not a readable HDF5 model file ({err})") from None
+    if raw is None:
+        raise ValueError(f"{path}: no model_config attribute; this looks like weights only "
+                         "(save_weights). Build VxmDense(...) with the original arguments "
+                         "and call load_original_weights(model, path)")
+    config = json.loads(raw if isinstance(raw, str) else raw.decode("utf-8"))["config"]
+    config.pop("metadata", None)
+    if config.get("int_downsize") is not None:
+        config["int_resolution"] = config["int_downsize"]
+    for key, default in ORIGINAL_ONLY_OPTIONS.items():
+        value = config.pop(key, default)
+        if value != default and key != "int_downsize":
+            raise ValueError(f"{path}: option {key}={value!r} of the original VxmDense is not "
+                             "supported by vxm_tf")
+    return config
+
+
+def load_original_weights(model, path):
+    """Copy weights from an `.h5` written by voxelmorph 0.2 (`save_weights` or `save`).
+
+    Layers are matched by name; every weighted layer of `model` must be found with weights
+    of the same shapes, else a `ValueError` names the layer.
+    """
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise ValueError(f"{path}: not a readable HDF5 weights file ({err})") from None
+    with f:
+        group = f["model_weights"] if "model_weights" in f else f
+        for layer in model.layers:
+            if not layer.weights:
+                continue
+            if layer.name not in group:
+                raise ValueError(f"{path}: no weights for layer {layer.name!r}; was it saved "
+                                 "from a VxmDense with the same name and arguments?")
+            layer_group = group[layer.name]
+            names = [n.decode() if isinstance(n, bytes) else n
+                     for n in layer_group.attrs["weight_names"]]
+            arrays = [np.asarray(layer_group[n]) for n in names]
+            expected = [tuple(w.shape) for w in layer.weights]
+            if [a.shape for a in arrays] != expected:
+                raise ValueError(f"{path}: layer {layer.name!r} has weights of shapes "
+                                 f"{[a.shape for a in arrays]}, the model expects {expected}")
+            layer.set_weights(arrays)
+    return model

@@ -1,0 +1,170 @@
+"""Pure `keras.ops` functions behind the layers: sampling, warping, integration, resizing.
+
+Shapes follow the original VoxelMorph: images are `(B, *spatial, C)` and dense transforms
+are displacements `(B, *spatial, D)` in voxels, `ij` indexing (component `d` moves along
+axis `d`). Everything here computes in float32 and works on the TensorFlow and JAX
+backends alike.
+
+Borders behave as in the original: a location outside the image reads the nearest edge
+voxel, unless a `fill_value` is given, in which case it reads that value.
+"""
+
+import itertools
+
+import numpy as np
+from keras import ops
+
+INTERP_METHODS = ("linear", "nearest")
+
+
+def check_interp_method(interp_method):
+    if interp_method not in INTERP_METHODS:
+        raise ValueError(
+            f"interp_method must be one of {INTERP_METHODS}, got {interp_method!r}"
+        )
+
+
+def identity_grid(spatial_shape):
+    """Voxel coordinates `(*spatial, D)` float32, `ij` indexing."""
+    axes = [np.arange(n, dtype=np.float32) for n in spatial_shape]
+    return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
+
+
+def interpn(vol, loc, interp_method="linear", fill_value=None):
+    """Sample `vol` at voxel locations `loc`.
+
+    Args:
+        vol: `(B, *in_spatial, C)` image.
+        loc: `(B, *out_spatial, D)` absolute voxel coordinates, D = len(in_spatial).
+        interp_method: 'linear' or 'nearest' (round half to even, as the original).
+        fill_value: value for locations outside `[0, n - 1]`; None reads the nearest edge.
+
+    Returns:
+        `(B, *out_spatial, C)` float32.
+    """
+    check_interp_method(interp_method)
+    vol = ops.cast(vol, "float32")
+    loc = ops.cast(loc, "float32")
+    in_shape = tuple(vol.shape[1:-1])
+    ndims = len(in_shape)
+    channels = vol.shape[-1]
+    strides = [int(np.prod(in_shape[d + 1:])) for d in range(ndims)]
+    voxels = int(np.prod(in_shape))
+    batch = ops.shape(vol)[0]
+    vol_flat = ops.reshape(vol, (-1, channels))
+    batch_offset = ops.reshape(
+        ops.arange(batch, dtype="int32") * voxels, (-1,) + (1,) * ndims
+    )
+    coords = [loc[..., d] for d in range(ndims)]
+
+    if interp_method == "nearest":
+        index = batch_offset
+        for d in range(ndims):
+            sub = ops.clip(ops.cast(ops.round(coords[d]), "int32"), 0, in_shape[d] - 1)
+            index = index + sub * strides[d]
+        out = ops.take(vol_flat, index, axis=0)
+    else:
+        lower, upper, weight_upper = [], [], []
+        for d in range(ndims):
+            top = in_shape[d] - 1
+            x = ops.clip(coords[d], 0.0, float(top))
+            x0 = ops.clip(ops.floor(x), 0.0, float(max(top - 1, 0)))
+            lower.append(ops.cast(x0, "int32") * strides[d])
+            upper.append(ops.minimum(ops.cast(x0, "int32") + 1, top) * strides[d])
+            weight_upper.append(x - x0)
+        out = 0.0
+        for corner in itertools.product((0, 1), repeat=ndims):
+            index = batch_offset
+            weight = 1.0
+            for d, bit in enumerate(corner):
+                index = index + (upper[d] if bit else lower[d])
+                weight = weight * (weight_upper[d] if bit else 1.0 - weight_upper[d])
+            out = out + ops.expand_dims(weight, -1) * ops.take(vol_flat, index, axis=0)
+
+    if fill_value is not None:
+        outside = None
+        for d in range(ndims):
+            bad = ops.logical_or(coords[d] < 0, coords[d] > in_shape[d] - 1)
+            outside = bad if outside is None else ops.logical_or(outside, bad)
+        out = ops.where(ops.expand_dims(outside, -1), float(fill_value), out)
+    return out
+
+
+def transform(vol, disp, interp_method="linear", fill_value=None):
+    """Warp `vol` by displacement `disp`: out[x] = vol[x + disp[x]].
+
+    Args:
+        vol: `(B, *in_spatial, C)` image.
+        disp: `(B, *out_spatial, D)` displacement in voxels.
+
+    Returns:
+        `(B, *out_spatial, C)` float32.
+    """
+    disp = ops.cast(disp, "float32")
+    loc = disp + identity_grid(disp.shape[1:-1])
+    return interpn(vol, loc, interp_method=interp_method, fill_value=fill_value)
+
+
+def integrate_svf(vel, int_steps=7):
+    """Scaling and squaring: exponentiate a stationary velocity field.
+
+    Args:
+        vel: `(B, *spatial, D)` velocity in voxels.
+        int_steps: number of squarings; 0 returns `vel` unchanged.
+
+    Returns:
+        `(B, *spatial, D)` displacement in voxels, float32.
+    """
+    disp = ops.cast(vel, "float32") / (2.0**int_steps)
+    for _ in range(int_steps):
+        disp = disp + transform(disp, disp)
+    return disp
+
+
+def resized_shape(spatial_shape, zoom_factor):
+    """Output shape of `resize`: `int(n * zoom_factor)` per axis, as the original."""
+    return tuple(None if n is None else int(n * zoom_factor) for n in spatial_shape)
+
+
+def resize(vol, zoom_factor, interp_method="linear"):
+    """Resize `(B, *spatial, C)` by `zoom_factor`, corners aligned as in the original.
+
+    Output sample `i` of an axis of length `m` reads input position `i * (n - 1) / (m - 1)`.
+    Linear interpolation is separable, so it runs one axis at a time.
+    """
+    check_interp_method(interp_method)
+    vol = ops.cast(vol, "float32")
+    in_shape = tuple(vol.shape[1:-1])
+    out_shape = resized_shape(in_shape, zoom_factor)
+    if out_shape == in_shape:
+        return vol
+    for axis, (n, m) in enumerate(zip(in_shape, out_shape)):
+        if n == m:
+            continue
+        pos = np.linspace(0.0, n - 1.0, m, dtype=np.float32)
+        if interp_method == "nearest":
+            vol = ops.take(vol, np.clip(np.round(pos), 0, n - 1).astype("int32"), axis=axis + 1)
+            continue
+        i0 = np.clip(np.floor(pos), 0, max(n - 2, 0)).astype("int32")
+        i1 = np.minimum(i0 + 1, n - 1).astype("int32")
+        w1 = (pos - i0).astype(np.float32).reshape((m,) + (1,) * (len(in_shape) - axis))
+        lo = ops.take(vol, i0, axis=axis + 1)
+        hi = ops.take(vol, i1, axis=axis + 1)
+        vol = lo * (1.0 - w1) + hi * w1
+    return vol
+
+
+def rescale_dense_transform(disp, factor, interp_method="linear"):
+    """Resize a displacement field and scale its vectors by `factor`.
+
+    Args:
+        disp: `(B, *spatial, D)` displacement in voxels of the input grid.
+        factor: zoom factor; the vectors are multiplied by it too.
+
+    Returns:
+        `(B, *resized_shape(spatial, factor), D)` in voxels of the output grid.
+    """
+    disp = ops.cast(disp, "float32")
+    if factor < 1:
+        return resize(disp, factor, interp_method) * factor
+    return resize(disp * factor, factor, interp_method)
