@@ -15,7 +15,8 @@ class _VxmLoss(keras.losses.Loss):
 
     def loss(self, y_true, y_pred):
         """The original's per-batch-element values, `(B,)`."""
-        return self.call(ops.cast(y_true, "float32"), ops.cast(y_pred, "float32"))
+        y_true = None if y_true is None else ops.cast(y_true, "float32")
+        return self.call(y_true, ops.cast(y_pred, "float32"))
 
     @classmethod
     def from_config(cls, config):

@@ -1,0 +1,125 @@
+"""Parity with the original VoxelMorph (voxelmorph 0.2), run as a subprocess oracle.
+
+Runs when the `reference` extra is installed (`make install` installs it; CI does).
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vxm_tf import layers, losses, networks
+
+pytestmark = pytest.mark.reference
+
+HAVE_REFERENCE = all(importlib.util.find_spec(m) for m in ("voxelmorph", "neurite", "tf_keras"))
+SHAPES = {2: (24, 20), 3: (12, 16, 10)}
+RTOL = 1e-5
+
+
+def make_inputs(seed=0):
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for nd, shape in SHAPES.items():
+        b = 2
+        inputs[f"vol_{nd}d"] = rng.random((b, *shape, 3), dtype=np.float32)
+        inputs[f"seg_{nd}d"] = rng.integers(0, 6, (b, *shape, 1)).astype(np.float32)
+        # displacements of a few voxels, some reaching outside the image
+        inputs[f"disp_{nd}d"] = rng.normal(0, 3, (b, *shape, nd)).astype(np.float32)
+        inputs[f"vel_{nd}d"] = rng.normal(0, 1.5, (b, *shape, nd)).astype(np.float32)
+        inputs[f"img_a_{nd}d"] = rng.random((b, *shape, 1), dtype=np.float32)
+        inputs[f"img_b_{nd}d"] = (0.5 * inputs[f"img_a_{nd}d"]
+                                  + 0.5 * rng.random((b, *shape, 1), dtype=np.float32))
+        labels_a = rng.integers(0, 4, (b, *shape))
+        labels_b = rng.integers(0, 4, (b, *shape))
+        inputs[f"onehot_a_{nd}d"] = np.eye(4, dtype=np.float32)[labels_a]
+        inputs[f"onehot_b_{nd}d"] = np.eye(4, dtype=np.float32)[labels_b]
+    inputs["model_inshape"] = np.array([32, 48])
+    inputs["model_moving"] = rng.random((2, 32, 48, 1), dtype=np.float32)
+    inputs["model_fixed"] = rng.random((2, 32, 48, 1), dtype=np.float32)
+    return inputs
+
+
+@pytest.fixture(scope="module")
+def oracle(tmp_path_factory):
+    if not HAVE_REFERENCE:
+        pytest.skip("the reference extra (voxelmorph==0.2, neurite==0.2, tf-keras) is not "
+                    "installed: pip install -e '.[reference]'")
+    workdir = tmp_path_factory.mktemp("oracle")
+    inputs = make_inputs()
+    np.savez(workdir / "inputs.npz", **inputs)
+    script = Path(__file__).with_name("reference_oracle.py")
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    run = subprocess.run([sys.executable, str(script), str(workdir / "inputs.npz"),
+                          str(workdir / "outputs.npz"), str(workdir)],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return inputs, dict(np.load(workdir / "outputs.npz")), workdir
+
+
+def assert_close(actual, expected, rtol=RTOL):
+    actual = np.asarray(actual)
+    assert actual.shape == expected.shape
+    scale = max(np.abs(expected).max(), 1e-6)
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=rtol * scale)
+
+
+@pytest.mark.parametrize("nd", [2, 3])
+def test_spatial_transformer_matches_original(oracle, nd):
+    inputs, expected, _ = oracle
+    vol, seg, disp = inputs[f"vol_{nd}d"], inputs[f"seg_{nd}d"], inputs[f"disp_{nd}d"]
+    assert_close(layers.SpatialTransformer()([vol, disp]), expected[f"linear_{nd}d"])
+    nearest = layers.SpatialTransformer(interp_method="nearest")([seg, disp])
+    np.testing.assert_array_equal(np.asarray(nearest), expected[f"nearest_{nd}d"])
+    filled = layers.SpatialTransformer(fill_value=-1.0)([vol, disp])
+    assert_close(filled, expected[f"fill_{nd}d"])
+
+
+@pytest.mark.parametrize("nd", [2, 3])
+def test_vecint_and_rescale_match_original(oracle, nd):
+    inputs, expected, _ = oracle
+    vel = inputs[f"vel_{nd}d"]
+    assert_close(layers.VecInt(int_steps=7)(vel), expected[f"vecint_{nd}d"])
+    assert_close(layers.RescaleTransform(0.5)(vel), expected[f"half_{nd}d"])
+    assert_close(layers.RescaleTransform(2.0)(vel), expected[f"double_{nd}d"])
+
+
+@pytest.mark.parametrize("nd", [2, 3])
+def test_losses_match_original(oracle, nd):
+    inputs, expected, _ = oracle
+    a, b, vel = inputs[f"img_a_{nd}d"], inputs[f"img_b_{nd}d"], inputs[f"vel_{nd}d"]
+    assert_close(losses.NCC().loss(a, b), expected[f"ncc_{nd}d"])
+    assert_close(losses.NCC(win=5).loss(a, b), expected[f"ncc5_{nd}d"])
+    assert_close(np.mean(losses.MSE().loss(a, b)), expected[f"mse_{nd}d"])
+    assert_close(losses.Grad("l1").loss(None, vel), expected[f"grad_l1_{nd}d"])
+    assert_close(losses.Grad("l2", loss_mult=2).loss(None, vel), expected[f"grad_l2_{nd}d"])
+    dice = losses.Dice().loss(inputs[f"onehot_a_{nd}d"], inputs[f"onehot_b_{nd}d"])
+    assert_close(np.mean(dice), expected[f"dice_{nd}d"])
+
+
+@pytest.mark.parametrize("filename", ["original_weights.h5", "original_model.h5"])
+def test_vxmdense_loads_original_weights(oracle, filename):
+    inputs, expected, workdir = oracle
+    path = workdir / filename
+    if filename == "original_model.h5":
+        model = networks.VxmDense.load(path)
+    else:
+        model = networks.VxmDense(tuple(inputs["model_inshape"]), int_steps=7, int_resolution=2)
+        networks.load_original_weights(model, path)
+    moving, fixed = inputs["model_moving"], inputs["model_fixed"]
+    moved, preint = model.predict_on_batch([moving, fixed])
+    assert np.abs(expected["model_warp"]).max() > 0.5, "the oracle's field should not be ~0"
+    assert_close(preint, expected["model_preint"], rtol=1e-4)
+    assert_close(moved, expected["model_moved"], rtol=1e-4)
+    assert_close(model.register(moving, fixed), expected["model_warp"], rtol=1e-4)
+
+
+def test_load_original_weights_rejects_other_architecture(oracle, tmp_path):
+    _, _, workdir = oracle
+    model = networks.VxmDense((32, 48), nb_unet_features=[[8, 8, 8, 8], [8, 8, 8, 8, 8, 8]])
+    with pytest.raises(ValueError, match="vxm_dense_unet_enc_conv_0_0"):
+        networks.load_original_weights(model, workdir / "original_weights.h5")
