@@ -1,0 +1,221 @@
+"""Subjects loaded into memory: resize, normalise, check, and the preprocessing cache.
+
+A split of N subjects is held as one `Volumes` (N images, N segmentations): the pair
+pipeline indexes into it, so memory grows with N, never with the N^2 pairs.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from vxm_tf.data.datasets import Dataset, DatasetError, Subject
+from vxm_tf.io import load_volume, voxel_size
+
+NORMALISATIONS = ("none", "minmax", "percentile")
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class Volumes:
+    """Images `(N, *spatial)` float32, segmentations `(N, *spatial)` int32 or None,
+    label names `{id: name}` and the voxel size in mm."""
+
+    names: list
+    images: np.ndarray
+    segs: np.ndarray | None = None
+    label_names: dict = field(default_factory=dict)
+    voxel_size: tuple = ()
+
+    @property
+    def shape(self):
+        return self.images.shape[1:]
+
+    @property
+    def labels(self):
+        """Label ids present in any segmentation, background (0) excluded."""
+        if self.segs is None:
+            return []
+        return [int(v) for v in np.unique(self.segs) if v != 0]
+
+    def __len__(self):
+        return len(self.names)
+
+
+def resize_volume(data, shape, labels=False):
+    """Resize a 2D/3D array to `shape`: linear for images, nearest for label maps.
+
+    Voxel centres map as in area-aligned resampling (scipy `grid_mode=True`), the same
+    for images and label maps, so both stay aligned. Nearest never invents a label.
+    """
+    shape = tuple(int(n) for n in shape)
+    if data.shape == shape:
+        return data
+    if len(shape) != data.ndim:
+        raise DatasetError(f"cannot resize a {data.ndim}D volume to {len(shape)}D shape {shape}")
+    zoom = [out / n for out, n in zip(shape, data.shape)]
+    return ndimage.zoom(data, zoom, order=0 if labels else 1, mode="nearest", grid_mode=True,
+                        output=data.dtype if labels else np.float32)
+
+
+def normalise_image(data, method="minmax"):
+    """Scale intensities to [0, 1]: 'minmax', 'percentile' (0.5 to 99.5, clipped) or 'none'."""
+    if method == "none":
+        return data.astype(np.float32)
+    if method not in NORMALISATIONS:
+        raise DatasetError(f"normalisation must be one of {NORMALISATIONS}, got {method!r}")
+    low, high = ((data.min(), data.max()) if method == "minmax"
+                 else np.percentile(data, [0.5, 99.5]))
+    if high <= low:
+        return np.zeros_like(data, dtype=np.float32)
+    return np.clip((data - low) / (high - low), 0, 1).astype(np.float32)
+
+
+def resized_affine(affine, in_shape, out_shape):
+    """Voxel-to-world affine of a volume resized from `in_shape` to `out_shape` by
+    `resize_volume`: output voxel i sits at input position (i + 0.5) * n / m - 0.5."""
+    scale = np.eye(4)
+    for axis, (n, m) in enumerate(zip(in_shape, out_shape)):
+        scale[axis, axis] = n / m
+        scale[axis, 3] = 0.5 * n / m - 0.5
+    return np.asarray(affine) @ scale
+
+
+def load_subject(subject, target_shape=None, normalise="none"):
+    """Read one subject, resized to `target_shape` if given.
+
+    Returns (image float32, seg int32 or None, affine (4, 4), labels lost by resizing).
+    """
+    image = load_volume(subject.image)
+    seg = load_volume(subject.seg, labels=True) if subject.seg else None
+    if seg is not None and seg.data.shape != image.data.shape:
+        raise DatasetError(f"{subject.seg}: segmentation shape {seg.data.shape} differs from "
+                           f"image {subject.image} shape {image.data.shape}")
+    data, seg_data, affine = image.data, None if seg is None else seg.data, image.affine
+    lost = []
+    if target_shape is not None and tuple(target_shape) != data.shape:
+        affine = resized_affine(affine, data.shape, target_shape)
+        data = resize_volume(data, target_shape)
+        if seg_data is not None:
+            before = set(np.unique(seg_data).tolist())
+            seg_data = resize_volume(seg_data, target_shape, labels=True)
+            lost = sorted(before - set(np.unique(seg_data).tolist()))
+    return normalise_image(data, normalise), seg_data, affine, lost
+
+
+def load_volumes(subjects, target_shape=None, normalise="none", label_names=None):
+    """Load subjects into one `Volumes`; all must share a shape unless `target_shape` is set."""
+    if not subjects:
+        raise DatasetError("empty subject list")
+    images, segs = [], []
+    for subject in subjects:
+        image, seg, affine, _ = load_subject(subject, target_shape, normalise)
+        if images and image.shape != images[0].shape:
+            raise DatasetError(f"{subject.image}: shape {image.shape} differs from "
+                               f"{subjects[0].image} shape {images[0].shape}; set a target "
+                               "shape to resize all subjects")
+        images.append(image)
+        segs.append(seg)
+    has_segs = [s is not None for s in segs]
+    if any(has_segs) and not all(has_segs):
+        missing = subjects[has_segs.index(False)].image
+        raise DatasetError(f"{missing}: no segmentation, while other subjects have one")
+    return Volumes([s.name for s in subjects], np.stack(images),
+                   np.stack(segs) if all(has_segs) else None, dict(label_names or {}),
+                   voxel_size(affine, images[0].ndim))
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def prepare_cache(dataset, out_dir, target_shape=None, normalise="minmax", log=print):
+    """Resize and normalise every subject of `dataset` into `out_dir` (npz + manifest).
+
+    Each subject becomes `<name>.npz` (`vol` float32, `seg` int16, `affine`); the manifest
+    records sources and their sha256, shape, labels, lost labels and output checksums.
+    A subject whose sources and settings match the manifest is not redone, so a second
+    run is a no-op. Returns the cached `Dataset`.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = {"target_shape": list(target_shape) if target_shape else None,
+                "normalise": normalise}
+    old = read_manifest(out_dir) if (out_dir / MANIFEST).exists() else {}
+    old_entries = old.get("subjects", {}) if old.get("settings") == settings else {}
+    entries, done = {}, 0
+    for subject in dataset.subjects:
+        sources = {"image": subject.image, "image_sha256": file_sha256(subject.image)}
+        if subject.seg:
+            sources.update(seg=subject.seg, seg_sha256=file_sha256(subject.seg))
+        out_path = out_dir / f"{subject.name}.npz"
+        previous = old_entries.get(subject.name)
+        if (previous and previous["sources"] == sources and out_path.exists()
+                and file_sha256(out_path) == previous["sha256"]):
+            entries[subject.name] = previous
+            continue
+        image, seg, affine, lost = load_subject(subject, target_shape, normalise)
+        if lost:
+            names = [dataset.label_names.get(v, str(v)) for v in lost]
+            log(f"{subject.name}: labels lost at shape {image.shape}: {', '.join(names)}")
+        arrays = {"vol": image, "affine": affine}
+        if seg is not None:
+            arrays["seg"] = seg.astype(np.int16)
+        _atomic_savez(out_path, arrays)
+        entries[subject.name] = {
+            "sources": sources, "shape": list(image.shape),
+            "voxel_size": list(voxel_size(affine, image.ndim)),
+            "labels": [] if seg is None else [int(v) for v in np.unique(seg) if v],
+            "lost_labels": lost, "file": out_path.name, "sha256": file_sha256(out_path)}
+        done += 1
+    manifest = {"dataset": dataset.name, "settings": settings,
+                "label_names": {str(k): v for k, v in dataset.label_names.items()},
+                "subjects": entries}
+    if manifest != old:
+        _atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    log(f"{out_dir}: {done} subjects prepared, {len(entries) - done} already up to date")
+    return cached_dataset(out_dir)
+
+
+def read_manifest(out_dir):
+    path = Path(out_dir) / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DatasetError(f"{path}: unreadable cache manifest ({err})") from None
+
+
+def cached_dataset(out_dir):
+    """The `Dataset` of a folder written by `prepare_cache`, in the original order."""
+    manifest = read_manifest(out_dir)
+    subjects = [Subject(name, str(Path(out_dir) / e["file"]),
+                        str(Path(out_dir) / e["file"]) if e["labels"] else None)
+                for name, e in manifest["subjects"].items()]
+    labels = {int(k): v for k, v in manifest.get("label_names", {}).items()}
+    return Dataset(manifest["dataset"], subjects, labels)
+
+
+def _atomic_savez(path, arrays):
+    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=".tmp-", suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _atomic_write_text(path, text):
+    tmp = Path(path).with_name(f".tmp-{Path(path).name}")
+    tmp.write_text(text)
+    os.replace(tmp, path)

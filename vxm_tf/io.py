@@ -1,0 +1,143 @@
+"""Read and write volumes: NIfTI (.nii, .nii.gz), MGH (.mgz) and npz (keys `vol` / `seg`).
+
+Every error a user can cause (missing, unreadable or truncated file, NaN voxels, a shape
+that is not 2D or 3D) is a `VolumeError` naming the file. Writes are atomic: a temporary
+file in the same folder, renamed into place once complete.
+"""
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz", ".mgz")
+SUFFIXES = NIFTI_SUFFIXES + (".npz",)
+
+
+class VolumeError(ValueError):
+    """A volume file that cannot be used, with the file named in the message."""
+
+
+@dataclass
+class Volume:
+    """A 2D or 3D array with its voxel-to-world affine.
+
+    data: `(*spatial)` array, float32 for images, integers for label maps.
+    affine: `(4, 4)` voxel-to-world matrix (mm).
+    path: where it was read from.
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+    path: str = ""
+
+    @property
+    def voxel_size(self):
+        """Voxel size in mm along each spatial axis."""
+        return voxel_size(self.affine, self.data.ndim)
+
+
+def voxel_size(affine, ndims):
+    """Voxel size in mm of the first `ndims` axes of a (4, 4) voxel-to-world affine."""
+    sizes = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    return tuple(float(s) for s in sizes[:ndims])
+
+
+def _suffix(path):
+    name = str(path).lower()
+    for suffix in SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    return None
+
+
+def load_volume(path, key=None, labels=False):
+    """Load a volume; a trailing singleton axis is dropped (160x192x1 -> 160x192).
+
+    An npz may hold an `affine` array beside the volume; otherwise its affine is identity.
+
+    Args:
+        path: .nii, .nii.gz, .mgz or .npz file.
+        key: npz array name; default 'seg' when `labels` else 'vol'.
+        labels: read as an integer label map (values must be whole numbers).
+
+    Returns:
+        `Volume` with float32 data (int32 for labels).
+    """
+    path = str(path)
+    suffix = _suffix(path)
+    if suffix is None:
+        raise VolumeError(f"{path}: unknown file type; expected one of {', '.join(SUFFIXES)}")
+    if not os.path.isfile(path):
+        raise VolumeError(f"{path}: no such file")
+    try:
+        if suffix == ".npz":
+            data, affine = _load_npz(path, key or ("seg" if labels else "vol"))
+        else:
+            image = nib.load(path)
+            data, affine = np.asarray(image.dataobj), image.affine
+    except VolumeError:
+        raise
+    except Exception as err:  # nibabel, gzip and zlib raise many types for bad files
+        raise VolumeError(f"{path}: unreadable or truncated ({type(err).__name__}: {err})"
+                          ) from None
+    return Volume(_checked(data, path, labels), np.asarray(affine, dtype=np.float64), path)
+
+
+def _load_npz(path, key):
+    with np.load(path) as npz:
+        if key not in npz:
+            raise VolumeError(f"{path}: no array {key!r} (has {sorted(npz.files)})")
+        data = npz[key]
+        affine = npz["affine"] if "affine" in npz.files else np.eye(4)
+    return data, affine
+
+
+def _checked(data, path, labels):
+    while data.ndim > 2 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim not in (2, 3):
+        raise VolumeError(f"{path}: expected a 2D or 3D volume, got shape {data.shape}")
+    if labels:
+        if np.issubdtype(data.dtype, np.floating):
+            if not np.all(np.isfinite(data)):
+                raise VolumeError(f"{path}: label map has NaN or Inf voxels")
+            if not np.array_equal(data, np.round(data)):
+                raise VolumeError(f"{path}: label map has non-integer values")
+        return data.astype(np.int32)
+    data = data.astype(np.float32)
+    bad = ~np.isfinite(data)
+    if bad.any():
+        raise VolumeError(f"{path}: {int(bad.sum())} NaN or Inf voxels")
+    return data
+
+
+def save_volume(path, data, affine=None):
+    """Write `data` (2D or 3D) to .nii/.nii.gz/.mgz (with `affine`) or .npz, atomically.
+
+    The parent folder must exist; nothing is left behind if writing fails.
+    """
+    path = str(path)
+    suffix = _suffix(path)
+    if suffix is None:
+        raise VolumeError(f"{path}: unknown file type; expected one of {', '.join(SUFFIXES)}")
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise VolumeError(f"{path}: folder {folder} does not exist")
+    affine = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
+    os.close(fd)
+    try:
+        if suffix == ".npz":
+            np.savez_compressed(tmp, vol=data)
+        elif suffix == ".mgz":
+            nib.save(nib.MGHImage(np.asarray(data), affine), tmp)
+        else:
+            nib.save(nib.Nifti1Image(np.asarray(data), affine), tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
