@@ -76,4 +76,4 @@ def synthetic_volumes(count, shape=(64, 64), nb_labels=8, seed=0, deformation=No
         segs.append(seg.astype(np.int32))
     names = [f"synthetic_{i:03d}" for i in range(count)]
     label_names = {0: "background", **{k: f"label_{k}" for k in range(1, nb_labels + 1)}}
-    return Volumes(names, np.stack(images), np.stack(segs), label_names, (1.0,) * len(shape))
+    return Volumes(names, np.stack(images), np.stack(segs), label_names)

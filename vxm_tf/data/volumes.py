@@ -24,13 +24,17 @@ MANIFEST = "manifest.json"
 @dataclass
 class Volumes:
     """Images `(N, *spatial)` float32, segmentations `(N, *spatial)` int32 or None,
-    label names `{id: name}` and the voxel size in mm."""
+    label names `{id: name}` and each subject's voxel size in mm, `(N, D)`."""
 
     names: list
     images: np.ndarray
     segs: np.ndarray | None = None
     label_names: dict = field(default_factory=dict)
-    voxel_size: tuple = ()
+    voxel_sizes: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.voxel_sizes is None:
+            self.voxel_sizes = np.ones((len(self.names), self.images.ndim - 1))
 
     @property
     def shape(self):
@@ -112,9 +116,10 @@ def load_volumes(subjects, target_shape=None, normalise="none", label_names=None
     """Load subjects into one `Volumes`; all must share a shape unless `target_shape` is set."""
     if not subjects:
         raise DatasetError("empty subject list")
-    images, segs = [], []
+    images, segs, voxels = [], [], []
     for subject in subjects:
         image, seg, affine, _ = load_subject(subject, target_shape, normalise)
+        voxels.append(voxel_size(affine, image.ndim))
         if images and image.shape != images[0].shape:
             raise DatasetError(f"{subject.image}: shape {image.shape} differs from "
                                f"{subjects[0].image} shape {images[0].shape}; set a target "
@@ -127,7 +132,7 @@ def load_volumes(subjects, target_shape=None, normalise="none", label_names=None
         raise DatasetError(f"{missing}: no segmentation, while other subjects have one")
     return Volumes([s.name for s in subjects], np.stack(images),
                    np.stack(segs) if all(has_segs) else None, dict(label_names or {}),
-                   voxel_size(affine, images[0].ndim))
+                   np.asarray(voxels))
 
 
 def file_sha256(path):

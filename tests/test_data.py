@@ -1,0 +1,221 @@
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from vxm_tf import data
+from vxm_tf.data import DatasetError
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+OASIS_2D = SHARED / "neurite-oasis-2d"
+OASIS_3D = SHARED / "neurite-oasis-3d"
+needs_oasis_2d = pytest.mark.skipif(not OASIS_2D.is_dir(),
+                                    reason=f"real data not found at {OASIS_2D}")
+needs_oasis_3d = pytest.mark.skipif(not OASIS_3D.is_dir(),
+                                    reason=f"real data not found at {OASIS_3D}")
+
+
+def fake_oasis(root, shapes, labels=("Left-Thing", "Right-Thing")):
+    """A tiny neurite-OASIS 3D folder: one subject per shape."""
+    root.mkdir(parents=True, exist_ok=True)
+    names = [f"OASIS_OAS1_{i:04d}_MR1" for i in range(len(shapes))]
+    (root / "subjects.txt").write_text("\n".join(names) + "\n")
+    table = ["#ID   Label Name   R G B A", "0 Unknown 0 0 0 0"]
+    table += [f"{k} {n} 1 2 3 0" for k, n in enumerate(labels, 1)]
+    (root / "seg35_labels.txt").write_text("\n".join(table) + "\n")
+    rng = np.random.default_rng(0)
+    for name, shape in zip(names, shapes):
+        (root / name).mkdir()
+        nib.save(nib.Nifti1Image(rng.random(shape).astype(np.float32), np.eye(4)),
+                 str(root / name / "aligned_norm.nii.gz"))
+        seg = rng.integers(0, len(labels) + 1, shape).astype(np.uint8)
+        nib.save(nib.Nifti1Image(seg, np.eye(4)), str(root / name / "aligned_seg35.nii.gz"))
+    return root
+
+
+@needs_oasis_2d
+def test_oasis_2d_blog_protocol_pairs():
+    dataset = data.oasis_dataset(OASIS_2D)
+    assert len(dataset) == 364 and len(dataset.label_names) == 25
+    splits = data.split_subjects(dataset)
+    assert len(data.all_pairs(len(splits["train"]))) == 2256
+    assert len(data.all_pairs(len(splits["test"]))) == 110
+    assert splits["test"][0].name == dataset.subjects[48].name
+    volumes = data.load_volumes(splits["test"], label_names=dataset.label_names)
+    assert volumes.shape == (160, 192) and len(volumes.labels) == 24
+
+
+@needs_oasis_3d
+def test_oasis_3d_resized_to_128_keeps_every_label():
+    dataset = data.oasis_dataset(OASIS_3D)
+    for subject in dataset.subjects:
+        image, seg, affine, lost = data.volumes.load_subject(subject, (128, 128, 128))
+        original = data.load_volumes([subject]).segs[0]
+        assert image.shape == seg.shape == (128, 128, 128)
+        assert lost == []
+        assert set(np.unique(seg)) == set(np.unique(original))
+        np.testing.assert_allclose(np.abs(affine[:3, :3]).sum(0), [160 / 128, 192 / 128,
+                                                                   224 / 128])
+
+
+def test_fake_oasis_layout_and_label_table(tmp_path):
+    dataset = data.oasis_dataset(fake_oasis(tmp_path / "oasis", [(8, 8, 8)] * 3))
+    assert [s.name for s in dataset.subjects][0] == "OASIS_OAS1_0000_MR1"
+    assert dataset.label_names == {0: "Unknown", 1: "Left-Thing", 2: "Right-Thing"}
+    assert dataset.subjects[0].seg.endswith("aligned_seg35.nii.gz")
+
+
+def test_list_dataset_prefix_suffix_and_segmentations(tmp_path):
+    fake_oasis(tmp_path / "o", [(8, 8, 8)] * 2)
+    (tmp_path / "list.txt").write_text("OASIS_OAS1_0000_MR1\nOASIS_OAS1_0001_MR1\n")
+    dataset = data.list_dataset(tmp_path / "list.txt", prefix=f"{tmp_path}/o/",
+                                suffix="/aligned_norm.nii.gz", seg_suffix="/aligned_seg35.nii.gz")
+    volumes = data.load_volumes(dataset.subjects)
+    assert volumes.images.shape == (2, 8, 8, 8) and volumes.segs.shape == (2, 8, 8, 8)
+
+
+def test_pairs_and_atlas_pairs():
+    assert data.all_pairs(3) == [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)]
+    assert data.atlas_pairs(4, 3) == [(0, 3), (1, 3), (2, 3)]
+
+
+def test_split_errors(tmp_path):
+    dataset = data.oasis_dataset(fake_oasis(tmp_path / "o", [(8, 8, 8)] * 3))
+    with pytest.raises(DatasetError, match=r"splits need 48 subjects \(train 48, test 11, val 0\).*has 3"):
+        data.split_subjects(dataset)
+    (tmp_path / "test.txt").write_text("OASIS_OAS1_0002_MR1\nghost\n")
+    with pytest.raises(DatasetError, match=r"test.txt: 1 subjects not in dataset.*ghost"):
+        data.split_subjects(dataset, train=2, test_list=tmp_path / "test.txt")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "subjects.txt").write_text("\n")
+    with pytest.raises(DatasetError, match="subjects.txt: empty subject list"):
+        data.oasis_dataset(tmp_path / "empty")
+
+
+def test_shape_errors_name_the_files(tmp_path):
+    dataset = data.oasis_dataset(fake_oasis(tmp_path / "o", [(8, 8, 8), (8, 8, 10)]))
+    with pytest.raises(DatasetError, match=r"OASIS_OAS1_0001_MR1/aligned_norm.nii.gz: shape "
+                                           r"\(8, 8, 10\) differs.*target shape"):
+        data.load_volumes(dataset.subjects)
+    assert data.load_volumes(dataset.subjects, target_shape=(8, 8, 8)).shape == (8, 8, 8)
+    seg = tmp_path / "o" / "OASIS_OAS1_0000_MR1" / "aligned_seg35.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 6), np.uint8), np.eye(4)), str(seg))
+    with pytest.raises(DatasetError, match=r"aligned_seg35.nii.gz: segmentation shape"):
+        data.load_volumes(dataset.subjects[:1])
+
+
+def test_nearest_resize_never_invents_labels_and_reports_lost_ones(tmp_path):
+    seg = np.zeros((40, 40, 40), np.int32)
+    seg[5:30, 5:30, 5:30] = 4
+    seg[10:20, 10:20, 10:20] = 17
+    seg[33, 33, 33] = 9  # one voxel: gone at quarter size
+    small = data.resize_volume(seg, (10, 10, 10), labels=True)
+    assert set(np.unique(small)) == {0, 4, 17}
+    root = fake_oasis(tmp_path / "o", [(40, 40, 40)])
+    nib.save(nib.Nifti1Image(seg.astype(np.uint8), np.eye(4)),
+             str(root / "OASIS_OAS1_0000_MR1" / "aligned_seg35.nii.gz"))
+    subject = data.oasis_dataset(root).subjects[0]
+    assert data.volumes.load_subject(subject, (10, 10, 10))[3] == [9]
+
+
+def test_prepare_cache_is_idempotent(tmp_path):
+    dataset = data.oasis_dataset(fake_oasis(tmp_path / "o", [(12, 12, 12), (12, 14, 12)]))
+    messages = []
+    cached = data.prepare_cache(dataset, tmp_path / "cache", (8, 8, 8), log=messages.append)
+    assert "2 subjects prepared" in messages[-1]
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cache").iterdir()}
+    data.prepare_cache(dataset, tmp_path / "cache", (8, 8, 8), log=messages.append)
+    assert "0 subjects prepared, 2 already up to date" in messages[-1]
+    assert stamps == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cache").iterdir()}
+    volumes = data.load_volumes(cached.subjects, label_names=cached.label_names)
+    assert volumes.shape == (8, 8, 8) and volumes.label_names[1] == "Left-Thing"
+    np.testing.assert_allclose(volumes.voxel_sizes, [[1.5, 1.5, 1.5], [1.5, 1.75, 1.5]])
+    data.prepare_cache(dataset, tmp_path / "cache", (6, 6, 6), log=messages.append)
+    assert "2 subjects prepared" in messages[-1]
+
+
+def test_synthetic_volumes_are_deterministic_and_labelled():
+    a = data.synthetic_volumes(3, (32, 32), nb_labels=5, seed=4)
+    b = data.synthetic_volumes(3, (32, 32), nb_labels=5, seed=4)
+    np.testing.assert_array_equal(a.images, b.images)
+    assert a.labels == [1, 2, 3, 4, 5]
+    assert not np.array_equal(a.segs[0], a.segs[1])
+    assert 0 <= a.images.min() and a.images.max() <= 1
+
+
+def test_pipeline_streams_every_pair_once_per_epoch_in_a_seeded_order():
+    volumes = data.synthetic_volumes(4, (16, 16))
+    pairs = data.all_pairs(4)
+    ds = data.pair_dataset(volumes, pairs, batch_size=3, seed=1, flow_shape=(8, 8, 2))
+    (moving, fixed), (target, zeros) = next(iter(ds))
+    assert moving.shape == (3, 16, 16, 1) and zeros.shape == (3, 8, 8, 2)
+    np.testing.assert_array_equal(target, fixed)
+
+    def epoch(ds):
+        return [tuple(m[..., 0].numpy().sum((1, 2))) for (m, _), _ in ds]
+
+    def fresh(seed):
+        return data.pair_dataset(volumes, pairs, batch_size=3, seed=seed, flow_shape=(8, 8, 2))
+    ds = fresh(1)
+    first, second = epoch(ds), epoch(ds)
+    assert first == epoch(fresh(1))
+    assert first != second and first != epoch(fresh(2))
+    assert sorted(sum(first, ())) == sorted(sum(second, ()))
+
+    segs_ds = data.pair_dataset(volumes, pairs, shuffle=False, with_segs=True)
+    seen = [(int(ms[0, 0, 0]), int(fs[0, 0, 0])) for _, (ms, fs) in segs_ds]
+    assert len(seen) == 12
+    (m, f), (ms, fs) = next(iter(segs_ds))
+    np.testing.assert_array_equal(ms[0], volumes.segs[0])
+    np.testing.assert_array_equal(fs[0], volumes.segs[1])
+
+
+def test_bidirectional_targets():
+    volumes = data.synthetic_volumes(2, (16, 16))
+    ds = data.pair_dataset(volumes, [(0, 1)], flow_shape=(16, 16, 2), bidir=True)
+    (moving, fixed), (t_fixed, t_moving, zeros) = next(iter(ds))
+    np.testing.assert_array_equal(t_moving, moving)
+    np.testing.assert_array_equal(t_fixed, fixed)
+
+
+def test_augmentation_moves_image_and_labels_together():
+    volumes = data.synthetic_volumes(1, (48, 48), nb_labels=4)
+    seg = volumes.segs[0]
+    aug = data.Augmentation(rotate_deg=30)
+    image, moved = data.augment(seg.astype(np.float32), seg, aug, np.random.default_rng(0))
+    assert not np.array_equal(moved, seg)
+    agree = np.mean(np.round(image) == moved)
+    assert agree > 0.95
+
+
+def test_left_right_flip_swaps_labels_by_name():
+    names = {0: "Unknown", 1: "Left-Hippocampus", 2: "Brain-Stem", 3: "Right-Hippocampus"}
+    table = data.left_right_swap(names)
+    assert table.tolist() == [0, 3, 2, 1]
+    seg = np.zeros((6, 4), np.int32)
+    seg[:3] = 1  # left half (axis 0) is Left-Hippocampus
+    seg[3:, 0] = 2
+    aug = data.Augmentation(flip=True)
+    rng = next(np.random.default_rng(s) for s in range(100)
+               if np.random.default_rng(s).random() < 0.5)
+    _, flipped = data.augment(seg.astype(np.float32), seg, aug, rng, table)
+    assert (flipped[3:] == 3).all() and (flipped[:3, 0] == 2).all()
+
+
+def test_augmented_pipeline_is_deterministic_by_seed_inside_dataset_map():
+    volumes = data.synthetic_volumes(3, (24, 24))
+    aug = data.Augmentation(rotate_deg=15, flip=True, intensity_shift=0.1,
+                            intensity_scale=0.2, gamma=0.3, noise=0.05)
+
+    def images(seed):
+        ds = data.pair_dataset(volumes, data.all_pairs(3), seed=seed, augmentation=aug,
+                               with_segs=True)
+        return np.concatenate([m.numpy() for (m, _), _ in ds])
+    np.testing.assert_array_equal(images(3), images(3))
+    assert not np.array_equal(images(3), images(4))
+
+
+def test_augmentation_arguments_are_checked():
+    with pytest.raises(ValueError, match="rotate_deg must be non-negative, got -5"):
+        data.Augmentation(rotate_deg=-5)
