@@ -11,7 +11,7 @@ import sys
 import keras
 import numpy as np
 
-from vxm_tf import layers, losses
+from vxm_tf import layers, losses, networks  # noqa: F401  (registers VxmDense for loading)
 
 
 def compute(inputs, model):

@@ -70,7 +70,8 @@ def test_list_dataset_prefix_suffix_and_segmentations(tmp_path):
     fake_oasis(tmp_path / "o", [(8, 8, 8)] * 2)
     (tmp_path / "list.txt").write_text("OASIS_OAS1_0000_MR1\nOASIS_OAS1_0001_MR1\n")
     dataset = data.list_dataset(tmp_path / "list.txt", prefix=f"{tmp_path}/o/",
-                                suffix="/aligned_norm.nii.gz", seg_suffix="/aligned_seg35.nii.gz")
+                                suffix="/aligned_norm.nii.gz",
+                                seg_suffix="/aligned_seg35.nii.gz")
     volumes = data.load_volumes(dataset.subjects)
     assert volumes.images.shape == (2, 8, 8, 8) and volumes.segs.shape == (2, 8, 8, 8)
 
@@ -82,7 +83,8 @@ def test_pairs_and_atlas_pairs():
 
 def test_split_errors(tmp_path):
     dataset = data.oasis_dataset(fake_oasis(tmp_path / "o", [(8, 8, 8)] * 3))
-    with pytest.raises(DatasetError, match=r"splits need 48 subjects \(train 48, test 11, val 0\).*has 3"):
+    with pytest.raises(DatasetError,
+                       match=r"splits need 48 subjects \(train 48, test 11, val 0\).*has 3"):
         data.split_subjects(dataset)
     (tmp_path / "test.txt").write_text("OASIS_OAS1_0002_MR1\nghost\n")
     with pytest.raises(DatasetError, match=r"test.txt: 1 subjects not in dataset.*ghost"):

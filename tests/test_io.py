@@ -81,6 +81,6 @@ def test_save_into_missing_folder_writes_nothing(tmp_path):
 
 
 def test_failed_save_leaves_no_partial_file(tmp_path):
-    with pytest.raises(Exception):
+    with pytest.raises(Exception, match="object"):
         save_volume(tmp_path / "bad.nii.gz", np.zeros((4, 4), dtype=object))
     assert list(tmp_path.iterdir()) == []

@@ -148,3 +148,13 @@ def test_transformer_rejects_field_of_wrong_dimension():
     with pytest.raises(ValueError, match=r"\(B, \*spatial, 2\).*\(1, 8, 8, 3\)"):
         layers.SpatialTransformer()([np.zeros((1, 8, 8, 1), "float32"),
                                      np.zeros((1, 8, 8, 3), "float32")])
+
+
+def test_nan_displacement_gives_nan_not_an_out_of_bounds_read():
+    image = np.random.rand(1, 8, 8, 1).astype("float32")
+    disp = np.zeros((1, 8, 8, 2), "float32")
+    disp[0, 2, 3] = np.nan
+    linear = np.asarray(layers.SpatialTransformer()([image, disp]))
+    assert np.isnan(linear[0, 2, 3, 0]) and np.isfinite(np.delete(linear.ravel(), 2 * 8 + 3)).all()
+    nearest = np.asarray(layers.SpatialTransformer(interp_method="nearest")([image, disp]))
+    assert np.isfinite(nearest).all()

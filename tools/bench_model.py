@@ -41,12 +41,15 @@ def build_vxm_tf(shape):
     import keras
 
     import vxm_tf
+    import vxm_tf.losses
+    import vxm_tf.networks
 
     model = vxm_tf.networks.VxmDense(shape, int_steps=7, int_resolution=2)
     model.compile(keras.optimizers.Adam(1e-4),
                   loss=[vxm_tf.losses.NCC(), vxm_tf.losses.Grad("l2", loss_mult=2)],
                   loss_weights=[1.0, 1.0])
-    return model, model.get_registration_model(), f"{vxm_tf.__version__} (keras {keras.__version__})"
+    version = f"{vxm_tf.__version__} (keras {keras.__version__})"
+    return model, model.get_registration_model(), version
 
 
 def build_original(shape):

@@ -1,5 +1,18 @@
-"""vxm_tf: VoxelMorph deformable registration in Keras 3 (TensorFlow or JAX backend)."""
+"""vxm_tf: VoxelMorph deformable registration in Keras 3 (TensorFlow or JAX backend).
+
+Submodules load on first use (`vxm_tf.networks.VxmDense`), so that `import vxm_tf` and the
+command-line entry points start without importing TensorFlow first.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
-from vxm_tf import layers, losses, networks  # noqa: E402,F401
+_SUBMODULES = ("data", "experiment", "io", "layers", "losses", "metrics", "networks", "ops",
+               "registration", "trainer")
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"vxm_tf.{name}")
+    raise AttributeError(f"module 'vxm_tf' has no attribute {name!r}")

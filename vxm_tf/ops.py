@@ -57,10 +57,13 @@ def interpn(vol, loc, interp_method="linear", fill_value=None):
     )
     coords = [loc[..., d] for d in range(ndims)]
 
+    # indices come from NaN-free coordinates (a NaN cast to int would read out of bounds);
+    # linear weights keep the NaN, so a NaN field still gives a NaN image
     if interp_method == "nearest":
         index = batch_offset
         for d in range(ndims):
-            sub = ops.clip(ops.cast(ops.round(coords[d]), "int32"), 0, in_shape[d] - 1)
+            safe = ops.where(ops.isnan(coords[d]), 0.0, coords[d])
+            sub = ops.clip(ops.cast(ops.round(safe), "int32"), 0, in_shape[d] - 1)
             index = index + sub * strides[d]
         out = ops.take(vol_flat, index, axis=0)
     else:
@@ -68,7 +71,8 @@ def interpn(vol, loc, interp_method="linear", fill_value=None):
         for d in range(ndims):
             top = in_shape[d] - 1
             x = ops.clip(coords[d], 0.0, float(top))
-            x0 = ops.clip(ops.floor(x), 0.0, float(max(top - 1, 0)))
+            safe = ops.where(ops.isnan(x), 0.0, x)
+            x0 = ops.clip(ops.floor(safe), 0.0, float(max(top - 1, 0)))
             lower.append(ops.cast(x0, "int32") * strides[d])
             upper.append(ops.minimum(ops.cast(x0, "int32") + 1, top) * strides[d])
             weight_upper.append(x - x0)

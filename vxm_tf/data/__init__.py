@@ -16,6 +16,7 @@ from vxm_tf.data.pipeline import pair_dataset
 from vxm_tf.data.synthetic import synthetic_volumes
 from vxm_tf.data.volumes import (
     Volumes,
+    append_atlas,
     cached_dataset,
     load_volumes,
     prepare_cache,
@@ -23,7 +24,8 @@ from vxm_tf.data.volumes import (
 )
 
 __all__ = [
-    "Augmentation", "Dataset", "DatasetError", "Subject", "Volumes", "all_pairs", "atlas_pairs",
+    "Augmentation", "Dataset", "append_atlas", "DatasetError", "Subject", "Volumes", "all_pairs",
+    "atlas_pairs",
     "augment", "cached_dataset", "left_right_swap", "list_dataset", "load_volumes",
     "oasis_dataset", "pair_dataset", "prepare_cache", "read_label_table", "resize_volume",
     "split_subjects", "synthetic_volumes",

@@ -135,6 +135,18 @@ def load_volumes(subjects, target_shape=None, normalise="none", label_names=None
                    np.asarray(voxels))
 
 
+def append_atlas(volumes, atlas_path, normalise="none"):
+    """`volumes` with the atlas image (and segmentation, npz key `seg`, if the volumes have
+    segmentations) appended as the last subject, resized to their shape."""
+    atlas = Subject("atlas", str(atlas_path), str(atlas_path) if volumes.segs is not None
+                    else None)
+    image, seg, affine, _ = load_subject(atlas, volumes.shape, normalise)
+    return Volumes(volumes.names + ["atlas"], np.concatenate([volumes.images, image[None]]),
+                   None if seg is None else np.concatenate([volumes.segs, seg[None]]),
+                   volumes.label_names,
+                   np.concatenate([volumes.voxel_sizes, [voxel_size(affine, image.ndim)]]))
+
+
 def file_sha256(path):
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -1,0 +1,172 @@
+"""Training end to end on tiny synthetic data; flags, resume, NaN, precision, strategy."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from vxm_tf import experiment, trainer
+
+TINY = ["--dataset=synthetic", "--synthetic_shape=32,32", "--synthetic_labels=4",
+        "--train=4", "--val=3", "--test=2", "--enc=8,8,8", "--dec=8,8,8,8,8",
+        "--steps_per_epoch=4", "--val_pairs=3", "--verbose=0"]
+
+
+def tiny_config(tmp_path, **train):
+    config = experiment.Config()
+    config.data = experiment.DataConfig(dataset="synthetic", synthetic_shape=(32, 32),
+                                        synthetic_labels=4, train=4, val=3, test=2)
+    config.model = experiment.ModelConfig(nb_features=[[8, 8, 8], [8, 8, 8, 8, 8]])
+    defaults = dict(epochs=1, steps_per_epoch=4, val_pairs=3, verbose=0,
+                    model_dir=str(tmp_path / "run"))
+    config.train = experiment.TrainConfig(**{**defaults, **train})
+    return config
+
+
+def run_train(args, **kwargs):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", "vxm_tf.train", *args], capture_output=True,
+                          text=True, env=env, timeout=600, **kwargs)
+
+
+def history_epochs(run_dir):
+    with open(Path(run_dir) / "history.csv") as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+def test_one_epoch_writes_a_complete_run_directory(tmp_path):
+    result = trainer.train_and_evaluate(tiny_config(tmp_path, epochs=2), log=lambda _: None)
+    run = Path(result["run_dir"])
+    for name in ("best.keras", "last.keras", "model.keras", "config.json", "versions.json",
+                 "state.json", "history.csv"):
+        assert (run / name).exists(), name
+    assert json.loads((run / "state.json").read_text())["epoch"] == 2
+    assert history_epochs(run) == [0, 1]
+    assert any((run / "tensorboard").rglob("*tfevents*"))
+    assert 0 < result["history"]["val_dice"][-1] <= 1
+    best = trainer.load_trained(run, "best")
+    moving = result["splits"]["test"].images[:1, ..., None]
+    assert best.register(moving, moving).shape == (1, 32, 32, 2)
+
+
+def test_mixed_bfloat16_trains_on_cpu_with_float32_warps(tmp_path):
+    result = trainer.train_and_evaluate(tiny_config(tmp_path, precision="mixed_bfloat16"),
+                                        log=lambda _: None)
+    model = result["model"]
+    assert model.get_layer("vxm_dense_unet_enc_conv_0_0").compute_dtype == "bfloat16"
+    assert model.get_layer("vxm_dense_transformer").output.dtype == "float32"
+    assert np.isfinite(result["history"]["loss"]).all()
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    config = tiny_config(tmp_path)
+    trainer.train_and_evaluate(config, log=lambda _: None)
+    last = (Path(config.train.model_dir) / "last.keras").read_bytes()
+    build_splits = experiment.build_splits
+
+    def poisoned(data_config):
+        splits = build_splits(data_config)
+        splits["train"].images[:] = np.nan
+        return splits
+    monkeypatch.setattr(experiment, "build_splits", poisoned)
+    config.train.epochs, config.train.resume = 2, True
+    with pytest.raises(trainer.TrainingError, match=r"loss became nan at epoch 2, step 1 "
+                                                    r"\(global step 5\)"):
+        trainer.train_and_evaluate(config, log=lambda _: None)
+    run = Path(config.train.model_dir)
+    assert json.loads((run / "state.json").read_text())["epoch"] == 1
+    assert (run / "last.keras").read_bytes() == last
+
+
+def test_schedules_decay_to_the_final_fraction():
+    config = experiment.TrainConfig(lr=1e-3, schedule="cosine", final_lr_fraction=0.1)
+    cosine = experiment.learning_rate(config, 100)
+    assert float(cosine(0)) == pytest.approx(1e-3)
+    assert float(cosine(100)) == pytest.approx(1e-4)
+    config.schedule = "exponential"
+    assert float(experiment.learning_rate(config, 100)(100)) == pytest.approx(1e-4)
+    config.schedule = "constant"
+    assert experiment.learning_rate(config, 100) == 1e-3
+
+
+def test_losses_and_weights_follow_the_original_script():
+    model = experiment.ModelConfig(int_resolution=2, bidir=True)
+    loss = experiment.LossConfig(similarity="mse", reg_weight=0.01)
+    losses, weights = experiment.build_losses(loss, model)
+    assert [type(x).__name__ for x in losses] == ["MSE", "MSE", "Grad"]
+    assert weights == [0.5, 0.5, 0.01] and losses[2].loss_mult == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bogus=1"], "Unknown command line flag 'bogus'"),
+    (["--lambda=-1"], "--lambda must be non-negative, got -1.0"),
+    (["--similarity=ssd"], "ssd"),
+    (["--dataset=oasis"], "--dataset=oasis needs --data_dir"),
+    (["--dataset=oasis", "--data_dir=/nonexistent"], "/nonexistent: no subjects.txt"),
+])
+def test_flag_errors_are_one_line(tmp_path, args, message):
+    run = run_train([*args, f"--model_dir={tmp_path}/run"])
+    assert run.returncode == 2
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, run.stderr
+    assert message in lines[0]
+    assert not (tmp_path / "run" / "state.json").exists()
+
+
+def test_kill_then_resume_reaches_the_epoch_count_once_each(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*TINY, "--epochs=4", "--steps_per_epoch=30", f"--model_dir={run_dir}"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen([sys.executable, "-m", "vxm_tf.train", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = run_dir / "state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and json.loads(state.read_text())["epoch"] >= 1:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads(state.read_text())["epoch"]
+    assert 1 <= killed_at < 4, "the kill should land before the run finished"
+
+    again = run_train(args)
+    assert "already holds a run" in again.stderr
+    resumed = run_train([*args, "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads(state.read_text())["epoch"] == 4
+    assert history_epochs(run_dir) == [0, 1, 2, 3]
+    assert keras.saving.load_model(run_dir / "model.keras").optimizer.iterations == 4 * 30
+
+
+MIRRORED = """
+import sys, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from vxm_tf import experiment, trainer
+config = experiment.Config()
+config.data = experiment.DataConfig(synthetic_shape=(32, 32), synthetic_labels=4, train=4,
+                                    val=3, test=2)
+config.model = experiment.ModelConfig(nb_features=[[8, 8, 8], [8, 8, 8, 8, 8]])
+config.train = experiment.TrainConfig(epochs=1, steps_per_epoch=3, batch_size=2,
+                                      strategy="mirrored", verbose=0, model_dir=sys.argv[1])
+result = trainer.train_and_evaluate(config, log=lambda _: None)
+print("replicas", tf.distribute.get_strategy().num_replicas_in_sync,
+      result["model"].distribute_strategy.num_replicas_in_sync)
+"""
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    run = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path / "run")], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split()[-1] == "2"

@@ -1,0 +1,40 @@
+"""absl plumbing shared by the entry points: one-line errors for bad flags and input."""
+
+import os
+import sys
+
+from absl import app, flags
+
+
+def quiet_tensorflow_import():
+    """Import TensorFlow with its C++ start-up banner (oneDNN, CUDA stub notices) kept off
+    stderr, so that an entry point's own messages are what the user reads."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def parse_flags(argv):
+    """absl flag parsing whose errors are one line on stderr and exit status 2."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as err:
+        sys.stderr.write(f"{os.path.basename(argv[0])}: error: {err}\n")
+        sys.exit(2)
+
+
+def fail(message):
+    """Stop with a one-line message and exit status 2."""
+    sys.stderr.write(f"error: {message}\n")
+    sys.exit(2)
+
+
+def run(main):
+    """`app.run(main)` with one-line flag errors."""
+    app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,33 @@
+"""Train VxmDense: `python -m vxm_tf.train --flagfile=flags/synthetic.cfg --flagfile=flags/ncc.cfg`.
+
+Flags: `python -m vxm_tf.train --helpfull`. The run directory (--model_dir) receives the
+checkpoints, logs and the resolved configuration; --resume continues an interrupted run.
+"""
+
+from absl import flags
+
+from vxm_tf import cli
+
+cli.quiet_tensorflow_import()
+from vxm_tf import data, experiment, trainer  # noqa: E402
+
+experiment.define_flags()
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
+    try:
+        config = experiment.config_from_flags(FLAGS)
+        result = trainer.train_and_evaluate(config)
+    except (experiment.ConfigError, data.DatasetError, trainer.TrainingError,
+            ValueError) as err:
+        cli.fail(str(err))
+    history = result["history"]
+    summary = ", ".join(f"{k} {v[-1]:.4f}" for k, v in history.items() if v)
+    print(f"done: {result['run_dir']}: {summary}")
+
+
+if __name__ == "__main__":
+    cli.run(main)

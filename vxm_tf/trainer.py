@@ -1,0 +1,217 @@
+"""Training: a `Config` and a run directory in, a trained `VxmDense` out.
+
+The run directory holds:
+    config.json      the resolved configuration       versions.json  package versions
+    last.keras       model + optimizer after the last completed epoch
+    state.json       {"epoch": completed epochs} written after last.keras
+    best.keras       the model with the best validation Dice so far
+    model.keras      the final model            history.csv / tensorboard/   the logs
+Checkpoints are written to a temporary name and renamed, so an interrupted run always
+leaves the previous complete checkpoint; `resume` continues from it to the same total
+number of epochs.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import platform
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from vxm_tf import data, experiment, networks, registration
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or go on; the message says why."""
+
+
+def resolve_precision(precision):
+    """'auto' is mixed_float16 with a GPU and float32 without."""
+    if precision != "auto":
+        return precision
+    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+
+
+def make_strategy(name):
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _atomic_json(path, payload):
+    tmp = Path(path).with_name(f".tmp-{Path(path).name}")
+    tmp.write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _atomic_save(model, path):
+    tmp = Path(path).with_name(f".tmp-{Path(path).name}")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+class ValidationDice(keras.callbacks.Callback):
+    """Adds `val_dice` (mean over labels and validation pairs) to the epoch logs."""
+
+    def __init__(self, volumes, pairs):
+        super().__init__()
+        self.volumes, self.pairs = volumes, pairs
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_dice"] = registration.validation_dice(self.model, self.volumes, self.pairs)
+
+
+class Checkpoints(keras.callbacks.Callback):
+    """After each epoch: last.keras and state.json; best.keras when val_dice improves."""
+
+    def __init__(self, run_dir, best=-np.inf):
+        super().__init__()
+        self.run_dir, self.best = Path(run_dir), best
+
+    def on_epoch_end(self, epoch, logs=None):
+        score = logs.get("val_dice")
+        improved = score is not None and score > self.best
+        if improved:
+            self.best = score
+            _atomic_save(self.model, self.run_dir / "best.keras")
+        _atomic_save(self.model, self.run_dir / "last.keras")
+        _atomic_json(self.run_dir / "state.json", {"epoch": epoch + 1, "best_val_dice":
+                                                   None if self.best == -np.inf else self.best})
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stops training with `TrainingError` when the loss stops being finite."""
+
+    def __init__(self, steps_per_epoch, run_dir):
+        super().__init__()
+        self.steps_per_epoch, self.run_dir = steps_per_epoch, run_dir
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            step = self.epoch * self.steps_per_epoch + batch + 1
+            raise TrainingError(
+                f"loss became {float(loss)} at epoch {self.epoch + 1}, step {batch + 1} "
+                f"(global step {step}); training stopped. The last complete checkpoint in "
+                f"{self.run_dir} is intact: check the data and --lr, then --resume")
+
+
+def _versions():
+    import absl
+    import nibabel
+    import scipy
+
+    import vxm_tf
+    return {"vxm_tf": vxm_tf.__version__, "keras": keras.__version__,
+            "tensorflow": tf.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
+            "nibabel": nibabel.__version__, "absl": absl.__version__ if hasattr(
+                absl, "__version__") else "", "python": platform.python_version()}
+
+
+def _start_epoch(run_dir, resume):
+    state_path = run_dir / "state.json"
+    if resume:
+        if not state_path.exists() or not (run_dir / "last.keras").exists():
+            raise TrainingError(f"--resume: no checkpoint in {run_dir} (state.json and "
+                                "last.keras); start a new run without --resume")
+        state = json.loads(state_path.read_text())
+        return state["epoch"], state.get("best_val_dice")
+    if state_path.exists():
+        raise TrainingError(f"{run_dir} already holds a run; pass --resume to continue it or "
+                            "choose another --model_dir")
+    return 0, None
+
+
+def _truncate_history(path, epochs):
+    """Keep the header and the rows of the first `epochs` epochs of history.csv: rows of
+    an epoch that was logged but not checkpointed before an interruption go."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [row for row in lines[1:] if int(row.split(",")[0]) < epochs]
+    if kept != lines:
+        tmp = path.with_name(f".tmp-{path.name}")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, path)
+
+
+def train_and_evaluate(config, log=print):
+    """Train `VxmDense` as configured; returns `{'history': ..., 'model': model, ...}`."""
+    t = config.train
+    run_dir = Path(t.model_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    initial_epoch, best = _start_epoch(run_dir, t.resume)
+    if initial_epoch >= t.epochs:
+        raise TrainingError(f"{run_dir} already finished {initial_epoch} of {t.epochs} epochs")
+
+    keras.utils.set_random_seed(t.seed)
+    precision = resolve_precision(t.precision)
+    keras.config.set_dtype_policy(precision)
+    splits = experiment.build_splits(config.data)
+    train, val = splits["train"], splits["val"]
+    atlas = bool(config.data.atlas)
+    pairs = experiment.split_pairs(train, atlas=atlas)
+    steps = t.steps_per_epoch or math.ceil(len(pairs) / t.batch_size)
+    _atomic_json(run_dir / "config.json", {**dataclasses.asdict(config),
+                                           "resolved_precision": precision,
+                                           "steps_per_epoch": steps})
+    _atomic_json(run_dir / "versions.json", _versions())
+    log(f"{len(train)} training subjects, {len(pairs)} pairs, {steps} steps per epoch, "
+        f"shape {train.shape}, precision {precision}")
+
+    strategy = make_strategy(t.strategy)
+    with strategy.scope():
+        if initial_epoch:
+            model = keras.saving.load_model(run_dir / "last.keras")
+            log(f"resuming {run_dir} after epoch {initial_epoch}")
+        else:
+            model = experiment.build_model(config.model, train.shape)
+            experiment.compile_model(model, config, steps * t.epochs)
+    flow_shape = tuple(model.outputs[-1].shape[1:])
+    train_ds = data.pair_dataset(
+        train, pairs, batch_size=t.batch_size, seed=t.seed + 1000 * initial_epoch,
+        augmentation=config.data.augmentation, flow_shape=flow_shape,
+        bidir=config.model.bidir, repeat=True)
+
+    callbacks, val_ds = [], None
+    if val is not None and len(val) > 1:
+        val_pairs = experiment.split_pairs(val, limit=t.val_pairs, seed=t.seed, atlas=atlas)
+        val_ds = data.pair_dataset(val, val_pairs, batch_size=t.batch_size, shuffle=False,
+                                   flow_shape=flow_shape, bidir=config.model.bidir)
+        if val.segs is not None:
+            callbacks.append(ValidationDice(val, val_pairs))
+    _truncate_history(run_dir / "history.csv", initial_epoch)
+    callbacks += [
+        StopOnNonFinite(steps, run_dir),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=initial_epoch > 0),
+        keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False),
+        Checkpoints(run_dir, best if best is not None else -np.inf),
+    ]
+    if t.schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss" if val_ds is not None else "loss", factor=0.5, patience=1,
+            min_lr=t.lr * t.final_lr_fraction))
+    history = model.fit(train_ds, epochs=t.epochs, initial_epoch=initial_epoch,
+                        steps_per_epoch=steps, validation_data=val_ds, callbacks=callbacks,
+                        verbose=t.verbose, shuffle=False)
+    _atomic_save(model, run_dir / "model.keras")
+    return {"history": history.history, "model": model, "run_dir": str(run_dir),
+            "steps_per_epoch": steps, "splits": splits}
+
+
+def load_trained(run_dir, which="best"):
+    """The `best`, `last` or final (`model`) VxmDense of a run directory."""
+    path = Path(run_dir) / f"{which}.keras"
+    if not path.exists():
+        raise TrainingError(f"{path}: no such model")
+    return networks.VxmDense.load(path)
