@@ -4,7 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install test lint bench bench-model clean
+# make train LOSS=ncc|mse|hybrid DATA=synthetic|oasis2d|oasis3d [EPOCHS=n] [RUN=dir]
+#            [ARGS="--lr=1e-3 ..."]; RESUME=1 continues an interrupted run
+LOSS ?= ncc
+DATA ?= synthetic
+RUN ?= runs/$(DATA)-$(LOSS)
+
+.PHONY: install test lint train bench bench-model clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +22,10 @@ install: $(VENV)/.installed
 
 test: install
 	$(PY) -m pytest -q
+
+train: install
+	$(PY) -m vxm_tf.train --flagfile=flags/$(DATA).cfg --flagfile=flags/$(LOSS).cfg \
+		--model_dir=$(RUN) $(if $(EPOCHS),--epochs=$(EPOCHS)) $(if $(RESUME),--resume) $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check vxm_tf tests tools

@@ -1,0 +1,93 @@
+"""Evaluate a trained model: `python -m vxm_tf.evaluate --model=runs/x/best.keras`.
+
+Registers every test pair (by default the test split of the data the model was trained on,
+read from the run directory's config.json; data flags given here override it), warps the
+moving segmentation with nearest interpolation and writes per-pair and per-label Dice,
+Hausdorff distance (max and HD95, mm), folding and seconds per pair, before and after
+registration, to --out_dir (per_pair.csv, per_label.csv, summary.json, summary.md).
+"""
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from absl import flags
+
+from vxm_tf import cli
+
+cli.quiet_tensorflow_import()
+from vxm_tf import data, evaluation, experiment, networks  # noqa: E402
+
+experiment.define_flags()
+flags.DEFINE_string("model", None, "model file (.keras, or an original voxelmorph .h5)")
+flags.DEFINE_string("out_dir", "", "report folder (default: eval/ beside the model)")
+flags.DEFINE_string("pairs", "", "optional file of 'moving fixed' subject names per line")
+flags.DEFINE_enum("split", "test", ("test", "val", "train"), "split whose pairs to score")
+flags.DEFINE_bool("surface", True, "compute Hausdorff distances")
+FLAGS = flags.FLAGS
+
+
+def data_config(model_path, fl):
+    """The run's data configuration, with any data flag given on the command line applied."""
+    config = experiment.config_from_flags(fl).data
+    run_config = Path(model_path).parent / "config.json"
+    if not run_config.exists():
+        return config
+    saved = json.loads(run_config.read_text())["data"]
+    saved["augmentation"] = data.Augmentation()
+    saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+    given = {f.name for f in dataclasses.fields(config)
+             if f.name in fl and fl[f.name].present}
+    return dataclasses.replace(experiment.DataConfig(**saved),
+                               **{k: getattr(config, k) for k in given})
+
+
+def read_pairs(path, volumes):
+    index = {name: k for k, name in enumerate(volumes.names)}
+    pairs = []
+    for number, line in enumerate(data.datasets.read_list(path), 1):
+        names = line.replace(",", " ").split()
+        if len(names) != 2 or any(n not in index for n in names):
+            raise data.DatasetError(f"{path}:{number}: expected two subject names of the "
+                                    f"{FLAGS.split} split, got {line!r}")
+        pairs.append((index[names[0]], index[names[1]]))
+    return pairs
+
+
+def main(argv):
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
+    if not FLAGS.model:
+        cli.fail("--model is required")
+    try:
+        model = networks.VxmDense.load(FLAGS.model)
+        config = data_config(FLAGS.model, FLAGS)
+        volumes = experiment.build_splits(config)[FLAGS.split]
+        if volumes is None:
+            raise data.DatasetError(f"the {FLAGS.split} split is empty")
+        if volumes.shape != model.inshape:
+            raise ValueError(f"the model takes {len(model.inshape)}D images of shape "
+                             f"{model.inshape}, the data are {volumes.shape}; set "
+                             "--target_shape")
+        pairs = (read_pairs(FLAGS.pairs, volumes) if FLAGS.pairs
+                 else experiment.split_pairs(volumes, atlas=bool(config.atlas)))
+        out_dir = FLAGS.out_dir or str(Path(FLAGS.model).parent / f"eval-{FLAGS.split}")
+
+        def progress(done, total):
+            sys.stderr.write(f"\rregistered {done}/{total} pairs")
+            if done == total:
+                sys.stderr.write("\n")
+        rows = evaluation.evaluate_pairs(model, volumes, pairs, FLAGS.surface, progress)
+        summary = evaluation.summarise(*rows)
+        evaluation.write_report(out_dir, *rows, summary,
+                                title=f"{Path(FLAGS.model).name} on {len(pairs)} pairs")
+    except (experiment.ConfigError, data.DatasetError, ValueError, OSError) as err:
+        cli.fail(str(err))
+    print(f"Dice {summary['dice_before']:.3f} -> {summary['dice_after']:.3f}, HD95 "
+          f"{summary['hd95_before']:.2f} -> {summary['hd95_after']:.2f} mm, folding "
+          f"{summary['folding_percent']:.3f}%, {summary['seconds']:.4f} s per pair; {out_dir}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
