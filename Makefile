@@ -10,7 +10,9 @@ LOSS ?= ncc
 DATA ?= synthetic
 RUN ?= runs/$(DATA)-$(LOSS)
 
-.PHONY: install test lint train bench bench-model clean
+OASIS3D ?= ../shared/data/neurite-oasis-3d
+
+.PHONY: install test lint train data bench bench-model bench-data clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,13 +29,20 @@ train: install
 	$(PY) -m vxm_tf.train --flagfile=flags/$(DATA).cfg --flagfile=flags/$(LOSS).cfg \
 		--model_dir=$(RUN) $(if $(EPOCHS),--epochs=$(EPOCHS)) $(if $(RESUME),--resume) $(ARGS)
 
+data: install
+	$(PY) tools/prepare_data.py --data_dir=$(OASIS3D) --out_dir=cache/neurite-oasis-3d-128 \
+		--target_shape=128,128,128
+
 lint: install
 	$(VENV)/bin/ruff check vxm_tf tests tools
 
 bench-model: install
 	$(PY) tools/bench_model.py --out bench/model.json
 
-bench: bench-model
+bench-data: install
+	$(PY) tools/bench_data.py --out bench/data.json
+
+bench: bench-model bench-data
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -60,6 +60,9 @@ def main(argv):
         cli.fail(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
     if not FLAGS.model:
         cli.fail("--model is required")
+    out_dir = FLAGS.out_dir or str(Path(FLAGS.model).parent / f"eval-{FLAGS.split}")
+    if not Path(out_dir).parent.is_dir():
+        cli.fail(f"{out_dir}: parent folder {Path(out_dir).parent} does not exist")
     try:
         model = networks.VxmDense.load(FLAGS.model)
         config = data_config(FLAGS.model, FLAGS)
@@ -72,7 +75,6 @@ def main(argv):
                              "--target_shape")
         pairs = (read_pairs(FLAGS.pairs, volumes) if FLAGS.pairs
                  else experiment.split_pairs(volumes, atlas=bool(config.atlas)))
-        out_dir = FLAGS.out_dir or str(Path(FLAGS.model).parent / f"eval-{FLAGS.split}")
 
         def progress(done, total):
             sys.stderr.write(f"\rregistered {done}/{total} pairs")

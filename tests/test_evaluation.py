@@ -1,0 +1,82 @@
+"""Evaluation library and entry point on tiny synthetic data."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vxm_tf import data, evaluation, experiment, networks, trainer
+
+SMALL = [[8, 8, 8], [8, 8, 8, 8, 8]]
+
+
+def test_identity_model_scores_the_same_before_and_after(tmp_path):
+    volumes = data.synthetic_volumes(3, (32, 32), nb_labels=4)
+    model = networks.VxmDense((32, 32), nb_unet_features=SMALL)
+    model.get_layer("vxm_dense_flow").set_weights(
+        [np.zeros_like(w) for w in model.get_layer("vxm_dense_flow").get_weights()])
+    pairs, labels = evaluation.evaluate_pairs(model, volumes, data.all_pairs(3))
+    assert len(pairs) == 6 and len(labels) == 6 * 4
+    for row in pairs:
+        assert row["dice_after"] == row["dice_before"] < 1
+        assert row["hd95_after"] == row["hd95_before"] > 0
+        assert row["folding_percent"] == 0 and row["seconds"] > 0
+    summary = evaluation.summarise(pairs, labels)
+    assert summary["pairs"] == 6 and set(summary["labels"]) == {"1", "2", "3", "4"}
+    evaluation.write_report(tmp_path / "report", pairs, labels, summary)
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == [
+        "per_label.csv", "per_pair.csv", "summary.json", "summary.md"]
+    assert "| Dice |" in (tmp_path / "report" / "summary.md").read_text()
+
+
+def test_report_into_a_missing_folder_writes_nothing(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        evaluation.write_report(tmp_path / "a" / "b", [], [], {})
+    assert list(tmp_path.iterdir()) == []
+
+
+def run_evaluate(args):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", "vxm_tf.evaluate", *args],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    config = experiment.Config()
+    config.data = experiment.DataConfig(synthetic_shape=(32, 32), synthetic_labels=4,
+                                        train=4, val=3, test=3)
+    config.model = experiment.ModelConfig(nb_features=SMALL)
+    config.train = experiment.TrainConfig(epochs=1, steps_per_epoch=20, lr=1e-3, verbose=0,
+                                          model_dir=str(run_dir))
+    trainer.train_and_evaluate(config, log=lambda _: None)
+    return run_dir
+
+
+def test_evaluate_reads_the_run_config_and_writes_the_report(trained_run):
+    run = run_evaluate([f"--model={trained_run}/best.keras"])
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads((trained_run / "eval-test" / "summary.json").read_text())
+    assert summary["pairs"] == 6
+    assert "Dice" in run.stdout.splitlines()[-1]
+
+
+@pytest.mark.parametrize("make_args, message", [
+    (lambda d, t: [f"--model={t}/notes.keras"], "notes.keras"),
+    (lambda d, t: [f"--model={d}/best.keras", "--synthetic_shape=16,16,16"],
+     "the model takes 2D images of shape (32, 32), the data are (16, 16, 16)"),
+    (lambda d, t: [f"--model={d}/best.keras", f"--out_dir={t}/missing/report"],
+     "does not exist"),
+    (lambda d, t: [], "--model is required"),
+])
+def test_evaluate_errors_are_one_line(trained_run, tmp_path, make_args, message):
+    (tmp_path / "notes.keras").write_text("not a model")
+    run = run_evaluate(make_args(trained_run, tmp_path))
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 2 and len(lines) == 1, run.stderr[-2000:]
+    assert message in lines[0]
+    assert not (tmp_path / "missing").exists()

@@ -1,0 +1,68 @@
+"""The hand-run tools: fetching archives and preparing the cache."""
+
+import hashlib
+import io
+import json
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import fetch_oasis  # noqa: E402
+import prepare_data  # noqa: E402
+from fixtures import fake_oasis  # noqa: E402
+
+
+def make_tar(path, files):
+    with tarfile.open(path, "w") as archive:
+        for name, payload in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            archive.addfile(info, io.BytesIO(payload))
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_fetch_unpacks_a_local_archive_and_checks_its_sha256(tmp_path):
+    digest = make_tar(tmp_path / "a.tar", {"neurite-oasis/subjects.txt": b"OAS1\n",
+                                           "neurite-oasis/OAS1/slice_norm.nii.gz": b"x"})
+    out = tmp_path / "out"
+    got = fetch_oasis.fetch((tmp_path / "a.tar").as_uri(), out, sha256=digest, progress=None)
+    assert got == digest
+    assert (out / "neurite-oasis" / "subjects.txt").read_text() == "OAS1\n"
+    assert [p.name for p in out.iterdir()] == ["neurite-oasis"]
+
+
+def test_fetch_refuses_a_bad_checksum_and_a_broken_archive(tmp_path):
+    make_tar(tmp_path / "a.tar", {"f.txt": b"data"})
+    with pytest.raises(fetch_oasis.FetchError, match="does not match the expected 00ff"):
+        fetch_oasis.fetch((tmp_path / "a.tar").as_uri(), tmp_path / "o1", sha256="00ff",
+                          progress=None)
+    assert list((tmp_path / "o1").iterdir()) == []
+    (tmp_path / "b.tar").write_bytes(b"this is not a tar archive at all" * 40)
+    with pytest.raises(fetch_oasis.FetchError, match="not a readable tar archive"):
+        fetch_oasis.fetch((tmp_path / "b.tar").as_uri(), tmp_path / "o2", progress=None)
+    with pytest.raises(fetch_oasis.FetchError, match="cannot open"):
+        fetch_oasis.fetch((tmp_path / "missing.tar").as_uri(), tmp_path / "o3", progress=None)
+
+
+def test_fetch_blocks_paths_outside_the_folder(tmp_path):
+    make_tar(tmp_path / "evil.tar", {"../escape.txt": b"x"})
+    with pytest.raises(fetch_oasis.FetchError):
+        fetch_oasis.fetch((tmp_path / "evil.tar").as_uri(), tmp_path / "o", progress=None)
+    assert not (tmp_path / "escape.txt").exists()
+
+
+def test_prepare_data_cli_writes_the_cache_once(tmp_path, capsys):
+    root = fake_oasis(tmp_path / "oasis", [(12, 12, 12), (14, 12, 10)])
+    args = ["--data_dir", str(root), "--out_dir", str(tmp_path / "cache"),
+            "--target_shape", "8,8,8"]
+    prepare_data.main(args)
+    assert "2 subjects prepared" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
+    assert [e["shape"] for e in manifest["subjects"].values()] == [[8, 8, 8], [8, 8, 8]]
+    prepare_data.main(args)
+    assert "0 subjects prepared, 2 already up to date" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no subjects.txt"):
+        prepare_data.main(["--data_dir", str(tmp_path), "--out_dir", str(tmp_path / "c2")])
