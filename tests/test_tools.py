@@ -66,3 +66,41 @@ def test_prepare_data_cli_writes_the_cache_once(tmp_path, capsys):
     assert "0 subjects prepared, 2 already up to date" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no subjects.txt"):
         prepare_data.main(["--data_dir", str(tmp_path), "--out_dir", str(tmp_path / "c2")])
+
+
+SYNTHSEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "synthseg-label-maps"
+SEG35 = SYNTHSEG.parent / "neurite-oasis-3d" / "seg35_labels.txt"
+
+
+def test_structure_names_match_across_conventions():
+    import synth_from_labels as synth
+
+    assert synth.normalise_name("Left-Inf-Lat-Ventricle") == synth.normalise_name(
+        "left inferior lateral ventricle")
+    assert synth.normalise_name("Left-Accumbens") == synth.normalise_name(
+        "left accumbens area")
+    table = synth.seg35_lookup({2: "left cerebral white matter", 16: "brain-stem",
+                                24: "CSF"}, {1: "Left-Cerebral-White-Matter", 13: "Brain-Stem"})
+    assert (table[2], table[16], table[24]) == (1, 13, 0)
+
+
+@pytest.mark.skipif(not SYNTHSEG.is_dir(), reason=f"real data not found at {SYNTHSEG}")
+def test_synth_from_labels_writes_an_oasis_layout_with_seg35(tmp_path):
+    import synth_from_labels as synth
+
+    from vxm_tf import data
+
+    synth.main(["--label_dir", str(SYNTHSEG), "--seg35_table", str(SEG35), "--out_dir",
+                str(tmp_path / "synth"), "--count", "1"])
+    dataset = data.oasis_dataset(tmp_path / "synth")
+    volumes = data.load_volumes(dataset.subjects)
+    assert volumes.shape == synth.OUT_SHAPE
+    assert len(volumes.labels) == 31 and max(volumes.labels) <= 35
+    image, seg = volumes.images[0], volumes.segs[0]
+    assert 0 <= image.min() and image.max() <= 1
+    white = image[seg == 1].mean()  # Left-Cerebral-White-Matter is brighter than cortex in T1
+    assert white > image[seg == 2].mean() > image[seg == 3].mean()  # > lateral ventricle
+    assert image[seg == 0].mean() < 0.05
+    with pytest.raises(SystemExit, match="classes, but the priors have 25 columns"):
+        synth.main(["--label_dir", str(SYNTHSEG), "--seg35_table", str(SEG35), "--out_dir",
+                    str(tmp_path / "s2"), "--classes", str(SYNTHSEG / "generation_classes.npy")])
