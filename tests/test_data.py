@@ -204,3 +204,18 @@ def test_augmented_pipeline_is_deterministic_by_seed_inside_dataset_map():
 def test_augmentation_arguments_are_checked():
     with pytest.raises(ValueError, match="rotate_deg must be non-negative, got -5"):
         data.Augmentation(rotate_deg=-5)
+
+
+def test_scan_to_atlas_pairs_move_every_subject_onto_the_atlas(tmp_path):
+    from vxm_tf import experiment
+
+    root = fake_oasis(tmp_path / "o", [(8, 8, 8)] * 4)
+    atlas = np.random.default_rng(1).random((16, 16, 16)).astype(np.float32)
+    np.savez(tmp_path / "atlas.npz", vol=atlas, seg=(atlas > 0.5).astype(np.int32))
+    config = experiment.DataConfig(dataset="oasis", data_dir=str(root), train=3, test=1,
+                                   val=0, atlas=str(tmp_path / "atlas.npz"))
+    splits = experiment.build_splits(config)
+    train = splits["train"]
+    assert train.names[-1] == "atlas" and len(train) == 4 and train.shape == (8, 8, 8)
+    assert set(np.unique(train.segs[-1])) <= {0, 1}
+    assert experiment.split_pairs(train, atlas=True) == [(0, 3), (1, 3), (2, 3)]

@@ -157,16 +157,23 @@ config.data = experiment.DataConfig(synthetic_shape=(32, 32), synthetic_labels=4
                                     val=3, test=2)
 config.model = experiment.ModelConfig(nb_features=[[8, 8, 8], [8, 8, 8, 8, 8]])
 config.train = experiment.TrainConfig(epochs=1, steps_per_epoch=3, batch_size=2,
-                                      strategy="mirrored", verbose=0, model_dir=sys.argv[1])
+                                      strategy=sys.argv[2], verbose=0, model_dir=sys.argv[1])
 result = trainer.train_and_evaluate(config, log=lambda _: None)
-print("replicas", tf.distribute.get_strategy().num_replicas_in_sync,
-      result["model"].distribute_strategy.num_replicas_in_sync)
+strategy = result["model"].distribute_strategy
+print(type(strategy).__name__, strategy.num_replicas_in_sync)
 """
 
 
-def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    run = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path / "run")], env=env,
-                         capture_output=True, text=True, timeout=600)
+@pytest.mark.parametrize("strategy, name, replicas", [
+    ("mirrored", "MirroredStrategy", "2"),
+    ("multi_worker", "CollectiveAllReduceStrategy", "1"),  # MultiWorkerMirroredStrategy
+])
+def test_distribution_strategies_on_two_logical_cpus(tmp_path, strategy, name, replicas):
+    """mirrored replicates over the two logical CPUs; multi_worker with no TF_CONFIG is a
+    single worker (one replica on a CPU-only host)."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    run = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path / "run"), strategy],
+                         env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert run.stdout.split()[-1] == "2"
+    assert run.stdout.split()[-2:] == [name, replicas]

@@ -6,6 +6,7 @@ The run directory holds:
     state.json       {"epoch": completed epochs} written after last.keras
     best.keras       the model with the best validation Dice so far
     model.keras      the final model            history.csv / tensorboard/   the logs
+    timing.json      training seconds per step
 Checkpoints are written to a temporary name and renamed, so an interrupted run always
 leaves the previous complete checkpoint; `resume` continues from it to the same total
 number of epochs.
@@ -16,6 +17,7 @@ import json
 import math
 import os
 import platform
+import time
 from pathlib import Path
 
 import keras
@@ -106,6 +108,34 @@ class StopOnNonFinite(keras.callbacks.Callback):
                 f"{self.run_dir} is intact: check the data and --lr, then --resume")
 
 
+class StepTimer(keras.callbacks.Callback):
+    """Training seconds per step (validation excluded), written to timing.json.
+
+    `seconds_per_step` is the median over epochs after the first (which includes tracing
+    and compilation); with one epoch it is that epoch's figure.
+    """
+
+    def __init__(self, path, steps_per_epoch):
+        super().__init__()
+        self.path, self.steps = path, steps_per_epoch
+        self.epoch_seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.last = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_seconds.append(self.last - self.start)
+        per_step = [s / self.steps for s in self.epoch_seconds]
+        steady = per_step[1:] or per_step
+        _atomic_json(self.path, {"seconds_per_step": float(np.median(steady)),
+                                 "steps_per_second": float(1 / np.median(steady)),
+                                 "epoch_seconds": self.epoch_seconds,
+                                 "steps_per_epoch": self.steps})
+
+
 def _versions():
     import absl
     import nibabel
@@ -193,6 +223,7 @@ def train_and_evaluate(config, log=print):
     _truncate_history(run_dir / "history.csv", initial_epoch)
     callbacks += [
         StopOnNonFinite(steps, run_dir),
+        StepTimer(run_dir / "timing.json", steps),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=initial_epoch > 0),
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False),
         Checkpoints(run_dir, best if best is not None else -np.inf),

@@ -1,0 +1,79 @@
+"""Summarise trained runs and their test evaluations as one markdown results file.
+
+    python tools/report_training.py --runs runs/oasis2d-ncc runs/oasis2d-mse \
+        --out reports/oasis2d_training.md
+
+Reads each run's config.json, history.csv, timing.json (training seconds per step) and
+eval-test/summary.json (written by `python -m vxm_tf.evaluate`).
+"""
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+
+def run_row(run_dir):
+    run_dir = Path(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    with open(run_dir / "history.csv") as f:
+        history = list(csv.DictReader(f))
+    summary = json.loads((run_dir / "eval-test" / "summary.json").read_text())
+    timing_path = run_dir / "timing.json"
+    timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
+    return {"run": run_dir.name, "config": config, "history": history, "summary": summary,
+            "timing": timing}
+
+
+def markdown(rows, commands):
+    lines = ["| run | loss | lambda | lr / schedule | int_resolution | epochs | test Dice "
+             "(identity) | test Dice | HD95 mm | folding % | SDlogJ | s / pair | train s / "
+             "step |", "|---" * 13 + "|"]
+    for r in rows:
+        c, s, t = r["config"], r["summary"], r["timing"]
+        step = f"{t['seconds_per_step']:.4f}" if "seconds_per_step" in t else "n/a"
+        lines.append(
+            f"| {r['run']} | {c['loss']['similarity']} | {c['loss']['reg_weight']} | "
+            f"{c['train']['lr']} {c['train']['schedule']} | {c['model']['int_resolution']} | "
+            f"{len(r['history'])} | {s['dice_before']:.3f} | **{s['dice_after']:.3f}** "
+            f"({s['dice_after_std']:.3f}) | {s['hd95_after']:.2f} | "
+            f"{s['folding_percent']:.4f} | {s['sd_log_jacobian']:.3f} | {s['seconds']:.4f} | "
+            f"{step} |")
+    lines += ["", "Validation Dice per epoch (validation subjects, not the test ones):", "",
+              "| run | " + " | ".join(f"epoch {i + 1}" for i in range(
+                  max(len(r["history"]) for r in rows))) + " |",
+              "|---" * (1 + max(len(r["history"]) for r in rows)) + "|"]
+    for r in rows:
+        lines.append(f"| {r['run']} | " + " | ".join(
+            f"{float(h['val_dice']):.4f}" for h in r["history"]) + " |")
+    lines += ["", "Per structure (test pairs, mean Dice after registration):", "",
+              "| structure | " + " | ".join(r["run"] for r in rows) + " |",
+              "|---" * (1 + len(rows)) + "|"]
+    for label, entry in rows[0]["summary"]["labels"].items():
+        lines.append(f"| {entry['name']} | " + " | ".join(
+            f"{r['summary']['labels'][label]['dice_after']:.3f}" for r in rows) + " |")
+    if commands:
+        lines += ["", "Commands:", "", "```sh", *commands, "```"]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", nargs="+", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--title", default="Training results")
+    parser.add_argument("--preamble", default="", help="markdown file put before the table")
+    parser.add_argument("--command", action="append", default=[],
+                        help="a command that made these runs (repeatable)")
+    args = parser.parse_args()
+    rows = [run_row(r) for r in args.runs]
+    preamble = Path(args.preamble).read_text() if args.preamble else ""
+    text = f"# {args.title}\n\n{preamble}\n{markdown(rows, args.command)}"
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
