@@ -4,6 +4,17 @@ Label maps are integer arrays `(*spatial)`. Labels are ids other than 0 (backgro
 """
 
 import numpy as np
+import surface_distance
+
+
+def _label_maps(seg_a, seg_b, labels):
+    """Arrays of equal shape and the labels to score (default: non-zero ids in either)."""
+    seg_a, seg_b = np.asarray(seg_a), np.asarray(seg_b)
+    if seg_a.shape != seg_b.shape:
+        raise ValueError(f"label maps differ in shape: {seg_a.shape} vs {seg_b.shape}")
+    if labels is None:
+        labels = [int(v) for v in np.union1d(np.unique(seg_a), np.unique(seg_b)) if v != 0]
+    return seg_a, seg_b, labels
 
 
 def dice(seg_a, seg_b, labels=None):
@@ -16,11 +27,7 @@ def dice(seg_a, seg_b, labels=None):
     Returns:
         `{label: dice}`; a label absent from both maps scores NaN (undefined).
     """
-    seg_a, seg_b = np.asarray(seg_a), np.asarray(seg_b)
-    if seg_a.shape != seg_b.shape:
-        raise ValueError(f"label maps differ in shape: {seg_a.shape} vs {seg_b.shape}")
-    if labels is None:
-        labels = [int(v) for v in np.union1d(np.unique(seg_a), np.unique(seg_b)) if v != 0]
+    seg_a, seg_b, labels = _label_maps(seg_a, seg_b, labels)
     scores = {}
     for label in labels:
         a, b = seg_a == label, seg_b == label
@@ -47,16 +54,10 @@ def hausdorff(seg_a, seg_b, labels=None, spacing_mm=None, percent=100.0):
         labels: ids to score; default every non-zero id present in either map.
         spacing_mm: voxel size per axis in mm (default 1).
     """
-    import surface_distance
-
-    seg_a, seg_b = np.asarray(seg_a), np.asarray(seg_b)
-    if seg_a.shape != seg_b.shape:
-        raise ValueError(f"label maps differ in shape: {seg_a.shape} vs {seg_b.shape}")
+    seg_a, seg_b, labels = _label_maps(seg_a, seg_b, labels)
     spacing_mm = tuple(spacing_mm) if spacing_mm is not None else (1.0,) * seg_a.ndim
     if len(spacing_mm) != seg_a.ndim:
         raise ValueError(f"spacing_mm {spacing_mm} does not match {seg_a.ndim}D label maps")
-    if labels is None:
-        labels = [int(v) for v in np.union1d(np.unique(seg_a), np.unique(seg_b)) if v != 0]
     scores = {}
     for label in labels:
         a, b = seg_a == label, seg_b == label

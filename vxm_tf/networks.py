@@ -263,9 +263,10 @@ class VxmDense(keras.Model):
         return model
 
 
+# options of the original VxmDense that vxm_tf leaves out, with the value it assumes
 ORIGINAL_ONLY_OPTIONS = {"use_probs": False, "input_model": None, "hyp_model": None,
                          "unet_half_res": False, "fill_value": None,
-                         "reg_field": "preintegrated", "int_downsize": None}
+                         "reg_field": "preintegrated"}
 
 
 def _original_config(path):
@@ -281,11 +282,12 @@ def _original_config(path):
                          "and call load_original_weights(model, path)")
     config = json.loads(raw if isinstance(raw, str) else raw.decode("utf-8"))["config"]
     config.pop("metadata", None)
-    if config.get("int_downsize") is not None:
-        config["int_resolution"] = config["int_downsize"]
+    int_downsize = config.pop("int_downsize", None)  # the original's deprecated alias
+    if int_downsize is not None:
+        config["int_resolution"] = int_downsize
     for key, default in ORIGINAL_ONLY_OPTIONS.items():
         value = config.pop(key, default)
-        if value != default and key != "int_downsize":
+        if value != default:
             raise ValueError(f"{path}: option {key}={value!r} of the original VxmDense is not "
                              "supported by vxm_tf")
     return config

@@ -13,6 +13,7 @@ number of epochs.
 """
 
 import dataclasses
+import importlib.metadata
 import json
 import math
 import os
@@ -137,15 +138,15 @@ class StepTimer(keras.callbacks.Callback):
 
 
 def _versions():
-    import absl
-    import nibabel
-    import scipy
-
-    import vxm_tf
-    return {"vxm_tf": vxm_tf.__version__, "keras": keras.__version__,
-            "tensorflow": tf.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
-            "nibabel": nibabel.__version__, "absl": absl.__version__ if hasattr(
-                absl, "__version__") else "", "python": platform.python_version()}
+    names = ("vxm_tf", "keras", "tensorflow", "numpy", "scipy", "nibabel", "absl-py",
+             "surface-distance")
+    versions = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 def _start_epoch(run_dir, resume):
