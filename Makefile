@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-export TF_CPP_MIN_LOG_LEVEL ?= 2
+export TF_CPP_MIN_LOG_LEVEL ?= 3
 
 # make train LOSS=ncc|mse|hybrid DATA=synthetic|oasis2d|oasis3d [EPOCHS=n] [RUN=dir]
 #            [ARGS="--lr=1e-3 ..."]; RESUME=1 continues an interrupted run

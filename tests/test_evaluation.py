@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from vxm_tf import data, evaluation, experiment, networks, trainer
+from vxm_tf import data, evaluation, networks
 
 SMALL = [[8, 8, 8], [8, 8, 8, 8, 8]]
 
@@ -42,19 +42,6 @@ def run_evaluate(args):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.run([sys.executable, "-m", "vxm_tf.evaluate", *args],
                           capture_output=True, text=True, env=env, timeout=600)
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("run")
-    config = experiment.Config()
-    config.data = experiment.DataConfig(synthetic_shape=(32, 32), synthetic_labels=4,
-                                        train=4, val=3, test=3)
-    config.model = experiment.ModelConfig(nb_features=SMALL)
-    config.train = experiment.TrainConfig(epochs=1, steps_per_epoch=20, lr=1e-3, verbose=0,
-                                          model_dir=str(run_dir))
-    trainer.train_and_evaluate(config, log=lambda _: None)
-    return run_dir
 
 
 def test_evaluate_reads_the_run_config_and_writes_the_report(trained_run):

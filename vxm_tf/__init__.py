@@ -8,8 +8,8 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("data", "experiment", "io", "layers", "losses", "metrics", "networks", "ops",
-               "registration", "trainer")
+_SUBMODULES = ("data", "evaluation", "experiment", "figures", "io", "layers", "losses",
+               "metrics", "networks", "ops", "registration", "trainer")
 
 
 def __getattr__(name):

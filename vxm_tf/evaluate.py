@@ -4,7 +4,9 @@ Registers every test pair (by default the test split of the data the model was t
 read from the run directory's config.json; data flags given here override it), warps the
 moving segmentation with nearest interpolation and writes per-pair and per-label Dice,
 Hausdorff distance (max and HD95, mm), folding and seconds per pair, before and after
-registration, to --out_dir (per_pair.csv, per_label.csv, summary.json, summary.md).
+registration, to --out_dir (per_pair.csv, per_label.csv, summary.json, summary.md), with
+figures: --figures example pairs (moving / fixed / moved / difference / deformed grid /
+Jacobian determinant) and a per-structure Dice box plot (left and right merged).
 """
 
 import dataclasses
@@ -17,15 +19,22 @@ from absl import flags
 from vxm_tf import cli
 
 cli.quiet_tensorflow_import()
-from vxm_tf import data, evaluation, experiment, networks  # noqa: E402
+import numpy as np  # noqa: E402
 
-experiment.define_flags()
-flags.DEFINE_string("model", None, "model file (.keras, or an original voxelmorph .h5)")
-flags.DEFINE_string("out_dir", "", "report folder (default: eval/ beside the model)")
-flags.DEFINE_string("pairs", "", "optional file of 'moving fixed' subject names per line")
-flags.DEFINE_enum("split", "test", ("test", "val", "train"), "split whose pairs to score")
-flags.DEFINE_bool("surface", True, "compute Hausdorff distances")
+from vxm_tf import data, evaluation, experiment, figures, networks  # noqa: E402
+
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Declare this entry point's flags (run as a program only)."""
+    experiment.define_flags()
+    flags.DEFINE_string("model", None, "model file (.keras, or an original voxelmorph .h5)")
+    flags.DEFINE_string("out_dir", "", "report folder (default: eval/ beside the model)")
+    flags.DEFINE_string("pairs", "", "optional file of 'moving fixed' subject names per line")
+    flags.DEFINE_enum("split", "test", ("test", "val", "train"), "split whose pairs to score")
+    flags.DEFINE_bool("surface", True, "compute Hausdorff distances")
+    flags.DEFINE_integer("figures", 5, "example pairs drawn (chosen with --seed)")
 
 
 def data_config(model_path, fl):
@@ -53,6 +62,22 @@ def read_pairs(path, volumes):
                                     f"{FLAGS.split} split, got {line!r}")
         pairs.append((index[names[0]], index[names[1]]))
     return pairs
+
+
+def draw_figures(model, volumes, pairs, label_rows, out_dir):
+    """Example pairs (chosen with --seed) and the per-structure Dice box plot."""
+    rng = np.random.default_rng(FLAGS.seed)
+    chosen = rng.choice(len(pairs), min(FLAGS.figures, len(pairs)), replace=False)
+    for n in sorted(chosen):
+        i, j = pairs[n]
+        moving, fixed = volumes.images[i], volumes.images[j]
+        inputs = [moving[None, ..., None], fixed[None, ..., None]]
+        moved = model.predict_on_batch(inputs)[0][0, ..., 0]
+        figures.pair_figure(moving, fixed, moved, model.register(*inputs)[0],
+                            Path(out_dir) / f"pair_{volumes.names[i]}_{volumes.names[j]}.png",
+                            title=f"{volumes.names[i]} -> {volumes.names[j]}")
+    figures.dice_boxplot({"identity": label_rows, Path(FLAGS.model).stem: label_rows},
+                         Path(out_dir) / "dice_per_structure.png")
 
 
 def main(argv):
@@ -84,6 +109,7 @@ def main(argv):
         summary = evaluation.summarise(*rows)
         evaluation.write_report(out_dir, *rows, summary,
                                 title=f"{Path(FLAGS.model).name} on {len(pairs)} pairs")
+        draw_figures(model, volumes, pairs, rows[1], out_dir)
     except (experiment.ConfigError, data.DatasetError, ValueError, OSError) as err:
         cli.fail(str(err))
     print(f"Dice {summary['dice_before']:.3f} -> {summary['dice_after']:.3f}, HD95 "
@@ -92,4 +118,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)

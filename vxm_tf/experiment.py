@@ -5,7 +5,6 @@
 config and know nothing of absl, so tests and other entry points call them directly.
 """
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import keras
@@ -242,10 +241,6 @@ def check_config(config):
         raise ConfigError("--atlas needs a dataset of files, not --dataset=synthetic")
     if d.train < 2 and not d.train_list and not d.atlas:
         raise ConfigError(f"--train needs at least 2 subjects to make pairs, got {d.train}")
-
-
-def config_to_dict(config):
-    return dataclasses.asdict(config)
 
 
 # -- data ------------------------------------------------------------------------------

@@ -87,6 +87,32 @@ def load_volume(path, key=None, labels=False):
     return Volume(_checked(data, path, labels), np.asarray(affine, dtype=np.float64), path)
 
 
+def load_displacement(path):
+    """Load a displacement field `(*spatial, D)` (D = 2 or 3 spatial axes) in voxels."""
+    path = str(path)
+    if _suffix(path) is None or not os.path.isfile(path):
+        raise VolumeError(f"{path}: no such file" if _suffix(path) else
+                          f"{path}: unknown file type; expected one of {', '.join(SUFFIXES)}")
+    try:
+        if _suffix(path) == ".npz":
+            data, affine = _load_npz(path, "vol")
+        else:
+            image = nib.load(path)
+            data, affine = np.asarray(image.dataobj, dtype=np.float32), image.affine
+    except VolumeError:
+        raise
+    except Exception as err:
+        raise VolumeError(f"{path}: unreadable or truncated ({type(err).__name__}: {err})"
+                          ) from None
+    data = np.asarray(data, dtype=np.float32)
+    if data.ndim not in (3, 4) or data.shape[-1] != data.ndim - 1:
+        raise VolumeError(f"{path}: expected a displacement field (*spatial, D) with D the "
+                          f"number of spatial axes, got shape {data.shape}")
+    if not np.all(np.isfinite(data)):
+        raise VolumeError(f"{path}: displacement has NaN or Inf values")
+    return Volume(data, np.asarray(affine, dtype=np.float64), path)
+
+
 def _load_npz(path, key):
     with np.load(path) as npz:
         if key not in npz:

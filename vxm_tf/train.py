@@ -11,8 +11,12 @@ from vxm_tf import cli
 cli.quiet_tensorflow_import()
 from vxm_tf import data, experiment, trainer  # noqa: E402
 
-experiment.define_flags()
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Declare this entry point's flags (run as a program only)."""
+    experiment.define_flags()
 
 
 def main(argv):
@@ -30,4 +34,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)

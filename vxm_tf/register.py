@@ -1,0 +1,90 @@
+"""Register two volumes: `python -m vxm_tf.register --model=M --moving=A --fixed=B --moved=C`.
+
+Volumes of any size (.nii, .nii.gz, .mgz, .npz) are resampled to the model's input shape,
+registered, and the deformation is brought back to the fixed image's grid: the moved image
+(and `--moved_seg`, nearest) are written with the fixed image's affine, and `--warp` as a
+NIfTI displacement field `(*fixed_shape, D)`: the moving-image voxel coordinate minus the
+fixed voxel index (apply it with `python -m vxm_tf.warp`). All outputs are checked before
+the work starts and written atomically.
+"""
+
+from pathlib import Path
+
+from absl import flags
+
+from vxm_tf import cli
+
+cli.quiet_tensorflow_import()
+import numpy as np  # noqa: E402
+
+from vxm_tf import io, networks, registration  # noqa: E402
+from vxm_tf.data.volumes import NORMALISATIONS, normalise_image  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Declare this entry point's flags (run as a program only)."""
+    flags.DEFINE_string("model", None, "model file (.keras, or an original voxelmorph .h5)")
+    flags.DEFINE_string("moving", None, "moving image")
+    flags.DEFINE_string("fixed", None, "fixed image")
+    flags.DEFINE_string("moved", None, "output: moving image warped onto the fixed one")
+    flags.DEFINE_string("warp", "", "output: displacement field (NIfTI)")
+    flags.DEFINE_string("moving_seg", "", "moving segmentation to warp (nearest)")
+    flags.DEFINE_string("moved_seg", "", "output: warped moving segmentation")
+    flags.DEFINE_enum("normalise", "minmax", NORMALISATIONS,
+                      "intensity scaling of both images before registration (models are "
+                      "trained on [0, 1])")
+
+
+def check_outputs(paths):
+    for path in paths:
+        if path and not Path(path).parent.is_dir():
+            raise io.VolumeError(f"{path}: folder {Path(path).parent} does not exist")
+
+
+def register_files(model_path, moving_path, fixed_path, moved_path, warp_path="",
+                   moving_seg_path="", moved_seg_path="", normalise="minmax"):
+    """Register `moving_path` onto `fixed_path` and write the requested outputs."""
+    if bool(moving_seg_path) != bool(moved_seg_path):
+        raise ValueError("--moving_seg and --moved_seg go together")
+    check_outputs([moved_path, warp_path, moved_seg_path])
+    model = networks.VxmDense.load(model_path)
+    moving, fixed = io.load_volume(moving_path), io.load_volume(fixed_path)
+    ndims = len(model.inshape)
+    for volume in (moving, fixed):
+        if volume.data.ndim != ndims:
+            raise ValueError(f"{volume.path}: a {volume.data.ndim}D image, but the model "
+                             f"registers {ndims}D images")
+    seg = io.load_volume(moving_seg_path, labels=True) if moving_seg_path else None
+    if seg is not None and seg.data.shape != moving.data.shape:
+        raise ValueError(f"{moving_seg_path}: shape {seg.data.shape} differs from the "
+                         f"moving image's {moving.data.shape}")
+    coords = registration.register_volumes(
+        model, normalise_image(moving.data, normalise), normalise_image(fixed.data, normalise))
+    io.save_volume(moved_path, registration.resample(moving.data, coords, 1), fixed.affine)
+    if warp_path:
+        disp = coords - registration.identity_coordinates(fixed.data.shape)
+        io.save_volume(warp_path, disp.astype(np.float32), fixed.affine)
+    if seg is not None:
+        io.save_volume(moved_seg_path, registration.resample(seg.data, coords, 0),
+                       fixed.affine)
+
+
+def main(argv):
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
+    for name in ("model", "moving", "fixed", "moved"):
+        if not FLAGS[name].value:
+            cli.fail(f"--{name} is required")
+    try:
+        register_files(FLAGS.model, FLAGS.moving, FLAGS.fixed, FLAGS.moved, FLAGS.warp,
+                       FLAGS.moving_seg, FLAGS.moved_seg, FLAGS.normalise)
+    except (ValueError, OSError) as err:
+        cli.fail(str(err))
+    print(f"wrote {FLAGS.moved}")
+
+
+if __name__ == "__main__":
+    define_flags()
+    cli.run(main)

@@ -1,0 +1,55 @@
+"""Apply a saved displacement: `python -m vxm_tf.warp --moving=A --warp=W --moved=C`.
+
+`--warp` is a field written by `python -m vxm_tf.register --warp` (moving-voxel coordinate
+minus fixed voxel index, on the fixed grid); the output has the warp's shape and affine.
+Label maps: `--interp=nearest`.
+"""
+
+from pathlib import Path
+
+from absl import flags
+
+from vxm_tf import cli, io, registration
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Declare this entry point's flags (run as a program only)."""
+    flags.DEFINE_string("moving", None, "image or label map to warp")
+    flags.DEFINE_string("warp", None, "displacement field (*shape, D) from vxm_tf.register")
+    flags.DEFINE_string("moved", None, "output")
+    flags.DEFINE_enum("interp", "linear", ("linear", "nearest"), "interpolation")
+
+
+def warp_file(moving_path, warp_path, moved_path, interp="linear"):
+    if not Path(moved_path).parent.is_dir():
+        raise io.VolumeError(f"{moved_path}: folder {Path(moved_path).parent} does not exist")
+    labels = interp == "nearest"
+    moving = io.load_volume(moving_path, labels=labels)
+    warp = io.load_displacement(warp_path)
+    ndims = warp.data.shape[-1]
+    if moving.data.ndim != ndims:
+        raise ValueError(f"{warp_path}: a {ndims}D displacement for the {moving.data.ndim}D "
+                         f"volume {moving_path}")
+    grid = registration.identity_coordinates(warp.data.shape[:-1])
+    moved = registration.resample(moving.data, grid + warp.data, 0 if labels else 1)
+    io.save_volume(moved_path, moved, warp.affine)
+
+
+def main(argv):
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
+    for name in ("moving", "warp", "moved"):
+        if not FLAGS[name].value:
+            cli.fail(f"--{name} is required")
+    try:
+        warp_file(FLAGS.moving, FLAGS.warp, FLAGS.moved, FLAGS.interp)
+    except (ValueError, OSError) as err:
+        cli.fail(str(err))
+    print(f"wrote {FLAGS.moved}")
+
+
+if __name__ == "__main__":
+    define_flags()
+    cli.run(main)
