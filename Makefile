@@ -12,7 +12,7 @@ RUN ?= runs/$(DATA)-$(LOSS)
 
 OASIS3D ?= ../shared/data/neurite-oasis-3d
 
-.PHONY: install test lint train data bench bench-model bench-data clean
+.PHONY: install test lint train data compare bench bench-model bench-data clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,15 @@ train: install
 data: install
 	$(PY) tools/prepare_data.py --data_dir=$(OASIS3D) --out_dir=cache/neurite-oasis-3d-128 \
 		--target_shape=128,128,128
+
+# The SSD-vs-NCC report: trains the two oasis2d models unless their runs exist.
+runs/oasis2d-%/best.keras: | install
+	$(MAKE) train DATA=oasis2d LOSS=$*
+
+compare: runs/oasis2d-mse/best.keras runs/oasis2d-ncc/best.keras
+	$(PY) tools/compare.py --models SSD=runs/oasis2d-mse/best.keras \
+		NCC=runs/oasis2d-ncc/best.keras --out reports/ssd_vs_ncc.md \
+		--title "SSD (MSE) against NCC on neurite-OASIS 2D"
 
 lint: install
 	$(VENV)/bin/ruff check vxm_tf tests tools

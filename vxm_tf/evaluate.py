@@ -10,7 +10,6 @@ Jacobian determinant) and a per-structure Dice box plot (left and right merged).
 """
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -40,16 +39,12 @@ def define_flags():
 def data_config(model_path, fl):
     """The run's data configuration, with any data flag given on the command line applied."""
     config = experiment.config_from_flags(fl).data
-    run_config = Path(model_path).parent / "config.json"
-    if not run_config.exists():
+    saved = experiment.run_data_config(model_path)
+    if saved is None:
         return config
-    saved = json.loads(run_config.read_text())["data"]
-    saved["augmentation"] = data.Augmentation()
-    saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
     given = {f.name for f in dataclasses.fields(config)
              if f.name in fl and fl[f.name].present}
-    return dataclasses.replace(experiment.DataConfig(**saved),
-                               **{k: getattr(config, k) for k in given})
+    return dataclasses.replace(saved, **{k: getattr(config, k) for k in given})
 
 
 def read_pairs(path, volumes):

@@ -5,7 +5,9 @@
 config and know nothing of absl, so tests and other entry points call them directly.
 """
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -244,6 +246,18 @@ def check_config(config):
 
 
 # -- data ------------------------------------------------------------------------------
+
+def run_data_config(model_path):
+    """The `DataConfig` a model was trained with, from the config.json of its run
+    directory (beside the model file); None when there is none."""
+    path = Path(model_path).parent / "config.json"
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())["data"]
+    saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+    saved["augmentation"] = data.Augmentation()  # evaluation never augments
+    return DataConfig(**saved)
+
 
 def build_dataset(config):
     """The `data.Dataset` named by a `DataConfig` (not for the synthetic dataset)."""
