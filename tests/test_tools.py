@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import compare  # noqa: E402
 import fetch_oasis  # noqa: E402
 import prepare_data  # noqa: E402
 from fixtures import fake_oasis  # noqa: E402
@@ -104,3 +105,15 @@ def test_synth_from_labels_writes_an_oasis_layout_with_seg35(tmp_path):
     with pytest.raises(SystemExit, match="classes, but the priors have 25 columns"):
         synth.main(["--label_dir", str(SYNTHSEG), "--seg35_table", str(SEG35), "--out_dir",
                     str(tmp_path / "s2"), "--classes", str(SYNTHSEG / "generation_classes.npy")])
+
+
+def test_compare_writes_the_report_with_figures(trained_run, tmp_path):
+
+    model = str(trained_run / "best.keras")
+    compare.main(["--models", f"A={model}", f"B={model}", "--out",
+                  str(tmp_path / "report.md"), "--figures", "1"])
+    text = (tmp_path / "report.md").read_text()
+    assert "| identity |" in text and "| A |" in text and "| B |" in text
+    figures = sorted(p.name for p in (tmp_path / "report").iterdir())
+    assert "dice_per_structure.png" in figures and len(figures) == 2
+    assert "![report/dice_per_structure.png](report/dice_per_structure.png)" in text

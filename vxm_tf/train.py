@@ -29,8 +29,11 @@ def main(argv):
             ValueError) as err:
         cli.fail(str(err))
     history = result["history"]
-    summary = ", ".join(f"{k} {v[-1]:.4f}" for k, v in history.items() if v)
-    print(f"done: {result['run_dir']}: {summary}")
+    summary = f"loss {history['loss'][-1]:.4f}"
+    if history.get("val_dice"):
+        summary += (f", validation Dice {history['val_dice'][-1]:.4f} (best "
+                    f"{max(history['val_dice']):.4f}, kept as best.keras)")
+    print(f"done: {result['run_dir']}: {len(history['loss'])} epochs, {summary}")
 
 
 if __name__ == "__main__":
