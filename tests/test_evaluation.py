@@ -67,3 +67,18 @@ def test_evaluate_errors_are_one_line(trained_run, tmp_path, make_args, message)
     assert run.returncode == 2 and len(lines) == 1, run.stderr[-2000:]
     assert message in lines[0]
     assert not (tmp_path / "missing").exists()
+
+
+def test_perturbation_moves_only_the_registered_result(trained_run, tmp_path):
+    clean = run_evaluate([f"--model={trained_run}/best.keras", f"--out_dir={tmp_path}/a",
+                          "--figures=0", "--surface=false"])
+    bright = run_evaluate([f"--model={trained_run}/best.keras", f"--out_dir={tmp_path}/b",
+                           "--figures=0", "--surface=false", "--perturb=gamma:1,bias:1"])
+    assert clean.returncode == bright.returncode == 0, bright.stderr[-2000:]
+    a = json.loads((tmp_path / "a" / "summary.json").read_text())
+    b = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert a["dice_before"] == b["dice_before"]
+    assert a["dice_after"] != b["dice_after"]
+    bad = run_evaluate([f"--model={trained_run}/best.keras", "--perturb=contrast:1"])
+    lines = [line for line in bad.stderr.splitlines() if line.strip()]
+    assert bad.returncode == 2 and len(lines) == 1 and "unknown perturbation" in lines[0]

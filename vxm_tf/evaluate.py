@@ -20,7 +20,7 @@ from vxm_tf import cli
 cli.quiet_tensorflow_import()
 import numpy as np  # noqa: E402
 
-from vxm_tf import data, evaluation, experiment, figures, networks  # noqa: E402
+from vxm_tf import data, evaluation, experiment, figures, networks, perturb  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -34,6 +34,9 @@ def define_flags():
     flags.DEFINE_enum("split", "test", ("test", "val", "train"), "split whose pairs to score")
     flags.DEFINE_bool("surface", True, "compute Hausdorff distances")
     flags.DEFINE_integer("figures", 5, "example pairs drawn (chosen with --seed)")
+    flags.DEFINE_string("perturb", "", "intensity perturbation of the moving images only, "
+                        "e.g. 'bias:0.5' or 'gamma:0.5,noise:0.02' (names: "
+                        f"{', '.join(perturb.PERTURBATIONS)}); seeded by --seed")
 
 
 def data_config(model_path, fl):
@@ -59,13 +62,13 @@ def read_pairs(path, volumes):
     return pairs
 
 
-def draw_figures(model, volumes, pairs, label_rows, out_dir):
+def draw_figures(model, volumes, moving_images, pairs, label_rows, out_dir):
     """Example pairs (chosen with --seed) and the per-structure Dice box plot."""
     rng = np.random.default_rng(FLAGS.seed)
     chosen = rng.choice(len(pairs), min(FLAGS.figures, len(pairs)), replace=False)
     for n in sorted(chosen):
         i, j = pairs[n]
-        moving, fixed = volumes.images[i], volumes.images[j]
+        moving, fixed = moving_images[i], volumes.images[j]
         inputs = [moving[None, ..., None], fixed[None, ..., None]]
         moved = model.predict_on_batch(inputs)[0][0, ..., 0]
         figures.pair_figure(moving, fixed, moved, model.register(*inputs)[0],
@@ -95,16 +98,20 @@ def main(argv):
                              "--target_shape")
         pairs = (read_pairs(FLAGS.pairs, volumes) if FLAGS.pairs
                  else experiment.split_pairs(volumes, atlas=bool(config.atlas)))
+        perturbations = perturb.parse_perturbations(FLAGS.perturb)
+        moving_images = np.stack([perturb.perturb(image, perturbations, FLAGS.seed + k)
+                                  for k, image in enumerate(volumes.images)])
 
         def progress(done, total):
             sys.stderr.write(f"\rregistered {done}/{total} pairs")
             if done == total:
                 sys.stderr.write("\n")
-        rows = evaluation.evaluate_pairs(model, volumes, pairs, FLAGS.surface, progress)
+        rows = evaluation.evaluate_pairs(model, volumes, pairs, FLAGS.surface, progress,
+                                         moving_images)
         summary = evaluation.summarise(*rows)
         evaluation.write_report(out_dir, *rows, summary,
                                 title=f"{Path(FLAGS.model).name} on {len(pairs)} pairs")
-        draw_figures(model, volumes, pairs, rows[1], out_dir)
+        draw_figures(model, volumes, moving_images, pairs, rows[1], out_dir)
     except (experiment.ConfigError, data.DatasetError, ValueError, OSError) as err:
         cli.fail(str(err))
     print(f"Dice {summary['dice_before']:.3f} -> {summary['dice_after']:.3f}, HD95 "

@@ -17,36 +17,40 @@ LABEL_FIELDS = ("moving", "fixed", "label", "name", "dice_before", "dice_after",
                 "hd_before", "hd_after", "hd95_before", "hd95_after")
 
 
-def _time_registrations(model, volumes, pairs, warmup=2):
+def _time_registrations(model, moving_images, fixed_images, pairs, warmup=2):
     """Seconds per registration of one pair (batch 1), after `warmup` calls."""
-    i, j = pairs[0]
-    moving, fixed = volumes.images[i:i + 1, ..., None], volumes.images[j:j + 1, ..., None]
+    def pair(i, j):
+        return moving_images[i:i + 1, ..., None], fixed_images[j:j + 1, ..., None]
     for _ in range(warmup):
-        model.register(moving, fixed)
+        model.register(*pair(*pairs[0]))
     times = []
     for i, j in pairs:
         start = time.perf_counter()
-        model.register(volumes.images[i:i + 1, ..., None], volumes.images[j:j + 1, ..., None])
+        model.register(*pair(i, j))
         times.append(time.perf_counter() - start)
     return times
 
 
-def evaluate_pairs(model, volumes, pairs, surface=True, progress=None):
+def evaluate_pairs(model, volumes, pairs, surface=True, progress=None, moving_images=None):
     """Score `model` on (moving, fixed) index pairs of `volumes` (which need segmentations).
 
     Returns `(pair_rows, label_rows)`: one dict per pair (fields `PAIR_FIELDS`; Dice and
     HD95 averaged over the labels present in either map) and one per pair and label
     (`LABEL_FIELDS`). Distances are in mm from each fixed subject's voxel size; `surface`
-    False skips the Hausdorff distances (NaN).
+    False skips the Hausdorff distances (NaN). `moving_images` (N, *spatial) replaces the
+    images on the moving side only (e.g. intensity-perturbed copies); segmentations are
+    never changed, so Dice measures alignment alone.
     """
     if volumes.segs is None:
         raise ValueError("evaluation needs segmentations, and these volumes have none")
     pairs = [tuple(p) for p in pairs]
-    seconds = _time_registrations(model, volumes, pairs)
+    moving_images = volumes.images if moving_images is None else moving_images
+    seconds = _time_registrations(model, moving_images, volumes.images, pairs)
     labels = volumes.labels
     pair_rows, label_rows = [], []
-    for n, ((i, j), warp, moved) in enumerate(registration.register_pairs(model, volumes,
-                                                                         pairs)):
+    registered = registration.register_pairs(model, volumes, pairs,
+                                             moving_images=moving_images)
+    for n, ((i, j), warp, moved) in enumerate(registered):
         fixed, moving = volumes.segs[j], volumes.segs[i]
         spacing = tuple(volumes.voxel_sizes[j])
         scores = {}

@@ -10,16 +10,19 @@ from vxm_tf import ops as vxm_ops
 from vxm_tf.data.volumes import resize_volume
 
 
-def register_pairs(model, volumes, pairs, batch_size=8):
+def register_pairs(model, volumes, pairs, batch_size=8, moving_images=None):
     """Yield `(pair, warp, moved_seg)` for each (moving, fixed) index pair.
 
     warp: `(*spatial, D)` displacement in voxels; moved_seg: the moving segmentation
     warped with nearest interpolation (None when the volumes have no segmentations).
+    `moving_images` (N, *spatial) replaces the volumes' images on the moving side (a
+    perturbed copy, say); the fixed side always uses `volumes.images`.
     """
     pairs = [tuple(p) for p in pairs]
+    moving_images = volumes.images if moving_images is None else moving_images
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
-        moving = volumes.images[[i for i, _ in chunk]][..., None]
+        moving = moving_images[[i for i, _ in chunk]][..., None]
         fixed = volumes.images[[j for _, j in chunk]][..., None]
         warps = model.register(moving, fixed)
         moved_segs = [None] * len(chunk)
