@@ -37,10 +37,10 @@ data: install
 runs/oasis2d-%/best.keras: | install
 	$(MAKE) train DATA=oasis2d LOSS=$*
 
-compare: runs/oasis2d-mse/best.keras runs/oasis2d-ncc/best.keras
+compare: runs/oasis2d-mse/best.keras runs/oasis2d-ncc/best.keras runs/oasis2d-hybrid/best.keras
 	$(PY) tools/compare.py --models SSD=runs/oasis2d-mse/best.keras \
-		NCC=runs/oasis2d-ncc/best.keras --out reports/ssd_vs_ncc.md \
-		--title "SSD (MSE) against NCC on neurite-OASIS 2D"
+		NCC=runs/oasis2d-ncc/best.keras hybrid=runs/oasis2d-hybrid/best.keras \
+		--out reports/ssd_vs_ncc.md --title "SSD (MSE) against NCC on neurite-OASIS 2D"
 
 lint: install
 	$(VENV)/bin/ruff check vxm_tf tests tools
