@@ -133,3 +133,19 @@ def dice_boxplot(label_rows, path, title="Dice per structure (left and right mer
     ax.legend()
     ax.set_title(title)
     _save(fig, path)
+
+
+def sweep_plot(rows, path):
+    """Held-out Dice and folding against lambda (log axis), one point per trial."""
+    rows = sorted(rows, key=lambda r: r["lambda"])
+    lam = [r["lambda"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(lam, [r["val_dice"] for r in rows], "o-", color="tab:blue")
+    ax.set_xscale("log")
+    ax.set_xlabel("lambda (Grad weight)")
+    ax.set_ylabel("held-out Dice", color="tab:blue")
+    twin = ax.twinx()
+    twin.plot(lam, [r["val_folding"] for r in rows], "s--", color="tab:red")
+    twin.set_ylabel("folding (% voxels, det J <= 0)", color="tab:red")
+    ax.set_title("lambda sweep")
+    _save(fig, path)

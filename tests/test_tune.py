@@ -1,0 +1,93 @@
+"""Keras Tuner lambda sweep: local search, resume, errors, and chief / worker processes."""
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from vxm_tf import experiment, networks, tuning
+
+TINY = ["--dataset=synthetic", "--synthetic_shape=32,32", "--synthetic_labels=4", "--train=6",
+        "--val=0", "--test=0", "--enc=8,8,8", "--dec=8,8,8,8,8", "--steps_per_epoch=10",
+        "--holdout=2", "--holdout_pairs=2", "--verbose=0"]
+
+
+def tiny_config():
+    config = experiment.Config()
+    config.data = experiment.DataConfig(synthetic_shape=(32, 32), synthetic_labels=4,
+                                        train=6, val=0, test=0)
+    config.model = experiment.ModelConfig(nb_features=[[8, 8, 8], [8, 8, 8, 8, 8]])
+    config.train = experiment.TrainConfig(steps_per_epoch=10, verbose=0)
+    return config
+
+
+def run_tune(args, env=None):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "vxm_tf.tune", *TINY, *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def read_trials(folder):
+    with open(folder / "trials.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_search_writes_trials_and_a_best_model_that_registers_then_resumes(tmp_path):
+    tune = tuning.TuneConfig(trials=2, lambda_min=0.01, lambda_max=1.0, holdout=2,
+                             holdout_pairs=2, directory=str(tmp_path / "tune"))
+    rows = tuning.run_search(tiny_config(), tune, log=lambda _: None)
+    assert len(rows) == 2 and all(0.01 <= r["lambda"] <= 1.0 for r in rows)
+    assert all(0 < r["val_dice"] <= 1 and r["val_folding"] >= 0 for r in rows)
+    assert [float(r["lambda"]) for r in read_trials(tmp_path / "tune")] == [
+        r["lambda"] for r in rows]
+    assert (tmp_path / "tune" / "lambda_sweep.png").stat().st_size > 0
+    best = keras.saving.load_model(tmp_path / "tune" / "best.keras")
+    assert isinstance(best, networks.VxmDense)
+    pair = np.random.rand(2, 1, 32, 32, 1).astype("float32")
+    assert best.register(pair[0], pair[1]).shape == (1, 32, 32, 2)
+
+    trial_dirs = sorted(p.name for p in (tmp_path / "tune" / "trials").iterdir())
+    again = tuning.run_search(tiny_config(), tune, log=lambda _: None)
+    assert [r["lambda"] for r in again] == [r["lambda"] for r in rows]
+    assert sorted(p.name for p in (tmp_path / "tune" / "trials").iterdir()) == trial_dirs
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lambda_min=-1"], "0 < min <= max, got -1.0 and 10.0"),
+    (["--lambda_min=5", "--lambda_max=1"], "0 < min <= max, got 5.0 and 1.0"),
+    (["--tuner=grid"], "grid"),
+])
+def test_bad_search_flags_are_one_line(tmp_path, args, message):
+    proc = run_tune([*args, f"--tune_dir={tmp_path}/t"])
+    _, err = proc.communicate(timeout=300)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, err[-2000:]
+    assert message in lines[0]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_chief_and_two_workers_run_every_trial_once(tmp_path):
+    folder = tmp_path / "tune"
+    env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port())}
+    args = ["--trials=3", f"--tune_dir={folder}"]
+    chief = run_tune(args, {**env, "KERASTUNER_TUNER_ID": "chief"})
+    workers = [run_tune(args, {**env, "KERASTUNER_TUNER_ID": f"tuner{k}"}) for k in (0, 1)]
+    for worker in workers:
+        _, err = worker.communicate(timeout=500)
+        assert worker.returncode == 0, err[-2000:]
+    _, err = chief.communicate(timeout=200)
+    assert chief.returncode == 0, err[-2000:]
+    trials = read_trials(folder)
+    assert sorted(int(t["trial"]) for t in trials) == [0, 1, 2]
+    assert len({t["lambda"] for t in trials}) == 3
+    assert (folder / "best.keras").exists()

@@ -1,0 +1,214 @@
+"""Keras Tuner search of the smoothness weight lambda (optionally the learning rate and the
+NCC window), scored by Dice on held-out pairs of training subjects.
+
+The model, losses and optimiser come from `vxm_tf.experiment`, as for training, so a
+flag means the same thing in both. Trials are resumable (the tuner's folder holds the
+oracle state) and run distributed with Keras Tuner's chief / worker protocol
+(`KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP`, `KERASTUNER_ORACLE_PORT`).
+"""
+
+import copy
+import csv
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import keras_tuner
+import numpy as np
+
+from vxm_tf import data, experiment, figures, metrics, registration
+
+TUNERS = ("random", "bayesian", "hyperband")
+OBJECTIVES = ("dice", "dice_minus_folding")
+
+
+@dataclass
+class TuneConfig:
+    """What to search and how.
+
+    lambda_min, lambda_max: log-uniform range of lambda.
+    tune_lr, tune_window: also search the learning rate (1e-4 to 1e-2, log) and the NCC
+        window (5 to 11, odd).
+    holdout: training subjects held out to score trials (never the test subjects).
+    objective: 'dice', or 'dice_minus_folding' (Dice minus folding_weight * folding %).
+    """
+
+    tuner: str = "random"
+    trials: int = 6
+    epochs: int = 1
+    lambda_min: float = 1e-3
+    lambda_max: float = 10.0
+    tune_lr: bool = False
+    tune_window: bool = False
+    holdout: int = 4
+    holdout_pairs: int = 12
+    objective: str = "dice"
+    folding_weight: float = 0.1
+    directory: str = "runs/tune"
+    seed: int = 0
+
+
+def check_tune_config(tune):
+    if not 0 < tune.lambda_min <= tune.lambda_max:
+        raise experiment.ConfigError(
+            f"--lambda_min and --lambda_max must satisfy 0 < min <= max, got "
+            f"{tune.lambda_min} and {tune.lambda_max}")
+    if tune.tuner not in TUNERS:
+        raise experiment.ConfigError(f"--tuner must be one of {TUNERS}, got {tune.tuner!r}")
+    if tune.objective not in OBJECTIVES:
+        raise experiment.ConfigError(f"--objective must be one of {OBJECTIVES}, got "
+                                     f"{tune.objective!r}")
+    if tune.trials < 1 or tune.epochs < 1 or tune.holdout < 2:
+        raise experiment.ConfigError(
+            f"--trials and --tune_epochs must be positive and --holdout at least 2, got "
+            f"{tune.trials}, {tune.epochs}, {tune.holdout}")
+
+
+class HoldoutScores(keras.callbacks.Callback):
+    """Adds val_dice, val_folding (% voxels) and val_score to each epoch's logs."""
+
+    def __init__(self, volumes, pairs, objective, folding_weight):
+        super().__init__()
+        self.volumes, self.pairs = volumes, pairs
+        self.objective, self.folding_weight = objective, folding_weight
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        dice, folding = [], []
+        for (_, j), warp, moved in registration.register_pairs(self.model, self.volumes,
+                                                                self.pairs):
+            dice.append(metrics.mean_dice(moved, self.volumes.segs[j], self.volumes.labels))
+            folding.append(metrics.folding_percent(warp))
+        logs["val_dice"] = float(np.mean(dice))
+        logs["val_folding"] = float(np.mean(folding))
+        penalty = self.folding_weight * logs["val_folding"]
+        logs["val_score"] = logs["val_dice"] - (penalty if self.objective != "dice" else 0)
+        logs["seconds"] = time.perf_counter() - self.start
+
+
+class VxmHyperModel(keras_tuner.HyperModel):
+    """Builds and compiles VxmDense with lambda (and optionally lr, window) drawn by `hp`."""
+
+    def __init__(self, config, tune, train, holdout, steps_per_epoch):
+        super().__init__(name="vxm_dense")
+        self.config, self.tune = config, tune
+        self.train, self.holdout, self.steps = train, holdout, steps_per_epoch
+
+    def trial_config(self, hp):
+        config = copy.deepcopy(self.config)
+        config.loss.reg_weight = hp.Float("lambda", self.tune.lambda_min, self.tune.lambda_max,
+                                          sampling="log")
+        if self.tune.tune_lr:
+            config.train.lr = hp.Float("lr", 1e-4, 1e-2, sampling="log")
+        if self.tune.tune_window:
+            config.loss.window = hp.Int("window", 5, 11, step=2)
+        return config
+
+    def build(self, hp):
+        config = self.trial_config(hp)
+        model = experiment.build_model(config.model, self.train.shape)
+        return experiment.compile_model(model, config, self.steps * self.tune.epochs)
+
+    def fit(self, hp, model, *args, callbacks=(), **kwargs):
+        config = self.trial_config(hp)
+        flow_shape = tuple(model.outputs[-1].shape[1:])
+        pairs = experiment.split_pairs(self.train)
+        train_ds = data.pair_dataset(self.train, pairs, batch_size=config.train.batch_size,
+                                     seed=config.train.seed, flow_shape=flow_shape,
+                                     bidir=config.model.bidir, repeat=True,
+                                     augmentation=config.data.augmentation)
+        holdout_pairs = experiment.split_pairs(self.holdout, self.tune.holdout_pairs,
+                                               seed=self.tune.seed)
+        scores = HoldoutScores(self.holdout, holdout_pairs, self.tune.objective,
+                               self.tune.folding_weight)
+        return model.fit(train_ds, epochs=kwargs.get("epochs", self.tune.epochs),
+                         initial_epoch=kwargs.get("initial_epoch", 0),
+                         steps_per_epoch=self.steps, callbacks=[scores, *callbacks],
+                         verbose=config.train.verbose, shuffle=False)
+
+
+def split_holdout(volumes, count):
+    """Training volumes split into (train, holdout): the last `count` subjects held out."""
+    if count >= len(volumes) - 1:
+        raise experiment.ConfigError(f"--holdout {count} leaves fewer than 2 of the "
+                                     f"{len(volumes)} training subjects to train on")
+
+    def part(index):
+        return data.Volumes([volumes.names[k] for k in index], volumes.images[index],
+                            volumes.segs[index], volumes.label_names,
+                            volumes.voxel_sizes[index])
+    n = len(volumes) - count
+    return part(np.arange(n)), part(np.arange(n, len(volumes)))
+
+
+def make_tuner(tune, hypermodel):
+    objective = keras_tuner.Objective("val_score", direction="max")
+    common = dict(objective=objective, directory=tune.directory, project_name="trials",
+                  overwrite=False, seed=tune.seed)
+    if tune.tuner == "hyperband":
+        return keras_tuner.Hyperband(hypermodel, max_epochs=tune.epochs,
+                                     hyperband_iterations=1, **common)
+    cls = keras_tuner.RandomSearch if tune.tuner == "random" else \
+        keras_tuner.BayesianOptimization
+    return cls(hypermodel, max_trials=tune.trials, **common)
+
+
+def trial_rows(tuner):
+    """One dict per finished trial: hyperparameters and the best epoch's scores."""
+    rows = []
+    for trial in tuner.oracle.trials.values():
+        if trial.status != "COMPLETED":
+            continue
+        best = trial.best_step
+        row = {"trial": trial.trial_id, **trial.hyperparameters.values}
+        for name in ("val_dice", "val_folding", "val_score", "loss", "seconds"):
+            history = trial.metrics.get_history(name) if trial.metrics.exists(name) else []
+            values = [h.value[0] if hasattr(h.value, "__len__") else h.value for h in history
+                      if h.step == best] or [np.nan]
+            row[name] = float(np.mean(values))
+        rows.append(row)
+    return sorted(rows, key=lambda r: r["lambda"])
+
+
+def write_outputs(tuner, directory):
+    """trials.csv, lambda_sweep.png and best.keras in `directory` (chief only)."""
+    directory = Path(directory)
+    rows = trial_rows(tuner)
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    tmp = directory / ".tmp-trials.csv"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, directory / "trials.csv")
+    figures.sweep_plot(rows, directory / "lambda_sweep.png")
+    with warnings.catch_warnings():  # the trial checkpoint holds no optimizer state to skip
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        best = tuner.get_best_models(1)[0]
+    tmp = directory / ".tmp-best.keras"
+    best.save(tmp)
+    os.replace(tmp, directory / "best.keras")
+    return rows
+
+
+def run_search(config, tune, log=print):
+    """Search as configured; on the chief (or alone) write the outputs. Returns the rows."""
+    check_tune_config(tune)
+    keras.utils.set_random_seed(tune.seed)
+    Path(tune.directory).mkdir(parents=True, exist_ok=True)
+    volumes = experiment.build_splits(config.data)["train"]
+    if volumes.segs is None:
+        raise experiment.ConfigError("tuning scores trials by Dice and needs segmentations")
+    train, holdout = split_holdout(volumes, tune.holdout)
+    steps = config.train.steps_per_epoch or len(experiment.split_pairs(train))
+    tuner = make_tuner(tune, VxmHyperModel(config, tune, train, holdout, steps))
+    log(f"{tune.tuner} search of lambda in [{tune.lambda_min}, {tune.lambda_max}] on "
+        f"{len(train)} training subjects, scored on {tune.holdout_pairs} pairs of "
+        f"{len(holdout)} held-out ones; {tune.directory}")
+    tuner.search(epochs=tune.epochs)
+    if os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief":
+        return []
+    return write_outputs(tuner, tune.directory)
