@@ -57,10 +57,28 @@ def test_search_writes_trials_and_a_best_model_that_registers_then_resumes(tmp_p
     assert sorted(p.name for p in (tmp_path / "tune" / "trials").iterdir()) == trial_dirs
 
 
+def test_grid_search_spaces_lambda_evenly_on_a_log_axis(tmp_path):
+    tune = tuning.TuneConfig(tuner="grid", trials=3, lambda_min=0.01, lambda_max=1.0,
+                             holdout=2, holdout_pairs=2, directory=str(tmp_path / "grid"))
+    rows = tuning.run_search(tiny_config(), tune, log=lambda _: None)
+    np.testing.assert_allclose([r["lambda"] for r in rows], [0.01, 0.1, 1.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("tuner", ["bayesian", "hyperband"])
+def test_other_tuners_and_the_folding_penalty(tmp_path, tuner):
+    tune = tuning.TuneConfig(tuner=tuner, trials=2, epochs=2, holdout=2, holdout_pairs=2,
+                             objective="dice_minus_folding", folding_weight=0.5,
+                             directory=str(tmp_path / tuner))
+    rows = tuning.run_search(tiny_config(), tune, log=lambda _: None)
+    assert rows and (tmp_path / tuner / "best.keras").exists()
+    for row in rows:
+        assert row["val_score"] == pytest.approx(row["val_dice"] - 0.5 * row["val_folding"])
+
+
 @pytest.mark.parametrize("args, message", [
     (["--lambda_min=-1"], "0 < min <= max, got -1.0 and 10.0"),
     (["--lambda_min=5", "--lambda_max=1"], "0 < min <= max, got 5.0 and 1.0"),
-    (["--tuner=grid"], "grid"),
+    (["--tuner=sobol"], "sobol"),
 ])
 def test_bad_search_flags_are_one_line(tmp_path, args, message):
     proc = run_tune([*args, f"--tune_dir={tmp_path}/t"])

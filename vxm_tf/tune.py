@@ -1,8 +1,8 @@
 """Sweep lambda with Keras Tuner: `python -m vxm_tf.tune --flagfile=flags/tune.cfg`.
 
 Uses the training flags (data, model, loss, optimisation) plus the search flags below.
-Outputs in --tune_dir: trials.csv (lambda, held-out Dice, folding, loss, seconds per
-trial), lambda_sweep.png and best.keras. Rerunning with the same --tune_dir resumes.
+Outputs in --tune_dir: trials.csv and trials.md (lambda, held-out Dice, folding, loss,
+seconds per trial), lambda_sweep.png and best.keras. Rerunning with the same --tune_dir resumes.
 Distributed: start one process with KERASTUNER_TUNER_ID=chief and workers with
 KERASTUNER_TUNER_ID=tuner0, tuner1, ..., all with KERASTUNER_ORACLE_IP and
 KERASTUNER_ORACLE_PORT pointing at the chief and the same --tune_dir.

@@ -21,7 +21,7 @@ import numpy as np
 
 from vxm_tf import data, experiment, figures, metrics, registration
 
-TUNERS = ("random", "bayesian", "hyperband")
+TUNERS = ("random", "bayesian", "hyperband", "grid")
 OBJECTIVES = ("dice", "dice_minus_folding")
 
 
@@ -36,7 +36,7 @@ class TuneConfig:
     objective: 'dice', or 'dice_minus_folding' (Dice minus folding_weight * folding %).
     """
 
-    tuner: str = "random"
+    tuner: str = "random"  # or bayesian, hyperband, grid (log-spaced lambda values)
     trials: int = 6
     epochs: int = 1
     lambda_min: float = 1e-3
@@ -99,8 +99,13 @@ class VxmHyperModel(keras_tuner.HyperModel):
 
     def trial_config(self, hp):
         config = copy.deepcopy(self.config)
+        step = None
+        if self.tune.tuner == "grid" and self.tune.lambda_max > self.tune.lambda_min:
+            # trials values spaced evenly on a log axis, both ends included
+            step = (self.tune.lambda_max / self.tune.lambda_min) ** (
+                1 / max(self.tune.trials - 1, 1))
         config.loss.reg_weight = hp.Float("lambda", self.tune.lambda_min, self.tune.lambda_max,
-                                          sampling="log")
+                                          sampling="log", step=step)
         if self.tune.tune_lr:
             config.train.lr = hp.Float("lr", 1e-4, 1e-2, sampling="log")
         if self.tune.tune_window:
@@ -151,8 +156,8 @@ def make_tuner(tune, hypermodel):
     if tune.tuner == "hyperband":
         return keras_tuner.Hyperband(hypermodel, max_epochs=tune.epochs,
                                      hyperband_iterations=1, **common)
-    cls = keras_tuner.RandomSearch if tune.tuner == "random" else \
-        keras_tuner.BayesianOptimization
+    cls = {"random": keras_tuner.RandomSearch, "grid": keras_tuner.GridSearch,
+           "bayesian": keras_tuner.BayesianOptimization}[tune.tuner]
     return cls(hypermodel, max_trials=tune.trials, **common)
 
 
@@ -174,7 +179,7 @@ def trial_rows(tuner):
 
 
 def write_outputs(tuner, directory):
-    """trials.csv, lambda_sweep.png and best.keras in `directory` (chief only)."""
+    """trials.csv, trials.md, lambda_sweep.png and best.keras in `directory` (chief)."""
     directory = Path(directory)
     rows = trial_rows(tuner)
     fields = list(dict.fromkeys(k for row in rows for k in row))
@@ -185,6 +190,13 @@ def write_outputs(tuner, directory):
         writer.writerows(rows)
     os.replace(tmp, directory / "trials.csv")
     figures.sweep_plot(rows, directory / "lambda_sweep.png")
+    lines = ["| lambda | held-out Dice | folding (% voxels) | final loss | seconds |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['lambda']:.4g} | {r['val_dice']:.4f} | {r['val_folding']:.4f} | "
+              f"{r['loss']:.4f} | {r['seconds']:.0f} |" for r in rows]
+    tmp = directory / ".tmp-trials.md"
+    tmp.write_text("\n".join(lines) + "\n\n![lambda sweep](lambda_sweep.png)\n")
+    os.replace(tmp, directory / "trials.md")
     with warnings.catch_warnings():  # the trial checkpoint holds no optimizer state to skip
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         best = tuner.get_best_models(1)[0]
