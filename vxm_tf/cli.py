@@ -31,6 +31,15 @@ def parse_flags(argv):
         sys.exit(2)
 
 
+def check_args(argv, required=()):
+    """Stop with one line on positional arguments or a missing required flag."""
+    if len(argv) > 1:
+        fail(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
+    for name in required:
+        if not flags.FLAGS[name].value:
+            fail(f"--{name} is required")
+
+
 def fail(message):
     """Stop with a one-line message and exit status 2."""
     sys.stderr.write(f"error: {message}\n")

@@ -79,10 +79,7 @@ def draw_figures(model, volumes, moving_images, pairs, label_rows, out_dir):
 
 
 def main(argv):
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
-    if not FLAGS.model:
-        cli.fail("--model is required")
+    cli.check_args(argv, required=("model",))
     out_dir = FLAGS.out_dir or str(Path(FLAGS.model).parent / f"eval-{FLAGS.split}")
     if not Path(out_dir).parent.is_dir():
         cli.fail(f"{out_dir}: parent folder {Path(out_dir).parent} does not exist")

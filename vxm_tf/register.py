@@ -72,11 +72,7 @@ def register_files(model_path, moving_path, fixed_path, moved_path, warp_path=""
 
 
 def main(argv):
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
-    for name in ("model", "moving", "fixed", "moved"):
-        if not FLAGS[name].value:
-            cli.fail(f"--{name} is required")
+    cli.check_args(argv, required=("model", "moving", "fixed", "moved"))
     try:
         register_files(FLAGS.model, FLAGS.moving, FLAGS.fixed, FLAGS.moved, FLAGS.warp,
                        FLAGS.moving_seg, FLAGS.moved_seg, FLAGS.normalise)

@@ -20,8 +20,7 @@ def define_flags():
 
 
 def main(argv):
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
+    cli.check_args(argv)
     try:
         config = experiment.config_from_flags(FLAGS)
         result = trainer.train_and_evaluate(config)

@@ -38,8 +38,7 @@ def define_flags():
 
 
 def main(argv):
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
+    cli.check_args(argv)
     try:
         config = experiment.config_from_flags(FLAGS)
         tune = tuning.TuneConfig(

@@ -38,11 +38,7 @@ def warp_file(moving_path, warp_path, moved_path, interp="linear"):
 
 
 def main(argv):
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
-    for name in ("moving", "warp", "moved"):
-        if not FLAGS[name].value:
-            cli.fail(f"--{name} is required")
+    cli.check_args(argv, required=("moving", "warp", "moved"))
     try:
         warp_file(FLAGS.moving, FLAGS.warp, FLAGS.moved, FLAGS.interp)
     except (ValueError, OSError) as err:
