@@ -193,14 +193,11 @@ class VxmDense(keras.Model):
             warped.append(layers.SpatialTransformer(
                 interp_method="linear", indexing="ij",
                 name=f"{name}_{prefix}transformer")([image, field]))
-            if prefix == "":
-                pos_flow = field
         super().__init__(inputs=[source, target], outputs=[*warped, preint_flow], name=name,
                          **kwargs)
 
         # config
         self.inshape = inshape
-        self.pos_flow_layer = pos_flow._keras_history.operation.name
         self._config = dict(
             inshape=list(inshape), nb_unet_features=nb_unet_features,
             nb_unet_levels=nb_unet_levels, unet_feat_mult=unet_feat_mult,
@@ -219,7 +216,9 @@ class VxmDense(keras.Model):
         """A model `[moving, fixed]` -> full-resolution displacement `(B, *inshape, D)`."""
         cached = self.__dict__.get("_registration_model")
         if cached is None:
-            cached = keras.Model(self.inputs, self.get_layer(self.pos_flow_layer).output)
+            # the full-resolution field is the second input of the moving image's transformer
+            warp = self.get_layer(f"{self._config['name']}_transformer").input[1]
+            cached = keras.Model(self.inputs, warp)
             # kept out of Keras' attribute tracking: it shares this model's weights
             object.__setattr__(self, "_registration_model", cached)
         return cached
