@@ -12,7 +12,8 @@ RUN ?= runs/$(DATA)-$(LOSS)
 
 OASIS3D ?= ../shared/data/neurite-oasis-3d
 
-.PHONY: install test lint train tune data compare bench bench-model bench-data clean
+.PHONY: install test lint train tune data compare robustness bench bench-model bench-data \
+	clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +46,11 @@ compare: runs/oasis2d-mse/best.keras runs/oasis2d-ncc/best.keras runs/oasis2d-hy
 tune: install
 	$(PY) -m vxm_tf.tune --flagfile=flags/$(DATA).cfg --flagfile=flags/$(LOSS).cfg \
 		--flagfile=flags/tune.cfg --tune_dir=runs/tune-$(DATA)-$(LOSS) $(ARGS)
+
+robustness: runs/oasis2d-mse/best.keras runs/oasis2d-ncc/best.keras runs/oasis2d-hybrid/best.keras
+	$(PY) tools/robustness.py --models SSD=runs/oasis2d-mse/best.keras \
+		NCC=runs/oasis2d-ncc/best.keras hybrid=runs/oasis2d-hybrid/best.keras \
+		--out reports/brightness_robustness.md
 
 lint: install
 	$(VENV)/bin/ruff check vxm_tf tests tools

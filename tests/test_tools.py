@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import compare  # noqa: E402
 import fetch_oasis  # noqa: E402
 import prepare_data  # noqa: E402
+import robustness  # noqa: E402
 from fixtures import fake_oasis  # noqa: E402
 
 
@@ -117,3 +118,21 @@ def test_compare_writes_the_report_with_figures(trained_run, tmp_path):
     figures = sorted(p.name for p in (tmp_path / "report").iterdir())
     assert "dice_per_structure.png" in figures and len(figures) == 2
     assert "![report/dice_per_structure.png](report/dice_per_structure.png)" in text
+
+
+def test_robustness_grid_and_report(trained_run, tmp_path):
+    assert robustness.parse_grid("gamma:0.5,-0.5;noise:0.1") == {"gamma": [-0.5, 0.0, 0.5],
+                                                                 "noise": [0.0, 0.1]}
+    with pytest.raises(ValueError, match="unknown perturbation 'glow'"):
+        robustness.parse_grid("glow:1")
+    model = str(trained_run / "best.keras")
+    robustness.main(["--models", f"M={model}", "--out", str(tmp_path / "r.md"),
+                     "--grid", "bias:1;gamma:1"])
+    text = (tmp_path / "r.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| bias") or
+            line.startswith("| gamma")]
+    assert len(rows) == 4  # strengths 0 and 1 of each
+    clean = [r for r in rows if "| 0 |" in r]
+    assert clean[0].split("|")[3] == clean[1].split("|")[3]  # strength 0: the same run
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [
+        "dice_vs_strength.png", "strong_bias_pair.png"]

@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 from vxm_tf import metrics  # noqa: E402
 
 
-def _save(fig, path):
+def save_figure(fig, path):
     path = Path(path)
     tmp = path.with_name(f".tmp-{path.stem}.png")
     fig.savefig(tmp, dpi=100, bbox_inches="tight")
@@ -88,7 +88,7 @@ def pair_figure(moving, fixed, moved, disp, path, titles=None, title=""):
             ax.set_yticks([])
     if title:
         fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def structure_name(name):
@@ -132,7 +132,7 @@ def dice_boxplot(label_rows, path, title="Dice per structure (left and right mer
     ax.set_ylim(0, 1)
     ax.legend()
     ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def sweep_plot(rows, path):
@@ -148,4 +148,4 @@ def sweep_plot(rows, path):
     twin.plot(lam, [r["val_folding"] for r in rows], "s--", color="tab:red")
     twin.set_ylabel("folding (% voxels, det J <= 0)", color="tab:red")
     ax.set_title("lambda sweep")
-    _save(fig, path)
+    save_figure(fig, path)
