@@ -29,7 +29,8 @@ def define_flags():
     """Declare this entry point's flags (run as a program only)."""
     experiment.define_flags()
     flags.DEFINE_string("model", None, "model file (.keras, or an original voxelmorph .h5)")
-    flags.DEFINE_string("out_dir", "", "report folder (default: eval/ beside the model)")
+    flags.DEFINE_string("out_dir", "", "report folder (default: eval-<split>/ beside the "
+                        "model)")
     flags.DEFINE_string("pairs", "", "optional file of 'moving fixed' subject names per line")
     flags.DEFINE_enum("split", "test", ("test", "val", "train"), "split whose pairs to score")
     flags.DEFINE_bool("surface", True, "compute Hausdorff distances")
