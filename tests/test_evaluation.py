@@ -82,3 +82,11 @@ def test_perturbation_moves_only_the_registered_result(trained_run, tmp_path):
     bad = run_evaluate([f"--model={trained_run}/best.keras", "--perturb=contrast:1"])
     lines = [line for line in bad.stderr.splitlines() if line.strip()]
     assert bad.returncode == 2 and len(lines) == 1 and "unknown perturbation" in lines[0]
+
+
+def test_label_metrics_need_segmentations():
+    volumes = data.synthetic_volumes(2, (32, 32), nb_labels=4)
+    volumes.segs = None
+    model = networks.VxmDense((32, 32), nb_unet_features=SMALL)
+    with pytest.raises(ValueError, match="evaluation needs segmentations"):
+        evaluation.evaluate_pairs(model, volumes, [(0, 1)])
