@@ -90,3 +90,10 @@ def test_label_metrics_need_segmentations():
     model = networks.VxmDense((32, 32), nb_unet_features=SMALL)
     with pytest.raises(ValueError, match="evaluation needs segmentations"):
         evaluation.evaluate_pairs(model, volumes, [(0, 1)])
+
+
+def test_model_specs_are_name_equals_path(tmp_path):
+    with pytest.raises(ValueError, match="NAME=PATH"):
+        evaluation.models_and_test_pairs(["runs/x/best.keras"])
+    with pytest.raises(ValueError, match="no config.json beside it"):
+        evaluation.models_and_test_pairs([f"A={tmp_path}/best.keras"])

@@ -18,7 +18,7 @@ import numpy as np
 from vxm_tf import cli
 
 cli.quiet_tensorflow_import()
-from vxm_tf import evaluation, experiment, figures, networks  # noqa: E402
+from vxm_tf import evaluation, figures  # noqa: E402
 
 
 def report(names, summaries, figure_names, command):
@@ -50,19 +50,14 @@ def main(argv=None):
     parser.add_argument("--figures", type=int, default=3, help="example pairs drawn")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    models = [m.split("=", 1) for m in args.models]
-    if any(len(m) != 2 for m in models):
-        parser.error("--models takes NAME=PATH entries")
     out = Path(args.out)
     if not out.parent.is_dir():
         sys.exit(f"error: {out}: folder {out.parent} does not exist")
-    config = experiment.run_data_config(models[0][1])
-    if config is None:
-        sys.exit(f"error: {models[0][1]}: no config.json beside it to find the test data")
-    volumes = experiment.build_splits(config)["test"]
-    pairs = experiment.split_pairs(volumes, atlas=bool(config.atlas))
-    names = [name for name, _ in models]
-    loaded = [networks.VxmDense.load(path) for _, path in models]
+    try:
+        models, volumes, pairs = evaluation.models_and_test_pairs(args.models)
+    except ValueError as err:
+        sys.exit(f"error: {err}")
+    names, loaded = list(models), list(models.values())
     results = []
     for name, model in zip(names, loaded):
         print(f"evaluating {name} on {len(pairs)} pairs", flush=True)

@@ -21,7 +21,7 @@ from vxm_tf import cli
 cli.quiet_tensorflow_import()
 import matplotlib.pyplot as plt  # noqa: E402
 
-from vxm_tf import evaluation, experiment, figures, networks, perturb  # noqa: E402
+from vxm_tf import evaluation, figures, perturb  # noqa: E402
 
 DEFAULT_GRID = ("brightness:-0.4,-0.2,0.2,0.4;offset:-0.2,0.2;gamma:-1,-0.5,0.5,1;"
                 "bias:0.25,0.5,0.75,1;noise:0.02,0.05,0.1")
@@ -72,9 +72,6 @@ def main(argv=None):
     parser.add_argument("--grid", default=DEFAULT_GRID)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    models = [m.split("=", 1) for m in args.models]
-    if any(len(m) != 2 for m in models):
-        parser.error("--models takes NAME=PATH entries")
     try:
         grid = parse_grid(args.grid)
     except ValueError as err:
@@ -82,12 +79,10 @@ def main(argv=None):
     out = Path(args.out)
     if not out.parent.is_dir():
         sys.exit(f"error: {out}: folder {out.parent} does not exist")
-    config = experiment.run_data_config(models[0][1])
-    if config is None:
-        sys.exit(f"error: {models[0][1]}: no config.json beside it to find the test data")
-    volumes = experiment.build_splits(config)["test"]
-    pairs = experiment.split_pairs(volumes)
-    loaded = {name: networks.VxmDense.load(path) for name, path in models}
+    try:
+        loaded, volumes, pairs = evaluation.models_and_test_pairs(args.models)
+    except ValueError as err:
+        sys.exit(f"error: {err}")
     results, identity = {}, None
     for name, model in loaded.items():
         clean = score(model, volumes, pairs, [], args.seed)

@@ -142,3 +142,22 @@ def _write_csv(path, fields, rows):
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, path)
+
+
+def models_and_test_pairs(specs):
+    """Load `NAME=PATH` models and the test pairs of the data the first was trained on.
+
+    Returns `({name: VxmDense}, volumes, pairs)`; the data come from the config.json of the
+    first model's run directory. Raises `ValueError` naming what is wrong.
+    """
+    from vxm_tf import experiment, networks
+
+    models = [spec.split("=", 1) for spec in specs]
+    if not models or any(len(m) != 2 or not all(m) for m in models):
+        raise ValueError(f"models are given as NAME=PATH, got {list(specs)}")
+    config = experiment.run_data_config(models[0][1])
+    if config is None:
+        raise ValueError(f"{models[0][1]}: no config.json beside it to find the test data")
+    volumes = experiment.build_splits(config)["test"]
+    pairs = experiment.split_pairs(volumes, atlas=bool(config.atlas))
+    return {name: networks.VxmDense.load(path) for name, path in models}, volumes, pairs
