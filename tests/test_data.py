@@ -191,7 +191,7 @@ def test_left_right_flip_swaps_labels_by_name():
 def test_augmented_pipeline_is_deterministic_by_seed_inside_dataset_map():
     volumes = data.synthetic_volumes(3, (24, 24))
     aug = data.Augmentation(rotate_deg=15, flip=True, intensity_shift=0.1,
-                            intensity_scale=0.2, gamma=0.3, noise=0.05)
+                            intensity_scale=0.2, gamma=0.3, bias=0.5, noise=0.05)
 
     def images(seed):
         ds = data.pair_dataset(volumes, data.all_pairs(3), seed=seed, augmentation=aug,
@@ -199,6 +199,16 @@ def test_augmented_pipeline_is_deterministic_by_seed_inside_dataset_map():
         return np.concatenate([m.numpy() for (m, _), _ in ds])
     np.testing.assert_array_equal(images(3), images(3))
     assert not np.array_equal(images(3), images(4))
+
+
+def test_bias_augmentation_multiplies_by_a_smooth_positive_field():
+    image = np.full((32, 40), 0.5, np.float32)
+    out, _ = data.augment(image, None, data.Augmentation(bias=0.8), np.random.default_rng(0))
+    log_ratio = np.log(out / image)
+    assert out.shape == image.shape and out.dtype == np.float32
+    assert 0.05 < log_ratio.std() <= 0.8 + 1e-5  # strength U(0, 0.8) times a unit-std field
+    step = np.abs(np.diff(log_ratio, axis=0)).mean() + np.abs(np.diff(log_ratio, axis=1)).mean()
+    assert step < 0.5 * log_ratio.std()  # smooth: white noise would give about 2.3 std
 
 
 def test_augmentation_arguments_are_checked():

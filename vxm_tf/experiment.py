@@ -134,6 +134,7 @@ def define_flags():
     f.DEFINE_float("aug_shift", aug.intensity_shift, "augmentation: max intensity offset")
     f.DEFINE_float("aug_scale", aug.intensity_scale, "augmentation: max relative contrast")
     f.DEFINE_float("aug_gamma", aug.gamma, "augmentation: max absolute log-gamma")
+    f.DEFINE_float("aug_bias", aug.bias, "augmentation: max bias-field strength (log scale)")
     f.DEFINE_float("aug_noise", aug.noise, "augmentation: noise standard deviation")
 
     f.DEFINE_string("enc", "", "U-Net encoder features, e.g. 16,32,32,32 (default original)")
@@ -182,7 +183,8 @@ def config_from_flags(fl):
     """Plain `Config` from parsed absl flags; raises `ConfigError` on inconsistency."""
     augmentation = data.Augmentation(
         rotate_deg=fl.aug_rotate, flip=fl.aug_flip, intensity_shift=fl.aug_shift,
-        intensity_scale=fl.aug_scale, gamma=fl.aug_gamma, noise=fl.aug_noise)
+        intensity_scale=fl.aug_scale, gamma=fl.aug_gamma, bias=fl.aug_bias,
+        noise=fl.aug_noise)
     enc, dec = _ints(fl.enc.split(","), "enc"), _ints(fl.dec.split(","), "dec")
     if bool(enc) != bool(dec):
         raise ConfigError("--enc and --dec go together (both or neither)")

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from vxm_tf.perturb import smooth_field
+
 
 @dataclass(frozen=True)
 class Augmentation:
@@ -21,6 +23,8 @@ class Augmentation:
     intensity_shift: maximum absolute offset added (uniform).
     intensity_scale: maximum relative change of contrast, factor in [1 - s, 1 + s].
     gamma: maximum absolute log-gamma; intensities go to x ** exp(U(-gamma, gamma)).
+    bias: maximum bias-field strength; intensities go to x * exp(U(0, bias) * field), a
+        smooth random field of unit standard deviation (`vxm_tf.perturb.smooth_field`).
     noise: standard deviation of added Gaussian noise.
     """
 
@@ -30,10 +34,12 @@ class Augmentation:
     intensity_shift: float = 0.0
     intensity_scale: float = 0.0
     gamma: float = 0.0
+    bias: float = 0.0
     noise: float = 0.0
 
     def __post_init__(self):
-        for name in ("rotate_deg", "intensity_shift", "intensity_scale", "gamma", "noise"):
+        for name in ("rotate_deg", "intensity_shift", "intensity_scale", "gamma", "bias",
+                     "noise"):
             if getattr(self, name) < 0:
                 raise ValueError(f"augmentation {name} must be non-negative, got "
                                  f"{getattr(self, name)}")
@@ -44,7 +50,7 @@ class Augmentation:
     @property
     def enabled(self):
         return any([self.rotate_deg, self.flip, self.intensity_shift, self.intensity_scale,
-                    self.gamma, self.noise])
+                    self.gamma, self.bias, self.noise])
 
 
 def left_right_swap(label_names):
@@ -101,6 +107,9 @@ def augment(image, seg, augmentation, rng, lr_table=None):
     if augmentation.gamma:
         gamma = np.exp(rng.uniform(-augmentation.gamma, augmentation.gamma))
         image = np.clip(image, 0, None) ** gamma
+    if augmentation.bias:
+        strength = rng.uniform(0, augmentation.bias)
+        image = image * np.exp(strength * smooth_field(image.shape, rng))
     if augmentation.intensity_scale:
         image = image * rng.uniform(1 - augmentation.intensity_scale,
                                     1 + augmentation.intensity_scale)
