@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from vxm_tf import metrics
+from vxm_tf import metrics, surfaces
 
 
 def test_dice_identical_disjoint_and_absent():
@@ -57,6 +57,8 @@ def test_hausdorff_of_empty_labels():
     assert np.isnan(metrics.hausdorff(empty, empty, labels=[3])[3])
     with pytest.raises(ValueError, match=r"spacing_mm \(1, 1, 1\) does not match 2D"):
         metrics.hausdorff(seg, seg, spacing_mm=(1, 1, 1))
+    with pytest.raises(ValueError, match="two non-empty masks"):
+        surfaces.surface_distances(seg == 3, empty == 3, (1.0, 1.0))
 
 
 @pytest.mark.parametrize("shape", [(12, 14), (8, 10, 12)])
@@ -80,3 +82,53 @@ def test_folding_is_found_where_it_happens():
     jac = metrics.jacobian_determinant(disp)
     assert (jac[8:12] <= 0).any() and (jac[:6] == 1).all()
     assert 0 < metrics.folding_percent(disp) < 50
+
+
+@pytest.fixture
+def surface_distance():
+    """DeepMind's package, the reference for `vxm_tf.surfaces` (in the test extra)."""
+    return pytest.importorskip("surface_distance",
+                               reason="the reference surface-distance package is not installed")
+
+
+def blobs(shape, seed, nb_labels=4):
+    """Random smooth label map, touching the image border here and there."""
+    from scipy import ndimage
+
+    noise = ndimage.gaussian_filter(np.random.default_rng(seed).standard_normal(shape), 2.0)
+    return np.digitize(noise, np.quantile(noise, np.linspace(0, 1, nb_labels + 1)[1:-1]))
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0), (2.0, 0.7), (1.0, 1.0, 1.0),
+                                     (1.5, 1.0, 2.5), (0.8, 3.0, 1.2)])
+def test_surface_element_sizes_match_the_reference_tables(spacing, surface_distance):
+    lookup_tables = surface_distance.lookup_tables
+    if len(spacing) == 2:
+        kernel = lookup_tables.ENCODE_NEIGHBOURHOOD_2D_KERNEL
+        reference = lookup_tables.create_table_neighbour_code_to_contour_length(spacing)
+    else:
+        kernel = lookup_tables.ENCODE_NEIGHBOURHOOD_3D_KERNEL
+        reference = lookup_tables.create_table_neighbour_code_to_surface_area(spacing)
+    corners = list(np.ndindex(*kernel.shape))  # bit k of our code is corner k, in this order
+    ours = surfaces.element_sizes(spacing)
+    for code in range(len(ours)):
+        theirs = sum(int(kernel[c]) for bit, c in enumerate(corners) if code >> bit & 1)
+        assert ours[code] == pytest.approx(reference[theirs], abs=1e-12), code
+
+
+@pytest.mark.parametrize("shape, spacing", [((48, 40), (1.0, 1.0)), ((48, 40), (2.0, 0.7)),
+                                            ((24, 20, 18), (1.0, 1.0, 1.0)),
+                                            ((24, 20, 18), (1.5, 1.0, 2.5))])
+def test_hausdorff_and_surface_distances_match_the_reference(shape, spacing, surface_distance):
+    seg_a, seg_b = blobs(shape, 0), blobs(shape, 1)
+    for label in range(4):
+        a, b = seg_a == label, seg_b == label
+        theirs = surface_distance.compute_surface_distances(a, b, spacing)
+        ours = surfaces.surface_distances(a, b, spacing)
+        keys = ("distances_gt_to_pred", "surfel_areas_gt", "distances_pred_to_gt",
+                "surfel_areas_pred")
+        for key, value in zip(keys, ours):
+            np.testing.assert_allclose(value, theirs[key], rtol=1e-12, err_msg=key)
+        for percent in (100, 95, 50):
+            assert metrics.hausdorff(seg_a, seg_b, [label], spacing, percent)[label] == (
+                surface_distance.compute_robust_hausdorff(theirs, percent))

@@ -4,7 +4,8 @@ Label maps are integer arrays `(*spatial)`. Labels are ids other than 0 (backgro
 """
 
 import numpy as np
-import surface_distance
+
+from vxm_tf.surfaces import robust_hausdorff
 
 
 def _label_maps(seg_a, seg_b, labels):
@@ -44,8 +45,8 @@ def mean_dice(seg_a, seg_b, labels=None):
 def hausdorff(seg_a, seg_b, labels=None, spacing_mm=None, percent=100.0):
     """Hausdorff distance in mm per label, or its `percent` percentile (95: HD95).
 
-    The definition of the Learn2Reg evaluation: DeepMind's `surface-distance`
-    (`compute_surface_distances` + `compute_robust_hausdorff`), where surface elements are
+    The definition of the Learn2Reg evaluation, DeepMind's `surface-distance`
+    (`compute_robust_hausdorff`), computed by `vxm_tf.surfaces`: surface elements are
     weighted by their area. A label absent from both maps scores NaN, one absent from just
     one map scores inf.
 
@@ -64,9 +65,7 @@ def hausdorff(seg_a, seg_b, labels=None, spacing_mm=None, percent=100.0):
         if not a.any() or not b.any():
             scores[int(label)] = np.inf if a.any() or b.any() else np.nan
             continue
-        distances = surface_distance.compute_surface_distances(a, b, spacing_mm)
-        scores[int(label)] = float(surface_distance.compute_robust_hausdorff(distances,
-                                                                             percent))
+        scores[int(label)] = robust_hausdorff(a, b, spacing_mm, percent)
     return scores
 
 

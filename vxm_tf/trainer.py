@@ -138,8 +138,7 @@ class StepTimer(keras.callbacks.Callback):
 
 
 def _versions():
-    names = ("vxm_tf", "keras", "tensorflow", "numpy", "scipy", "nibabel", "absl-py",
-             "surface-distance")
+    names = ("vxm_tf", "keras", "tensorflow", "numpy", "scipy", "nibabel", "absl-py")
     versions = {"python": platform.python_version()}
     for name in names:
         try:
