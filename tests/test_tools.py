@@ -7,6 +7,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
@@ -126,13 +127,18 @@ def test_robustness_grid_and_report(trained_run, tmp_path):
     with pytest.raises(ValueError, match="unknown perturbation 'glow'"):
         robustness.parse_grid("glow:1")
     model = str(trained_run / "best.keras")
-    robustness.main(["--models", f"M={model}", "--out", str(tmp_path / "r.md"),
-                     "--grid", "bias:1;gamma:1"])
+    robustness.main(["--models", f"M={model}", f"M+again={model}", "--out",
+                     str(tmp_path / "r.md"), "--grid", "bias:1;gamma:1"])
     text = (tmp_path / "r.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| bias") or
             line.startswith("| gamma")]
     assert len(rows) == 4  # strengths 0 and 1 of each
     clean = [r for r in rows if "| 0 |" in r]
     assert clean[0].split("|")[3] == clean[1].split("|")[3]  # strength 0: the same run
+    perturbed = [float(r.split("|")[3].split()[0]) for r in rows if "| 1 |" in r]
+    summary = next(line for line in text.splitlines() if line.startswith("| M |"))
+    cells = [float(c) for c in summary.split("|")[2:5]]
+    assert cells[0] == float(clean[0].split("|")[3].split()[0])
+    assert cells[1:] == pytest.approx([np.mean(perturbed), min(perturbed)], abs=1e-3)
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [
         "dice_vs_strength.png", "strong_bias_pair.png"]
