@@ -38,10 +38,14 @@ data: install
 runs/oasis2d-%/best.keras: | install
 	$(MAKE) train DATA=oasis2d LOSS=$*
 
-# The same models trained with intensity augmentation (flags/intensity_aug.cfg).
+# The same models trained with intensity augmentation (flags/intensity_aug.cfg); -augclean:
+# the similarity loss compares the scans without their intensity changes.
 runs/oasis2d-%-aug/best.keras: | install
 	$(MAKE) train DATA=oasis2d LOSS=$* RUN=runs/oasis2d-$*-aug \
 		ARGS=--flagfile=flags/intensity_aug.cfg
+runs/oasis2d-%-augclean/best.keras: | install
+	$(MAKE) train DATA=oasis2d LOSS=$* RUN=runs/oasis2d-$*-augclean \
+		ARGS="--flagfile=flags/intensity_aug.cfg --aug_clean_targets"
 
 compare: runs/oasis2d-mse/best.keras runs/oasis2d-ncc/best.keras runs/oasis2d-hybrid/best.keras
 	$(PY) tools/compare.py --models SSD=runs/oasis2d-mse/best.keras \
@@ -52,12 +56,14 @@ tune: install
 	$(PY) -m vxm_tf.tune --flagfile=flags/$(DATA).cfg --flagfile=flags/$(LOSS).cfg \
 		--flagfile=flags/tune.cfg --tune_dir=runs/tune-$(DATA)-$(LOSS) $(ARGS)
 
-ROBUSTNESS_MODELS := mse ncc hybrid mse-aug ncc-aug hybrid-aug
+ROBUSTNESS_MODELS := mse ncc hybrid mse-aug ncc-aug hybrid-aug mse-augclean ncc-augclean
 robustness: $(foreach m,$(ROBUSTNESS_MODELS),runs/oasis2d-$(m)/best.keras)
 	$(PY) tools/robustness.py --models SSD=runs/oasis2d-mse/best.keras \
 		NCC=runs/oasis2d-ncc/best.keras hybrid=runs/oasis2d-hybrid/best.keras \
 		SSD+aug=runs/oasis2d-mse-aug/best.keras NCC+aug=runs/oasis2d-ncc-aug/best.keras \
-		hybrid+aug=runs/oasis2d-hybrid-aug/best.keras --out reports/brightness_robustness.md
+		hybrid+aug=runs/oasis2d-hybrid-aug/best.keras \
+		SSD+aug+clean=runs/oasis2d-mse-augclean/best.keras \
+		NCC+aug+clean=runs/oasis2d-ncc-augclean/best.keras --out reports/brightness_robustness.md
 
 lint: install
 	$(VENV)/bin/ruff check vxm_tf tests tools

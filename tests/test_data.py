@@ -211,6 +211,26 @@ def test_bias_augmentation_multiplies_by_a_smooth_positive_field():
     assert step < 0.5 * log_ratio.std()  # smooth: white noise would give about 2.3 std
 
 
+def test_clean_targets_keep_the_scans_without_intensity_changes():
+    volumes = data.synthetic_volumes(2, (24, 24))
+    aug = data.Augmentation(intensity_scale=0.3, gamma=0.5, bias=0.5, clean_targets=True)
+    ds = data.pair_dataset(volumes, [(0, 1)], augmentation=aug, flow_shape=(24, 24, 2))
+    (moving, fixed, moving_clean), (fixed_target, zeros) = next(iter(ds))
+    np.testing.assert_array_equal(moving_clean[0, ..., 0], volumes.images[0])
+    np.testing.assert_array_equal(fixed_target[0, ..., 0], volumes.images[1])
+    assert not np.allclose(moving[0, ..., 0], volumes.images[0])
+    assert not np.allclose(fixed[0, ..., 0], volumes.images[1])
+    assert zeros.shape == (1, 24, 24, 2)
+    rotated = data.Augmentation(rotate_deg=20, gamma=0.5, clean_targets=True)
+    ds = data.pair_dataset(volumes, [(0, 1)], augmentation=rotated, flow_shape=(24, 24, 2))
+    (moving, _, moving_clean), _ = next(iter(ds))
+    assert not np.allclose(moving_clean[0, ..., 0], volumes.images[0])  # rotated as well
+    np.testing.assert_array_equal(moving[0, ..., 0] > 0, moving_clean[0, ..., 0] > 0)
+    with pytest.raises(ValueError, match="unidirectional"):
+        data.pair_dataset(volumes, [(0, 1)], augmentation=aug, flow_shape=(24, 24, 2),
+                          bidir=True)
+
+
 def test_augmentation_arguments_are_checked():
     with pytest.raises(ValueError, match="rotate_deg must be non-negative, got -5"):
         data.Augmentation(rotate_deg=-5)

@@ -4,6 +4,7 @@ import pytest
 from scipy import ndimage
 
 from vxm_tf import losses, networks
+from vxm_tf import ops as vxm_ops
 
 SMALL = [[8, 8, 8], [8, 8, 8, 8, 8]]
 
@@ -27,6 +28,25 @@ def test_bidir_adds_the_warped_fixed_image():
     model = networks.VxmDense((16, 16), nb_unet_features=SMALL, bidir=True)
     assert len(model.outputs) == 3
     assert tuple(model.outputs[1].shape[1:]) == (16, 16, 1)
+
+
+def test_clean_target_view_warps_the_clean_scan_by_the_field_of_the_augmented_pair():
+    model = networks.VxmDense((24, 16), nb_unet_features=SMALL)
+    # a visible field: random weights in the flow head
+    head = model.get_layer("vxm_dense_flow")
+    head.kernel.assign(np.random.default_rng(0).normal(0, 0.05, head.kernel.shape))
+    view = networks.clean_target_model(model)
+    assert view.output_names == model.output_names
+    moving, fixed, clean = [blob_image((1, 24, 16, 1), seed) for seed in range(3)]
+    moved_clean, flow = view.predict_on_batch([moving, fixed, clean])
+    warp = model.register(moving, fixed)
+    assert np.abs(warp).max() > 0.1
+    expected = vxm_ops.transform(clean, warp)
+    np.testing.assert_allclose(moved_clean, keras.ops.convert_to_numpy(expected), atol=1e-5)
+    np.testing.assert_allclose(flow, model.predict_on_batch([moving, fixed])[1], atol=1e-6)
+    with pytest.raises(ValueError, match="unidirectional"):
+        networks.clean_target_model(networks.VxmDense((16, 16), nb_unet_features=SMALL,
+                                                      bidir=True))
 
 
 def test_default_unet_matches_the_original_layout():

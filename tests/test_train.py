@@ -57,6 +57,21 @@ def test_one_epoch_writes_a_complete_run_directory(tmp_path):
     assert best.register(moving, moving).shape == (1, 32, 32, 2)
 
 
+def test_clean_target_training_saves_a_plain_registration_model(tmp_path):
+    config = tiny_config(tmp_path, epochs=2)
+    config.data.augmentation = experiment.data.Augmentation(
+        intensity_scale=0.4, gamma=0.7, bias=0.5, clean_targets=True)
+    result = trainer.train_and_evaluate(config, log=lambda _: None)
+    assert np.isfinite(result["history"]["loss"]).all()
+    assert "vxm_dense_transformer_loss" in result["history"]
+    assert 0 < result["history"]["val_dice"][-1] <= 1
+    assert type(trainer.load_trained(result["run_dir"], "best")).__name__ == "VxmDense"
+    last = trainer.load_trained(result["run_dir"], "last")  # after the final epoch
+    moving = result["splits"]["test"].images[:1, ..., None]
+    np.testing.assert_allclose(last.register(moving, moving),
+                               result["model"].register(moving, moving), atol=1e-6)
+
+
 def test_mixed_bfloat16_trains_on_cpu_with_float32_warps(tmp_path):
     result = trainer.train_and_evaluate(tiny_config(tmp_path, precision="mixed_bfloat16"),
                                         log=lambda _: None)
@@ -111,6 +126,8 @@ def test_losses_and_weights_follow_the_original_script():
     (["--similarity=ssd"], "ssd"),
     (["--dataset=oasis"], "--dataset=oasis needs --data_dir"),
     (["--dataset=oasis", "--data_dir=/nonexistent"], "/nonexistent: no subjects.txt"),
+    (["--aug_clean_targets", "--bidir"], "--aug_clean_targets works with unidirectional"),
+    (["--aug_clean_targets", "--resume"], "--resume is not available for --aug_clean_targets"),
 ])
 def test_flag_errors_are_one_line(tmp_path, args, message):
     run = run_train([*args, f"--model_dir={tmp_path}/run"])

@@ -79,6 +79,7 @@ def test_other_tuners_and_the_folding_penalty(tmp_path, tuner):
     (["--lambda_min=-1"], "0 < min <= max, got -1.0 and 10.0"),
     (["--lambda_min=5", "--lambda_max=1"], "0 < min <= max, got 5.0 and 1.0"),
     (["--tuner=sobol"], "sobol"),
+    (["--aug_clean_targets"], "--aug_clean_targets is for training runs"),
 ])
 def test_bad_search_flags_are_one_line(tmp_path, args, message):
     proc = run_tune([*args, f"--tune_dir={tmp_path}/t"])

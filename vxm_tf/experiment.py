@@ -135,6 +135,9 @@ def define_flags():
     f.DEFINE_float("aug_scale", aug.intensity_scale, "augmentation: max relative contrast")
     f.DEFINE_float("aug_gamma", aug.gamma, "augmentation: max absolute log-gamma")
     f.DEFINE_float("aug_bias", aug.bias, "augmentation: max bias-field strength (log scale)")
+    f.DEFINE_bool("aug_clean_targets", aug.clean_targets,
+                  "augmentation: the similarity loss compares the scans without their "
+                  "intensity changes (unidirectional training only)")
     f.DEFINE_float("aug_noise", aug.noise, "augmentation: noise standard deviation")
 
     f.DEFINE_string("enc", "", "U-Net encoder features, e.g. 16,32,32,32 (default original)")
@@ -184,7 +187,7 @@ def config_from_flags(fl):
     augmentation = data.Augmentation(
         rotate_deg=fl.aug_rotate, flip=fl.aug_flip, intensity_shift=fl.aug_shift,
         intensity_scale=fl.aug_scale, gamma=fl.aug_gamma, bias=fl.aug_bias,
-        noise=fl.aug_noise)
+        noise=fl.aug_noise, clean_targets=fl.aug_clean_targets)
     enc, dec = _ints(fl.enc.split(","), "enc"), _ints(fl.dec.split(","), "dec")
     if bool(enc) != bool(dec):
         raise ConfigError("--enc and --dec go together (both or neither)")
@@ -243,6 +246,11 @@ def check_config(config):
         raise ConfigError(f"--final_lr_fraction must be in (0, 1], got {t.final_lr_fraction}")
     if d.atlas and d.dataset == "synthetic":
         raise ConfigError("--atlas needs a dataset of files, not --dataset=synthetic")
+    if d.augmentation.clean_targets and config.model.bidir:
+        raise ConfigError("--aug_clean_targets works with unidirectional models, not --bidir")
+    if d.augmentation.clean_targets and t.resume:
+        raise ConfigError("--resume is not available for --aug_clean_targets runs (the "
+                          "checkpoints hold the registration model, not the optimiser)")
     if d.train < 2 and not d.train_list and not d.atlas:
         raise ConfigError(f"--train needs at least 2 subjects to make pairs, got {d.train}")
 
@@ -348,6 +356,13 @@ def learning_rate(train_config, total_steps):
         return keras.optimizers.schedules.ExponentialDecay(
             t.lr, decay_steps=total_steps, decay_rate=t.final_lr_fraction)
     return t.lr
+
+
+def training_model(model, config):
+    """What `fit` trains: `model`, or its clean-target view (`--aug_clean_targets`)."""
+    if config.data.augmentation.clean_targets:
+        return networks.clean_target_model(model)
+    return model
 
 
 def compile_model(model, config, total_steps):

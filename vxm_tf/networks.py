@@ -262,6 +262,29 @@ class VxmDense(keras.Model):
         return model
 
 
+def clean_target_model(model):
+    """Training view of a unidirectional `VxmDense` for intensity-augmented scans.
+
+    Inputs `[moving, fixed, moving_clean]`; outputs `[moved_clean, preint_flow]`: the
+    field is predicted from `(moving, fixed)` as usual, but warps `moving_clean` (the same
+    scan without intensity augmentation), so the similarity loss compares clean images.
+    Shares `model`'s weights; output names match `model`'s, so the losses log alike.
+    """
+    if model._config["bidir"]:
+        raise ValueError("clean_target_model takes a unidirectional VxmDense")
+    name = model._config["name"]
+    fields = keras.Model(model.inputs, [model.get_layer(f"{name}_transformer").input[1],
+                                        model.outputs[-1]], name=model.output_names[-1])
+    moving, fixed, clean = [keras.Input(shape=model.inputs[k].shape[1:], name=f"{name}_{n}")
+                            for k, n in ((0, "source_input"), (1, "target_input"),
+                                         (0, "clean_source_input"))]
+    warp, preint_flow = fields([moving, fixed])
+    moved = layers.SpatialTransformer(interp_method="linear", indexing="ij",
+                                      name=f"{name}_transformer")([clean, warp])
+    return keras.Model([moving, fixed, clean], [moved, preint_flow],
+                       name=f"{name}_clean_target")
+
+
 # options of the original VxmDense that vxm_tf leaves out, with the value it assumes
 ORIGINAL_ONLY_OPTIONS = {"use_probs": False, "input_model": None, "hyp_model": None,
                          "unet_half_res": False, "fill_value": None,

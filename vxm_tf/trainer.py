@@ -60,30 +60,36 @@ def _atomic_save(model, path):
 
 
 class ValidationDice(keras.callbacks.Callback):
-    """Adds `val_dice` (mean over labels and validation pairs) to the epoch logs."""
+    """Adds `val_dice` of `registrar` (a VxmDense; mean over labels and validation pairs)
+    to the epoch logs."""
 
-    def __init__(self, volumes, pairs):
+    def __init__(self, volumes, pairs, registrar):
         super().__init__()
-        self.volumes, self.pairs = volumes, pairs
+        self.volumes, self.pairs, self.registrar = volumes, pairs, registrar
 
     def on_epoch_end(self, epoch, logs=None):
-        logs["val_dice"] = registration.validation_dice(self.model, self.volumes, self.pairs)
+        logs["val_dice"] = registration.validation_dice(self.registrar, self.volumes,
+                                                        self.pairs)
 
 
 class Checkpoints(keras.callbacks.Callback):
-    """After each epoch: last.keras and state.json; best.keras when val_dice improves."""
+    """After each epoch: last.keras and state.json; best.keras when val_dice improves.
 
-    def __init__(self, run_dir, best=-np.inf):
+    Saves `registrar` (the VxmDense; compiled, with its optimiser, unless it trains through
+    a clean-target view).
+    """
+
+    def __init__(self, run_dir, registrar, best=-np.inf):
         super().__init__()
-        self.run_dir, self.best = Path(run_dir), best
+        self.run_dir, self.registrar, self.best = Path(run_dir), registrar, best
 
     def on_epoch_end(self, epoch, logs=None):
         score = logs.get("val_dice")
         improved = score is not None and score > self.best
         if improved:
             self.best = score
-            _atomic_save(self.model, self.run_dir / "best.keras")
-        _atomic_save(self.model, self.run_dir / "last.keras")
+            _atomic_save(self.registrar, self.run_dir / "best.keras")
+        _atomic_save(self.registrar, self.run_dir / "last.keras")
         _atomic_json(self.run_dir / "state.json", {"epoch": epoch + 1, "best_val_dice":
                                                    None if self.best == -np.inf else self.best})
 
@@ -202,11 +208,12 @@ def train_and_evaluate(config, log=print):
     strategy = make_strategy(t.strategy)
     with strategy.scope():
         if initial_epoch:
-            model = keras.saving.load_model(run_dir / "last.keras")
+            model = fitted = keras.saving.load_model(run_dir / "last.keras")
             log(f"resuming {run_dir} after epoch {initial_epoch}")
         else:
             model = experiment.build_model(config.model, train.shape)
-            experiment.compile_model(model, config, steps * t.epochs)
+            fitted = experiment.training_model(model, config)
+            experiment.compile_model(fitted, config, steps * t.epochs)
     flow_shape = tuple(model.outputs[-1].shape[1:])
     train_ds = data.pair_dataset(
         train, pairs, batch_size=t.batch_size, seed=t.seed + 1000 * initial_epoch,
@@ -216,23 +223,25 @@ def train_and_evaluate(config, log=print):
     callbacks, val_ds = [], None
     if val is not None and len(val) > 1:
         val_pairs = experiment.split_pairs(val, limit=t.val_pairs, seed=t.seed, atlas=atlas)
-        val_ds = data.pair_dataset(val, val_pairs, batch_size=t.batch_size, shuffle=False,
-                                   flow_shape=flow_shape, bidir=config.model.bidir)
+        val_ds = data.pair_dataset(
+            val, val_pairs, batch_size=t.batch_size, shuffle=False, flow_shape=flow_shape,
+            bidir=config.model.bidir, augmentation=data.Augmentation(
+                clean_targets=config.data.augmentation.clean_targets))
         if val.segs is not None:
-            callbacks.append(ValidationDice(val, val_pairs))
+            callbacks.append(ValidationDice(val, val_pairs, model))
     _truncate_history(run_dir / "history.csv", initial_epoch)
     callbacks += [
         StopOnNonFinite(steps, run_dir),
         StepTimer(run_dir / "timing.json", steps),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=initial_epoch > 0),
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False),
-        Checkpoints(run_dir, best if best is not None else -np.inf),
+        Checkpoints(run_dir, model, best if best is not None else -np.inf),
     ]
     if t.schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss" if val_ds is not None else "loss", factor=0.5, patience=1,
             min_lr=t.lr * t.final_lr_fraction))
-    history = model.fit(train_ds, epochs=t.epochs, initial_epoch=initial_epoch,
+    history = fitted.fit(train_ds, epochs=t.epochs, initial_epoch=initial_epoch,
                         steps_per_epoch=steps, validation_data=val_ds, callbacks=callbacks,
                         verbose=t.verbose, shuffle=False)
     _atomic_save(model, run_dir / "model.keras")

@@ -209,6 +209,9 @@ def write_outputs(tuner, directory):
 def run_search(config, tune, log=print):
     """Search as configured; on the chief (or alone) write the outputs. Returns the rows."""
     check_tune_config(tune)
+    if config.data.augmentation.clean_targets:
+        raise experiment.ConfigError("--aug_clean_targets is for training runs; tuning "
+                                     "trains plain models")
     keras.utils.set_random_seed(tune.seed)
     Path(tune.directory).mkdir(parents=True, exist_ok=True)
     volumes = experiment.build_splits(config.data)["train"]

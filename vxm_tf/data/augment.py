@@ -26,6 +26,9 @@ class Augmentation:
     bias: maximum bias-field strength; intensities go to x * exp(U(0, bias) * field), a
         smooth random field of unit standard deviation (`vxm_tf.perturb.smooth_field`).
     noise: standard deviation of added Gaussian noise.
+    clean_targets: training compares images without their intensity changes: the network
+        sees intensity-augmented scans, the similarity loss the same scans only spatially
+        augmented (so it never rewards matching a brightness change).
     """
 
     rotate_deg: float = 0.0
@@ -36,6 +39,7 @@ class Augmentation:
     gamma: float = 0.0
     bias: float = 0.0
     noise: float = 0.0
+    clean_targets: bool = False
 
     def __post_init__(self):
         for name in ("rotate_deg", "intensity_shift", "intensity_scale", "gamma", "bias",
@@ -81,12 +85,8 @@ def rotation_matrix(angles_deg):
     return matrix
 
 
-def augment(image, seg, augmentation, rng, lr_table=None):
-    """Augment one subject: `image` (*spatial) float32, `seg` (*spatial) int or None.
-
-    Returns (image float32, seg int32 or None) of the same shapes. Intensities are not
-    clipped: a brightness change is meant to reach the network as it is.
-    """
+def augment_spatial(image, seg, augmentation, rng, lr_table=None):
+    """Rotate and flip `image` (*spatial) float32 (linear) and `seg` int or None (nearest)."""
     ndims = image.ndim
     if augmentation.rotate_deg:
         angles = rng.uniform(-augmentation.rotate_deg, augmentation.rotate_deg,
@@ -104,6 +104,15 @@ def augment(image, seg, augmentation, rng, lr_table=None):
             if lr_table is not None:
                 known = seg < len(lr_table)
                 seg = np.where(known, lr_table[np.where(known, seg, 0)], seg)
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    return image, None if seg is None else np.ascontiguousarray(seg, dtype=np.int32)
+
+
+def augment_intensity(image, augmentation, rng):
+    """Gamma, bias field, contrast, offset and noise of `image` (*spatial); float32.
+
+    Intensities are not clipped: a brightness change is meant to reach the network as it is.
+    """
     if augmentation.gamma:
         gamma = np.exp(rng.uniform(-augmentation.gamma, augmentation.gamma))
         image = np.clip(image, 0, None) ** gamma
@@ -117,5 +126,14 @@ def augment(image, seg, augmentation, rng, lr_table=None):
         image = image + rng.uniform(-augmentation.intensity_shift, augmentation.intensity_shift)
     if augmentation.noise:
         image = image + rng.normal(0, augmentation.noise, image.shape)
-    image = np.ascontiguousarray(image, dtype=np.float32)
-    return image, None if seg is None else np.ascontiguousarray(seg, dtype=np.int32)
+    return np.ascontiguousarray(image, dtype=np.float32)
+
+
+def augment(image, seg, augmentation, rng, lr_table=None):
+    """Augment one subject: `image` (*spatial) float32, `seg` (*spatial) int or None.
+
+    Spatial, then intensity augmentation. Returns (image float32, seg int32 or None) of the
+    same shapes.
+    """
+    image, seg = augment_spatial(image, seg, augmentation, rng, lr_table)
+    return augment_intensity(image, augmentation, rng), seg

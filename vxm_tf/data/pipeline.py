@@ -10,21 +10,25 @@ segmentations in place of the targets, for validation and evaluation.
 import numpy as np
 import tensorflow as tf
 
-from vxm_tf.data.augment import Augmentation, augment, left_right_swap
+from vxm_tf.data.augment import Augmentation, augment_intensity, augment_spatial, left_right_swap
 
 
 def _augment_pair_fn(volumes, augmentation):
-    """A numpy function (i, j, seed) -> augmented (moving, fixed, moving_seg, fixed_seg)."""
+    """A numpy function (i, j, seed) -> augmented (moving, fixed, moving_seg, fixed_seg,
+    moving_clean, fixed_clean); the last two lack the intensity changes."""
     lr_table = left_right_swap(volumes.label_names) if volumes.label_names else None
     segs = volumes.segs if volumes.segs is not None else np.zeros_like(volumes.images, np.int32)
 
     def fn(i, j, seed):
         rng = np.random.default_rng(np.uint64(seed))
-        out = []
+        images, labels, clean = [], [], []
         for k in (i, j):
-            image, seg = augment(volumes.images[k], segs[k], augmentation, rng, lr_table)
-            out.append((image, seg))
-        return out[0][0], out[1][0], out[0][1], out[1][1]
+            image, seg = augment_spatial(volumes.images[k], segs[k], augmentation, rng,
+                                         lr_table)
+            clean.append(image)
+            images.append(augment_intensity(image, augmentation, rng))
+            labels.append(seg)
+        return (*images, *labels, *clean)
 
     return fn
 
@@ -40,6 +44,8 @@ def pair_dataset(volumes, pairs, batch_size=1, shuffle=True, seed=0, augmentatio
         shuffle: reshuffle the pairs every epoch, from `seed`.
         seed: fixes the shuffle order and the augmentation draws.
         augmentation: `Augmentation` applied to each subject of a pair independently.
+            With `clean_targets`, inputs are `(moving, fixed, moving_clean)` and the image
+            targets the fixed (and moving) scans without their intensity changes.
         flow_shape: `(*spatial', D)` shape of the zero target of the regularised field
             (needed unless `with_segs`).
         bidir: targets `(fixed, moving, zeros)` for a bidirectional model.
@@ -58,6 +64,9 @@ def pair_dataset(volumes, pairs, batch_size=1, shuffle=True, seed=0, augmentatio
     if not with_segs and flow_shape is None:
         raise ValueError("flow_shape is needed for the zero-field target")
     augmentation = augmentation or Augmentation()
+    clean_targets = augmentation.clean_targets and not with_segs
+    if clean_targets and bidir:
+        raise ValueError("clean_targets works with unidirectional models only")
     shape = volumes.shape
     images = tf.constant(volumes.images)
     segs = tf.constant(volumes.segs if volumes.segs is not None
@@ -75,21 +84,24 @@ def pair_dataset(volumes, pairs, batch_size=1, shuffle=True, seed=0, augmentatio
 
         def load(pair, element_seed):
             out = tf.numpy_function(fn, [pair[0], pair[1], element_seed],
-                                    [tf.float32, tf.float32, tf.int32, tf.int32])
+                                    [tf.float32, tf.float32, tf.int32, tf.int32,
+                                     tf.float32, tf.float32])
             for tensor in out:
                 tensor.set_shape(shape)
             return tuple(out)
     else:
         def load(pair):
-            return (tf.gather(images, pair[0]), tf.gather(images, pair[1]),
-                    tf.gather(segs, pair[0]) if with_segs else 0,
-                    tf.gather(segs, pair[1]) if with_segs else 0)
+            moving, fixed = tf.gather(images, pair[0]), tf.gather(images, pair[1])
+            return (moving, fixed, tf.gather(segs, pair[0]) if with_segs else 0,
+                    tf.gather(segs, pair[1]) if with_segs else 0, moving, fixed)
 
-    def to_element(moving, fixed, moving_seg, fixed_seg):
+    def to_element(moving, fixed, moving_seg, fixed_seg, moving_clean, fixed_clean):
         moving, fixed = moving[..., None], fixed[..., None]
         if with_segs:
             return (moving, fixed), (moving_seg, fixed_seg)
         zeros = tf.zeros(flow_shape, tf.float32)
+        if clean_targets:
+            return (moving, fixed, moving_clean[..., None]), (fixed_clean[..., None], zeros)
         return (moving, fixed), ((fixed, moving, zeros) if bidir else (fixed, zeros))
 
     ds = ds.map(lambda *a: to_element(*load(*a)), num_parallel_calls=tf.data.AUTOTUNE,
