@@ -49,14 +49,15 @@ def score(model, volumes, pairs, perturbations, seed):
 
 def plot(results, identity, grid, path):
     """Dice (top) and folding (bottom) against strength; one colour per loss, "NAME+..."
-    variants (e.g. intensity-augmented models) dashed in their base model's colour."""
+    variants (e.g. intensity-augmented models) in their base model's colour, dashed (one
+    "+") or dash-dotted (more)."""
     bases = list(dict.fromkeys(model.split("+")[0] for model in results))
     fig, axes = plt.subplots(2, len(grid), figsize=(4 * len(grid), 7), squeeze=False)
     for c, name in enumerate(grid):
         strengths = grid[name]
         for model, curves in results.items():
             style = dict(color=f"C{bases.index(model.split('+')[0])}", label=model,
-                         linestyle="--" if "+" in model else "-")
+                         linestyle=("-", "--", "-.")[min(model.count("+"), 2)])
             axes[0, c].plot(strengths, [curves[name][s][0] for s in strengths], marker="o",
                             **style)
             axes[1, c].plot(strengths, [curves[name][s][1] for s in strengths], marker="s",
