@@ -11,6 +11,7 @@ pair registered by every model under the strongest bias field.
 """
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -71,6 +72,22 @@ def plot(results, identity, grid, path):
     figures.save_figure(fig, path)
 
 
+def describe(path):
+    """One line on how the model at `path` was trained, from its run's config.json."""
+    config_path = Path(path).parent / "config.json"
+    if not config_path.exists():
+        return "(no config.json beside it)"
+    config = json.loads(config_path.read_text())
+    loss = config["loss"]
+    text = f"{loss['similarity']}, lambda {loss['reg_weight']:g}"
+    augmentation = {k: v for k, v in config["data"].get("augmentation", {}).items()
+                    if v and k != "flip_axis"}
+    if augmentation:
+        text += "; augmentation " + ", ".join(
+            k if v is True else f"{k} {v:g}" for k, v in augmentation.items())
+    return text
+
+
 def overall(curves, grid):
     """(mean, worst) Dice over every perturbed setting (strength 0 left out)."""
     scores = [curves[p][s][0] for p, strengths in grid.items() for s in strengths if s != 0]
@@ -119,6 +136,9 @@ def main(argv=None):
     lines = [f"{len(pairs)} test pairs; mean Dice after registration (mean folding, % "
              f"voxels); no registration: {identity:.3f}. Perturbations of the moving image "
              "only (`vxm_tf/perturb.py`; strength 0 is the clean image).", "",
+             "Models (training flags from each run's config.json):", "",
+             *[f"- {name}: `{path}` ({describe(path)})" for name, path in
+               (spec.split("=", 1) for spec in args.models)], "",
              "| perturbation | strength | " + " | ".join(loaded) + " |",
              "|---" * (2 + len(loaded)) + "|"]
     for p, strengths in grid.items():
@@ -135,7 +155,7 @@ def main(argv=None):
     rel = figure_dir.name
     lines += ["", f"![Dice and folding against strength]({rel}/dice_vs_strength.png)", "",
               f"![one pair under a strong bias field]({rel}/strong_bias_pair.png)", "",
-              "Command:", "", "```sh",
+              "Command (what `make robustness` runs):", "", "```sh",
               "python tools/robustness.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "```"]
     tmp = out.with_name(f".tmp-{out.name}")
