@@ -194,3 +194,17 @@ def test_distribution_strategies_on_two_logical_cpus(tmp_path, strategy, name, r
                          env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.split()[-2:] == [name, replicas]
+
+
+
+def test_multi_worker_across_processes_is_a_clear_error(tmp_path):
+    cluster = {"worker": ["127.0.0.1:23456", "127.0.0.1:23457"]}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+           "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}})}
+    run = subprocess.run([sys.executable, "-m", "vxm_tf.train", *TINY, "--strategy=multi_worker",
+                          f"--model_dir={tmp_path}/run"], capture_output=True, text=True,
+                         env=env, timeout=600)
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 2 and len(lines) == 1, run.stderr[-2000:]
+    assert "TF_CONFIG names 2 tasks" in lines[0] and "keras-team/keras#20585" in lines[0]
+    assert not (tmp_path / "run").exists()

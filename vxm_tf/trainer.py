@@ -40,9 +40,26 @@ def resolve_precision(precision):
 
 
 def make_strategy(name):
+    """`tf.distribute` strategy by name.
+
+    multi_worker runs as one worker only: Keras 3's `fit` fails across processes under
+    MultiWorkerMirroredStrategy (keras-team/keras#20585), so a TF_CONFIG cluster of more
+    than one task stops here with `TrainingError` rather than deep inside TensorFlow.
+    """
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
+        try:
+            cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+        except (json.JSONDecodeError, AttributeError):
+            raise TrainingError("TF_CONFIG is not a JSON object") from None
+        tasks = sum(len(addresses) for addresses in cluster.values())
+        if tasks > 1:
+            raise TrainingError(
+                f"--strategy=multi_worker: TF_CONFIG names {tasks} tasks, but Keras 3 cannot "
+                "train across processes with MultiWorkerMirroredStrategy "
+                "(keras-team/keras#20585); use --strategy=mirrored on one machine, or "
+                "spread a lambda search over machines with vxm_tf.tune")
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
 
@@ -184,6 +201,7 @@ def _truncate_history(path, epochs):
 def train_and_evaluate(config, log=print):
     """Train `VxmDense` as configured; returns `{'history': ..., 'model': model, ...}`."""
     t = config.train
+    strategy = make_strategy(t.strategy)  # first: collectives are set up at program start
     run_dir = Path(t.model_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     initial_epoch, best = _start_epoch(run_dir, t.resume)
@@ -205,7 +223,6 @@ def train_and_evaluate(config, log=print):
     log(f"{len(train)} training subjects, {len(pairs)} pairs, {steps} steps per epoch, "
         f"shape {train.shape}, precision {precision}")
 
-    strategy = make_strategy(t.strategy)
     with strategy.scope():
         if initial_epoch:
             model = fitted = keras.saving.load_model(run_dir / "last.keras")
