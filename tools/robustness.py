@@ -72,6 +72,16 @@ def plot(results, identity, grid, path):
     figures.save_figure(fig, path)
 
 
+def data_source(spec):
+    """Where the test data come from, per the first model's run config."""
+    config_path = Path(spec.split("=", 1)[-1]).parent / "config.json"
+    if not config_path.exists():
+        return "data of unknown origin"
+    config = json.loads(config_path.read_text())["data"]
+    return f"dataset {config['dataset']}" + (f", `{config['data_dir']}`"
+                                             if config.get("data_dir") else "")
+
+
 def describe(path):
     """One line on how the model at `path` was trained, from its run's config.json."""
     config_path = Path(path).parent / "config.json"
@@ -133,7 +143,8 @@ def main(argv=None):
                         figure_dir / "strong_bias_pair.png", titles=list(loaded),
                         title=f"bias field {strongest}: {volumes.names[i]} -> "
                               f"{volumes.names[j]}")
-    lines = [f"{len(pairs)} test pairs; mean Dice after registration (mean folding, % "
+    lines = [f"{len(pairs)} test pairs of {len(volumes)} test subjects "
+             f"({data_source(args.models[0])}); mean Dice after registration (mean folding, % "
              f"voxels); no registration: {identity:.3f}. Perturbations of the moving image "
              "only (`vxm_tf/perturb.py`; strength 0 is the clean image).", "",
              "Models (training flags from each run's config.json):", "",
