@@ -141,7 +141,12 @@ def _surface_elements(ndims):
 
 def element_sizes(spacing_mm):
     """`(2^(2^D),)` contour length (2D, mm) or surface area (3D, mm^2) per neighbourhood code."""
-    spacing = np.asarray(spacing_mm, dtype=np.float64)
+    return _element_sizes(tuple(float(s) for s in spacing_mm)).copy()
+
+
+@functools.lru_cache(maxsize=16)
+def _element_sizes(spacing_mm):
+    spacing = np.asarray(spacing_mm)
     elements = _surface_elements(len(spacing))
     if len(spacing) == 2:
         return np.array([np.linalg.norm((e[:, 1] - e[:, 0]) * spacing, axis=-1).sum()
