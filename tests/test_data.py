@@ -226,6 +226,8 @@ def test_clean_targets_keep_the_scans_without_intensity_changes():
     (moving, _, moving_clean), _ = next(iter(ds))
     assert not np.allclose(moving_clean[0, ..., 0], volumes.images[0])  # rotated as well
     np.testing.assert_array_equal(moving[0, ..., 0] > 0, moving_clean[0, ..., 0] > 0)
+    with_segs = data.pair_dataset(volumes, [(0, 1)], augmentation=aug, with_segs=True)
+    assert [len(part) for part in next(iter(with_segs))] == [2, 2]  # evaluation pairs
     with pytest.raises(ValueError, match="unidirectional"):
         data.pair_dataset(volumes, [(0, 1)], augmentation=aug, flow_shape=(24, 24, 2),
                           bidir=True)

@@ -13,9 +13,9 @@ import tensorflow as tf
 from vxm_tf.data.augment import Augmentation, augment_intensity, augment_spatial, left_right_swap
 
 
-def _augment_pair_fn(volumes, augmentation):
-    """A numpy function (i, j, seed) -> augmented (moving, fixed, moving_seg, fixed_seg,
-    moving_clean, fixed_clean); the last two lack the intensity changes."""
+def _augment_pair_fn(volumes, augmentation, with_clean):
+    """A numpy function (i, j, seed) -> augmented (moving, fixed, moving_seg, fixed_seg),
+    plus (moving_clean, fixed_clean) without the intensity changes when `with_clean`."""
     lr_table = left_right_swap(volumes.label_names) if volumes.label_names else None
     segs = volumes.segs if volumes.segs is not None else np.zeros_like(volumes.images, np.int32)
 
@@ -28,7 +28,7 @@ def _augment_pair_fn(volumes, augmentation):
             clean.append(image)
             images.append(augment_intensity(image, augmentation, rng))
             labels.append(seg)
-        return (*images, *labels, *clean)
+        return (*images, *labels, *(clean if with_clean else []))
 
     return fn
 
@@ -80,15 +80,15 @@ def pair_dataset(volumes, pairs, batch_size=1, shuffle=True, seed=0, augmentatio
     if augmentation.enabled:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
         ds = tf.data.Dataset.zip((ds, seeds))
-        fn = _augment_pair_fn(volumes, augmentation)
+        fn = _augment_pair_fn(volumes, augmentation, clean_targets)
 
         def load(pair, element_seed):
             out = tf.numpy_function(fn, [pair[0], pair[1], element_seed],
-                                    [tf.float32, tf.float32, tf.int32, tf.int32,
-                                     tf.float32, tf.float32])
+                                    [tf.float32, tf.float32, tf.int32, tf.int32]
+                                    + [tf.float32, tf.float32] * clean_targets)
             for tensor in out:
                 tensor.set_shape(shape)
-            return tuple(out)
+            return (*out, *([] if clean_targets else out[:2]))
     else:
         def load(pair):
             moving, fixed = tf.gather(images, pair[0]), tf.gather(images, pair[1])
