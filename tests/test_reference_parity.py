@@ -123,3 +123,38 @@ def test_load_original_weights_rejects_other_architecture(oracle, tmp_path):
     model = networks.VxmDense((32, 48), nb_unet_features=[[8, 8, 8, 8], [8, 8, 8, 8, 8, 8]])
     with pytest.raises(ValueError, match="vxm_dense_unet_enc_conv_0_0"):
         networks.load_original_weights(model, workdir / "original_weights.h5")
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+PRETRAINED = SHARED / "models" / "vxm_dense_brain_T1_3D_mse.h5"
+OASIS3D = SHARED / "data" / "neurite-oasis-3d"
+
+
+def test_pretrained_brain_model_matches_original_on_real_scans(tmp_path):
+    """The authors' 3D model (unet_half_res, int_downsize) on the two real OASIS scans at
+    160x192x224: voxelmorph 0.2 (tools/original_vxm.py) and vxm_tf give the same field
+    and moved image."""
+    if not HAVE_REFERENCE:
+        pytest.skip("the reference extra (voxelmorph==0.2, neurite==0.2, tf-keras) is not "
+                    "installed: pip install -e '.[reference]'")
+    if not PRETRAINED.exists() or not OASIS3D.is_dir():
+        pytest.skip(f"needs {PRETRAINED} and {OASIS3D} (../shared beside the repository)")
+    from vxm_tf import io
+    moving, fixed = (io.load_volume(OASIS3D / f"OASIS_OAS1_000{k}_MR1" / "aligned_norm.nii.gz")
+                     .data[None] for k in (1, 2))
+    np.savez(tmp_path / "pair.npz", moving=moving, fixed=fixed)
+    script = Path(__file__).resolve().parents[1] / "tools" / "original_vxm.py"
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    run = subprocess.run([sys.executable, str(script), str(PRETRAINED),
+                          str(tmp_path / "pair.npz"), str(tmp_path / "out.npz")],
+                         capture_output=True, text=True, env=env, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    expected = np.load(tmp_path / "out.npz")
+    model = networks.VxmDense.load(PRETRAINED)
+    assert model.get_config()["svf_resolution"] == 2
+    assert model.get_config()["int_resolution"] == 2
+    warp = model.register(moving[..., None], fixed[..., None])
+    moved = model.predict_on_batch([moving[..., None], fixed[..., None]])[0]
+    assert np.abs(expected["warps"]).max() > 2.0, "the original's field should move voxels"
+    np.testing.assert_allclose(warp, expected["warps"], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(moved[..., 0], expected["moved"], rtol=0, atol=1e-4)

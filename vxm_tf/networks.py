@@ -5,6 +5,8 @@ that weights written by voxelmorph 0.2 load by name (`load_original_weights`).
 """
 
 import json
+import os
+from pathlib import Path
 
 import h5py
 import keras
@@ -147,11 +149,21 @@ class VxmDense(keras.Model):
         int_resolution: voxel size at which the velocity is integrated.
         bidir: also warp the fixed image by the inverse field.
         src_feats, trg_feats: channels of the moving and fixed images.
+        unet_half_res, int_downsize: the original's deprecated spellings of
+            `svf_resolution=2` and `int_resolution`, accepted so that voxelmorph code and
+            saved models read the same; the config stores the current names.
     """
 
     def __init__(self, inshape, nb_unet_features=None, nb_unet_levels=None, unet_feat_mult=1,
                  nb_unet_conv_per_level=1, int_steps=7, svf_resolution=1, int_resolution=2,
-                 bidir=False, src_feats=1, trg_feats=1, name="vxm_dense", **kwargs):
+                 bidir=False, src_feats=1, trg_feats=1, name="vxm_dense", unet_half_res=False,
+                 int_downsize=None, **kwargs):
+        if unet_half_res or int_downsize is not None:
+            svf_resolution, int_resolution = (
+                translate_original_config(
+                    dict(svf_resolution=svf_resolution, int_resolution=int_resolution,
+                         unet_half_res=unet_half_res, int_downsize=int_downsize),
+                    f"VxmDense({name!r})")[k] for k in ("svf_resolution", "int_resolution"))
         # layers and functional graph
         encoder, decoder = unet_features(nb_unet_features, nb_unet_levels, unet_feat_mult,
                                          nb_unet_conv_per_level)
@@ -287,8 +299,29 @@ def clean_target_model(model):
 
 # options of the original VxmDense that vxm_tf leaves out, with the value it assumes
 ORIGINAL_ONLY_OPTIONS = {"use_probs": False, "input_model": None, "hyp_model": None,
-                         "unet_half_res": False, "fill_value": None,
-                         "reg_field": "preintegrated"}
+                         "fill_value": None, "reg_field": "preintegrated"}
+
+
+def translate_original_config(config, source="the original config"):
+    """voxelmorph 0.2 `VxmDense` arguments -> vxm_tf's: the deprecated `int_downsize` becomes
+    `int_resolution` and `unet_half_res=True` becomes `svf_resolution=2`, as the original
+    itself does; options vxm_tf leaves out must have their default (else `ValueError`)."""
+    config = dict(config)
+    config.pop("metadata", None)
+    int_downsize = config.pop("int_downsize", None)
+    if int_downsize is not None:
+        config["int_resolution"] = int_downsize
+    if config.pop("unet_half_res", False):
+        if config.get("svf_resolution", 1) not in (1, 2):
+            raise ValueError(f"{source}: unet_half_res=True contradicts svf_resolution="
+                             f"{config['svf_resolution']}")
+        config["svf_resolution"] = 2
+    for key, default in ORIGINAL_ONLY_OPTIONS.items():
+        value = config.pop(key, default)
+        if value != default:
+            raise ValueError(f"{source}: option {key}={value!r} of the original VxmDense is "
+                             "not supported by vxm_tf")
+    return config
 
 
 def _original_config(path):
@@ -302,17 +335,42 @@ def _original_config(path):
         raise ValueError(f"{path}: no model_config attribute; this looks like weights only "
                          "(save_weights). Build VxmDense(...) with the original arguments "
                          "and call load_original_weights(model, path)")
-    config = json.loads(raw if isinstance(raw, str) else raw.decode("utf-8"))["config"]
-    config.pop("metadata", None)
-    int_downsize = config.pop("int_downsize", None)  # the original's deprecated alias
-    if int_downsize is not None:
-        config["int_resolution"] = int_downsize
-    for key, default in ORIGINAL_ONLY_OPTIONS.items():
-        value = config.pop(key, default)
-        if value != default:
-            raise ValueError(f"{path}: option {key}={value!r} of the original VxmDense is not "
-                             "supported by vxm_tf")
-    return config
+    try:
+        model_config = json.loads(raw if isinstance(raw, str) else raw.decode("utf-8"))
+        config = model_config["config"]
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"{path}: model_config is not a saved VxmDense configuration") \
+            from None
+    if model_config.get("class_name", "VxmDense") != "VxmDense":
+        raise ValueError(f"{path}: holds a {model_config['class_name']}, not a VxmDense")
+    return translate_original_config(config, path)
+
+
+def save_model(model, path):
+    """`model.save(path)` (a `.keras` file) through a temporary file: never half-written."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"{path}: a Keras model file must end in .keras")
+    if not path.parent.is_dir():
+        raise ValueError(f"{path}: folder {path.parent} does not exist")
+    tmp = path.with_name(f".tmp-{path.name}")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def convert_original(original_path, out_path):
+    """Load a voxelmorph 0.2 `.h5` model file and save it as a `.keras` file; returns the
+    model. The output must not be the input."""
+    if Path(out_path).resolve() == Path(original_path).resolve():
+        raise ValueError(f"{out_path}: the output would overwrite the original model")
+    if not Path(original_path).is_file():
+        raise ValueError(f"{original_path}: no such file")
+    model = VxmDense.load(original_path)
+    save_model(model, out_path)
+    return model
 
 
 def load_original_weights(model, path):

@@ -71,9 +71,7 @@ def _atomic_json(path, payload):
 
 
 def _atomic_save(model, path):
-    tmp = Path(path).with_name(f".tmp-{Path(path).name}")
-    model.save(tmp)
-    os.replace(tmp, path)
+    networks.save_model(model, path)
 
 
 class ValidationDice(keras.callbacks.Callback):
