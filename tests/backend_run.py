@@ -11,7 +11,7 @@ import sys
 import keras
 import numpy as np
 
-from vxm_tf import layers, losses, networks  # noqa: F401  (registers VxmDense for loading)
+from vxm_tf import instance, layers, losses, networks  # noqa: F401  (registers VxmDense)
 
 
 def compute(inputs, model):
@@ -29,6 +29,8 @@ def compute(inputs, model):
         "moved": moved,
         "flow": flow,
         "warp": model.register(moving, fixed),
+        "instance": instance.optimise(model, moving, fixed,
+                                      instance.InstanceConfig(steps=3, lr=0.05, smoothing=3)),
     }
     return {k: keras.ops.convert_to_numpy(v) for k, v in out.items()}
 

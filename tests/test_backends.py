@@ -42,6 +42,11 @@ def test_jax_backend_agrees_with_tensorflow(tmp_path):
     got = dict(np.load(tmp_path / "jax.npz"))
     assert str(got.pop("backend")) == "jax"
     assert np.abs(expected["warp"]).max() > 0.5
+    assert np.abs(expected["instance"] - expected["warp"]).max() > 0.01
     for name, value in expected.items():
         scale = max(np.abs(value).max(), 1e-6)
-        np.testing.assert_allclose(got[name], value, rtol=0, atol=2e-5 * scale, err_msg=name)
+        # Adam's first steps are sign-like, so a gradient that is ~0 in one backend can
+        # move a voxel by up to lr in the other: instance optimisation agrees less tightly
+        tolerance = 2e-3 if name == "instance" else 2e-5
+        np.testing.assert_allclose(got[name], value, rtol=0, atol=tolerance * scale,
+                                   err_msg=name)

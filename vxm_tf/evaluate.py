@@ -20,7 +20,8 @@ from vxm_tf import cli
 cli.quiet_tensorflow_import()
 import numpy as np  # noqa: E402
 
-from vxm_tf import data, evaluation, experiment, figures, networks, perturb  # noqa: E402
+from vxm_tf import data, evaluation, experiment, figures, instance, networks, perturb, registration  # noqa: E402
+from vxm_tf import ops as vxm_ops  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -28,6 +29,7 @@ FLAGS = flags.FLAGS
 def define_flags():
     """Declare this entry point's flags (run as a program only)."""
     experiment.define_flags()
+    instance.define_flags()
     flags.DEFINE_string("model", None, "model file (.keras, or an original voxelmorph .h5)")
     flags.DEFINE_string("out_dir", "", "report folder (default: eval-<split>/ beside the "
                         "model)")
@@ -42,7 +44,7 @@ def define_flags():
 
 def data_config(model_path, fl):
     """The run's data configuration, with any data flag given on the command line applied."""
-    config = experiment.config_from_flags(fl).data
+    config = experiment.config_from_flags(fl, training=False).data
     saved = experiment.run_data_config(model_path)
     if saved is None:
         return config
@@ -63,16 +65,18 @@ def read_pairs(path, volumes):
     return pairs
 
 
-def draw_figures(model, volumes, moving_images, pairs, label_rows, out_dir):
+def draw_figures(model, volumes, moving_images, pairs, label_rows, out_dir,
+                 instance_config=None):
     """Example pairs (chosen with --seed) and the per-structure Dice box plot."""
     rng = np.random.default_rng(FLAGS.seed)
     chosen = rng.choice(len(pairs), min(FLAGS.figures, len(pairs)), replace=False)
     for n in sorted(chosen):
         i, j = pairs[n]
         moving, fixed = moving_images[i], volumes.images[j]
-        inputs = [moving[None, ..., None], fixed[None, ..., None]]
-        moved = model.predict_on_batch(inputs)[0][0, ..., 0]
-        figures.pair_figure(moving, fixed, moved, model.register(*inputs)[0],
+        warp = registration.displacements(model, moving[None, ..., None],
+                                          fixed[None, ..., None], instance_config)
+        moved = np.asarray(vxm_ops.transform(moving[None, ..., None], warp))[0, ..., 0]
+        figures.pair_figure(moving, fixed, moved, warp[0],
                             Path(out_dir) / f"pair_{volumes.names[i]}_{volumes.names[j]}.png",
                             title=f"{volumes.names[i]} -> {volumes.names[j]}")
     figures.dice_boxplot({"identity": label_rows, Path(FLAGS.model).stem: label_rows},
@@ -96,6 +100,7 @@ def main(argv):
                              "--target_shape")
         pairs = (read_pairs(FLAGS.pairs, volumes) if FLAGS.pairs
                  else experiment.split_pairs(volumes, atlas=bool(config.atlas)))
+        instance_config = instance.config_from_flags(FLAGS)
         perturbations = perturb.parse_perturbations(FLAGS.perturb)
         moving_images = np.stack([perturb.perturb(image, perturbations, FLAGS.seed + k)
                                   for k, image in enumerate(volumes.images)])
@@ -105,11 +110,11 @@ def main(argv):
             if done == total:
                 sys.stderr.write("\n")
         rows = evaluation.evaluate_pairs(model, volumes, pairs, FLAGS.surface, progress,
-                                         moving_images)
+                                         moving_images, instance_config)
         summary = evaluation.summarise(*rows)
         evaluation.write_report(out_dir, *rows, summary,
                                 title=f"{Path(FLAGS.model).name} on {len(pairs)} pairs")
-        draw_figures(model, volumes, moving_images, pairs, rows[1], out_dir)
+        draw_figures(model, volumes, moving_images, pairs, rows[1], out_dir, instance_config)
     except (experiment.ConfigError, data.DatasetError, ValueError, OSError) as err:
         cli.fail(str(err))
     print(f"Dice {summary['dice_before']:.3f} -> {summary['dice_after']:.3f}, HD95 "

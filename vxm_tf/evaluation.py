@@ -2,14 +2,17 @@
 deformation quality and speed, before (identity) and after registration."""
 
 import csv
+import dataclasses
 import json
 import os
 import time
 from pathlib import Path
 
 import numpy as np
+from keras import ops
 
 from vxm_tf import metrics, registration
+from vxm_tf import ops as vxm_ops
 
 PAIR_FIELDS = ("moving", "fixed", "dice_before", "dice_after", "hd95_before", "hd95_after",
                "folding_percent", "sd_log_jacobian", "seconds")
@@ -17,21 +20,8 @@ LABEL_FIELDS = ("moving", "fixed", "label", "name", "dice_before", "dice_after",
                 "hd_before", "hd_after", "hd95_before", "hd95_after")
 
 
-def _time_registrations(model, moving_images, fixed_images, pairs, warmup=2):
-    """Seconds per registration of one pair (batch 1), after `warmup` calls."""
-    def pair(i, j):
-        return moving_images[i:i + 1, ..., None], fixed_images[j:j + 1, ..., None]
-    for _ in range(warmup):
-        model.register(*pair(*pairs[0]))
-    times = []
-    for i, j in pairs:
-        start = time.perf_counter()
-        model.register(*pair(i, j))
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def evaluate_pairs(model, volumes, pairs, surface=True, progress=None, moving_images=None):
+def evaluate_pairs(model, volumes, pairs, surface=True, progress=None, moving_images=None,
+                   instance_config=None):
     """Score `model` on (moving, fixed) index pairs of `volumes` (which need segmentations).
 
     Returns `(pair_rows, label_rows)`: one dict per pair (fields `PAIR_FIELDS`; Dice and
@@ -39,40 +29,63 @@ def evaluate_pairs(model, volumes, pairs, surface=True, progress=None, moving_im
     (`LABEL_FIELDS`). Distances are in mm from each fixed subject's voxel size; `surface`
     False skips the Hausdorff distances (NaN). `moving_images` (N, *spatial) replaces the
     images on the moving side only (e.g. intensity-perturbed copies); segmentations are
-    never changed, so Dice measures alignment alone.
+    never changed, so Dice measures alignment alone. `instance_config` adds test-time
+    instance optimisation to every registration. Seconds are those of each pair's
+    registration (batch 1, after one warm-up call).
     """
     if volumes.segs is None:
         raise ValueError("evaluation needs segmentations, and these volumes have none")
     pairs = [tuple(p) for p in pairs]
     moving_images = volumes.images if moving_images is None else moving_images
-    seconds = _time_registrations(model, moving_images, volumes.images, pairs)
-    labels = volumes.labels
+
+    def register(i, j, config=instance_config):
+        return registration.displacements(model, moving_images[i:i + 1, ..., None],
+                                          volumes.images[j:j + 1, ..., None], config)[0]
+    # warm-up: the first call builds and compiles (one optimisation step is enough)
+    register(*pairs[0], config=instance_config and dataclasses.replace(
+        instance_config, steps=min(instance_config.steps, 1)))
     pair_rows, label_rows = [], []
-    registered = registration.register_pairs(model, volumes, pairs,
-                                             moving_images=moving_images)
-    for n, ((i, j), warp, moved) in enumerate(registered):
-        fixed, moving = volumes.segs[j], volumes.segs[i]
-        spacing = tuple(volumes.voxel_sizes[j])
-        scores = {}
-        for when, seg in (("before", moving), ("after", moved)):
-            scores[f"dice_{when}"] = metrics.dice(seg, fixed, labels)
-            for name, percent in (("hd", 100), ("hd95", 95)):
-                scores[f"{name}_{when}"] = (
-                    metrics.hausdorff(seg, fixed, labels, spacing, percent) if surface
-                    else dict.fromkeys(labels, np.nan))
-        for label in labels:
-            label_rows.append({"moving": volumes.names[i], "fixed": volumes.names[j],
-                               "label": label, "name": volumes.label_names.get(label, ""),
-                               **{k: v[label] for k, v in scores.items()}})
-        pair_rows.append({
-            "moving": volumes.names[i], "fixed": volumes.names[j],
-            **{k: _finite_mean(scores[k].values()) for k in
-               ("dice_before", "dice_after", "hd95_before", "hd95_after")},
-            "folding_percent": metrics.folding_percent(warp),
-            "sd_log_jacobian": metrics.sd_log_jacobian(warp), "seconds": seconds[n]})
+    for n, (i, j) in enumerate(pairs):
+        start = time.perf_counter()
+        warp = register(i, j)
+        seconds = time.perf_counter() - start
+        pair_row, rows = score_pair(volumes, i, j, warp, surface=surface)
+        pair_rows.append({**pair_row, "seconds": seconds})
+        label_rows.extend(rows)
         if progress:
             progress(n + 1, len(pairs))
     return pair_rows, label_rows
+
+
+def score_pair(volumes, i, j, warp, moved_seg=None, surface=True):
+    """Scores of one registration of subject `i` onto subject `j` of `volumes`: the
+    displacement `warp` `(*spatial, D)` in voxels (from any method) and the moving
+    segmentation it warped (nearest; computed here when None). Returns `(pair_row,
+    label_rows)` as `evaluate_pairs`, without the seconds."""
+    if moved_seg is None:
+        moved_seg = ops.convert_to_numpy(vxm_ops.transform(
+            volumes.segs[i][None, ..., None].astype(np.float32), warp[None],
+            interp_method="nearest"))[0, ..., 0].astype(np.int32)
+    labels = volumes.labels
+    fixed, moving = volumes.segs[j], volumes.segs[i]
+    spacing = tuple(volumes.voxel_sizes[j])
+    scores = {}
+    for when, seg in (("before", moving), ("after", moved_seg)):
+        scores[f"dice_{when}"] = metrics.dice(seg, fixed, labels)
+        for name, percent in (("hd", 100), ("hd95", 95)):
+            scores[f"{name}_{when}"] = (
+                metrics.hausdorff(seg, fixed, labels, spacing, percent) if surface
+                else dict.fromkeys(labels, np.nan))
+    label_rows = [{"moving": volumes.names[i], "fixed": volumes.names[j], "label": label,
+                   "name": volumes.label_names.get(label, ""),
+                   **{k: v[label] for k, v in scores.items()}} for label in labels]
+    pair_row = {
+        "moving": volumes.names[i], "fixed": volumes.names[j],
+        **{k: _finite_mean(scores[k].values()) for k in
+           ("dice_before", "dice_after", "hd95_before", "hd95_after")},
+        "folding_percent": metrics.folding_percent(warp),
+        "sd_log_jacobian": metrics.sd_log_jacobian(warp)}
+    return pair_row, label_rows
 
 
 def _finite_mean(values):

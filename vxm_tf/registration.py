@@ -5,18 +5,28 @@ import numpy as np
 from keras import ops
 from scipy import ndimage
 
-from vxm_tf import metrics
+from vxm_tf import instance, metrics
 from vxm_tf import ops as vxm_ops
 from vxm_tf.data.volumes import resize_volume
 
 
-def register_pairs(model, volumes, pairs, batch_size=8, moving_images=None):
+def displacements(model, moving, fixed, instance_config=None):
+    """`model.register(moving, fixed)`, refined by test-time instance optimisation when
+    `instance_config` (an `instance.InstanceConfig`) asks for steps."""
+    if instance_config is None or instance_config.steps == 0:
+        return model.register(moving, fixed)
+    return instance.optimise(model, moving, fixed, instance_config)
+
+
+def register_pairs(model, volumes, pairs, batch_size=8, moving_images=None,
+                   instance_config=None):
     """Yield `(pair, warp, moved_seg)` for each (moving, fixed) index pair.
 
     warp: `(*spatial, D)` displacement in voxels; moved_seg: the moving segmentation
     warped with nearest interpolation (None when the volumes have no segmentations).
     `moving_images` (N, *spatial) replaces the volumes' images on the moving side (a
-    perturbed copy, say); the fixed side always uses `volumes.images`.
+    perturbed copy, say); the fixed side always uses `volumes.images`. `instance_config`
+    adds test-time instance optimisation (`displacements`).
     """
     pairs = [tuple(p) for p in pairs]
     moving_images = volumes.images if moving_images is None else moving_images
@@ -24,7 +34,7 @@ def register_pairs(model, volumes, pairs, batch_size=8, moving_images=None):
         chunk = pairs[start:start + batch_size]
         moving = moving_images[[i for i, _ in chunk]][..., None]
         fixed = volumes.images[[j for _, j in chunk]][..., None]
-        warps = model.register(moving, fixed)
+        warps = displacements(model, moving, fixed, instance_config)
         moved_segs = [None] * len(chunk)
         if volumes.segs is not None:
             segs = volumes.segs[[i for i, _ in chunk]][..., None].astype(np.float32)
@@ -70,13 +80,14 @@ def resample(data, coords, order):
                                    mode="nearest").astype(data.dtype)
 
 
-def register_volumes(model, moving, fixed):
+def register_volumes(model, moving, fixed, instance_config=None):
     """Register arrays of any size with `model`: both are resampled to its input shape,
-    registered, and the result is brought back to the fixed grid.
+    registered (with instance optimisation when `instance_config` asks for it), and the
+    result is brought back to the fixed grid.
 
     Returns `(*fixed.shape, D)` moving-voxel coordinates for each fixed voxel.
     """
     shape = tuple(model.inshape)
     small = [resize_volume(v, shape)[None, ..., None] for v in (moving, fixed)]
-    warp = model.register(*small)[0]
+    warp = displacements(model, *small, instance_config)[0]
     return fixed_to_moving_coordinates(warp, moving.shape, fixed.shape)

@@ -1,0 +1,104 @@
+"""Choose the instance-optimisation settings on validation subjects (`make tune-instance`).
+
+    python tools/tune_instance.py --model runs/oasis2d-ncc/best.keras --steps 50 \
+        --lr 0.3,1 --lambda 4,8,16 --smoothing 1,3 \
+        --out reports/instance_sweep_oasis2d.md
+
+Registers every ordered pair of the validation split of the data the model was trained on
+(its run's config.json; never the test split) with each combination of settings, all pairs
+in one batch, and writes a table of validation Dice, folding and seconds per batch; the
+chosen setting is the highest Dice among those with folding under `--max_folding` percent.
+"""
+
+import argparse
+import itertools
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vxm_tf import cli
+
+cli.quiet_tensorflow_import()
+from vxm_tf import experiment, instance, metrics, networks, registration  # noqa: E402
+
+
+def floats(text):
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def score(model, volumes, pairs, config):
+    start = time.perf_counter()
+    results = list(registration.register_pairs(model, volumes, pairs, batch_size=len(pairs),
+                                               instance_config=config))
+    seconds = time.perf_counter() - start
+    dice = [metrics.mean_dice(moved, volumes.segs[j], volumes.labels)
+            for (_, j), _, moved in results]
+    folding = [metrics.folding_percent(warp) for _, warp, _ in results]
+    return float(np.mean(dice)), float(np.mean(folding)), seconds
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="run's best.keras (with config.json)")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--lr", default="0.3,1")
+    parser.add_argument("--lambda", dest="reg_weight", default="4,8,16")
+    parser.add_argument("--smoothing", default="1,3")
+    parser.add_argument("--similarity", default="ncc")
+    parser.add_argument("--max_folding", type=float, default=0.1)
+    parser.add_argument("--out", required=True, help="markdown report")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        sys.exit(f"error: {out}: folder {out.parent} does not exist")
+    try:
+        grid = [instance.InstanceConfig(args.steps, lr, args.similarity, lam, int(sm))
+                for lr, lam, sm in itertools.product(floats(args.lr), floats(args.reg_weight),
+                                                      floats(args.smoothing))]
+        data_config = experiment.run_data_config(args.model)
+        if data_config is None:
+            raise ValueError(f"{args.model}: no config.json beside it to find the validation "
+                             "subjects")
+        volumes = experiment.build_splits(data_config)["val"]
+        if volumes is None or len(volumes) < 2:
+            raise ValueError(f"{args.model}: its run has fewer than 2 validation subjects")
+        model = networks.VxmDense.load(args.model)
+    except (ValueError, OSError) as err:
+        sys.exit(f"error: {err}")
+    pairs = experiment.split_pairs(volumes)
+    base = score(model, volumes, pairs, None)
+    rows = []
+    for config in grid:
+        rows.append((config, *score(model, volumes, pairs, config)))
+        print(f"lr {config.lr} lambda {config.reg_weight} smoothing {config.smoothing}: "
+              f"Dice {rows[-1][1]:.4f} folding {rows[-1][2]:.3f}%", flush=True)
+    allowed = [r for r in rows if r[2] < args.max_folding]
+    best = max(allowed, key=lambda r: r[1]) if allowed else None
+    command = "python tools/tune_instance.py " + " ".join(sys.argv[1:] if argv is None
+                                                          else argv)
+    lines = [f"# Instance optimisation settings on validation pairs ({args.similarity}, "
+             f"{args.steps} steps)", "",
+             f"Model `{args.model}`; its validation split: {len(volumes)} subjects, "
+             f"{len(pairs)} ordered pairs, all registered in one batch.", "",
+             "| lr | lambda | smoothing | val Dice | folding (%) | s / batch |",
+             "|---|---|---|---|---|---|",
+             f"| network alone | | | {base[0]:.4f} | {base[1]:.3f} | {base[2]:.2f} |"]
+    for config, dice, folding, seconds in rows:
+        mark = " **chosen**" if best is not None and config == best[0] else ""
+        lines.append(f"| {config.lr:g} | {config.reg_weight:g} | {config.smoothing} | "
+                     f"{dice:.4f}{mark} | {folding:.3f} | {seconds:.2f} |")
+    lines += ["", (f"Chosen (highest Dice with folding < {args.max_folding}%): "
+                   f"`--instance_lr={best[0].lr:g} --instance_lambda={best[0].reg_weight:g} "
+                   f"--instance_smoothing={best[0].smoothing}`" if best else
+                   f"No setting kept folding under {args.max_folding}%."),
+              "", "Command:", "", "```sh", command, "```"]
+    tmp = out.with_name(f".tmp-{out.name}")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(out)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
