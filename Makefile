@@ -13,7 +13,7 @@ RUN ?= runs/$(DATA)-$(LOSS)
 OASIS3D ?= ../shared/data/neurite-oasis-3d
 
 .PHONY: install test lint train tune data compare robustness bench bench-model bench-data \
-	clean
+	oasis3d-report tune-instance convert-original clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,26 @@ robustness: $(foreach m,$(ROBUSTNESS_MODELS),runs/oasis2d-$(m)/best.keras)
 		hybrid+aug=runs/oasis2d-hybrid-aug/best.keras \
 		SSD+aug+clean=runs/oasis2d-mse-augclean/best.keras \
 		NCC+aug+clean=runs/oasis2d-ncc-augclean/best.keras --out reports/brightness_robustness.md
+
+# The authors' pretrained 3D brain model (read in place, never copied here).
+PRETRAINED ?= ../shared/models/vxm_dense_brain_T1_3D_mse.h5
+INSTANCE ?= --instance_steps=10,25,50
+
+# The pretrained model as a .keras file that loads under every backend.
+convert-original: install
+	mkdir -p models
+	$(PY) tools/convert_original.py $(PRETRAINED) models/vxm_dense_brain_T1_3D_mse.keras
+
+# Instance-optimisation settings chosen on the 2D validation subjects (trains the NCC
+# model if missing); the 3D report uses the chosen setting.
+tune-instance: runs/oasis2d-ncc/best.keras
+	$(PY) tools/tune_instance.py --model=runs/oasis2d-ncc/best.keras \
+		--out=reports/instance_sweep_oasis2d.md
+
+# The pretrained model on the real 3D pairs: voxelmorph 0.2, vxm_tf, + instance optimisation.
+oasis3d-report: install
+	$(PY) tools/report_oasis3d.py --model=$(PRETRAINED) --data_dir=$(OASIS3D) $(INSTANCE) \
+		--out=reports/oasis3d.md
 
 lint: install
 	$(VENV)/bin/ruff check vxm_tf tests tools
