@@ -71,6 +71,12 @@ def run_register(args):
     (lambda r, p, t: [f"--model={r}/best.keras", f"--moving={p}/moving.nii.gz",
                       f"--fixed={p}/fixed.nii.gz", f"--moved={t}/out.nii.gz",
                       f"--moved_seg={t}/seg.nii.gz"], "--moving_seg and --moved_seg go together"),
+    (lambda r, p, t: [f"--model={r}/best.keras", f"--moving={p}/moving.nii.gz",
+                      f"--fixed={p}/fixed.nii.gz", f"--moved={t}/out.nii.gz",
+                      f"--warp={t}/out.nii.gz"], "out.nii.gz: the same path is given for two"),
+    (lambda r, p, t: [f"--model={r}/best.keras", f"--moving={p}/moving.nii.gz",
+                      f"--fixed={p}/fixed.nii.gz", f"--moved={t}/out.nii.gz",
+                      "--instance_steps=-1"], "--instance_steps must be a non-negative"),
 ])
 def test_register_errors_are_one_line_and_write_nothing(trained_run, pair, tmp_path,
                                                         make_args, message):

@@ -128,6 +128,13 @@ def test_losses_and_weights_follow_the_original_script():
     (["--dataset=oasis", "--data_dir=/nonexistent"], "/nonexistent: no subjects.txt"),
     (["--aug_clean_targets", "--bidir"], "--aug_clean_targets works with unidirectional"),
     (["--aug_clean_targets", "--resume"], "--resume is not available for --aug_clean_targets"),
+    (["--int_resolution=0"], "--int_resolution must be at least 1, got 0"),
+    (["--int_resolution=-2"], "--int_resolution must be at least 1, got -2"),
+    (["--svf_resolution=0"], "--svf_resolution must be at least 1, got 0"),
+    (["--int_steps=-1"], "--int_steps must be 0 or positive, got -1"),
+    (["--val_pairs=-3"], "--val_pairs must be 0 or positive, got -3"),
+    (["--target_shape=0,0"], "--target_shape entries must be positive, got 0,0"),
+    (["--synthetic_labels=0"], "--synthetic_labels must be at least 1, got 0"),
 ])
 def test_flag_errors_are_one_line(tmp_path, args, message):
     run = run_train([*args, f"--model_dir={tmp_path}/run"])

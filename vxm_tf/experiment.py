@@ -182,8 +182,9 @@ def _ints(values, name):
                           f"{','.join(map(str, values))!r}") from None
 
 
-def config_from_flags(fl):
-    """Plain `Config` from parsed absl flags; raises `ConfigError` on inconsistency."""
+def config_from_flags(fl, training=True):
+    """Plain `Config` from parsed absl flags; raises `ConfigError` on inconsistency
+    (`training` False: for scoring, which needs no training subjects)."""
     augmentation = data.Augmentation(
         rotate_deg=fl.aug_rotate, flip=fl.aug_flip, intensity_shift=fl.aug_shift,
         intensity_scale=fl.aug_scale, gamma=fl.aug_gamma, bias=fl.aug_bias,
@@ -214,11 +215,11 @@ def config_from_flags(fl):
             steps_per_execution=fl.steps_per_execution, precision=fl.precision,
             strategy=fl.strategy, seed=fl.seed, val_pairs=fl.val_pairs,
             model_dir=fl.model_dir, resume=fl.resume, verbose=fl.verbose))
-    check_config(config)
+    check_config(config, training)
     return config
 
 
-def check_config(config):
+def check_config(config, training=True):
     """Raise `ConfigError` naming the flag for values that cannot work together."""
     d, lo, t = config.data, config.loss, config.train
     if d.dataset in ("oasis", "cache") and not d.data_dir:
@@ -239,6 +240,20 @@ def check_config(config):
                         ("steps_per_execution", t.steps_per_execution)):
         if value <= 0:
             raise ConfigError(f"--{name} must be positive, got {value}")
+    m = config.model
+    for name, value in (("int_resolution", m.int_resolution),
+                        ("svf_resolution", m.svf_resolution),
+                        ("synthetic_labels", d.synthetic_labels)):
+        if value < 1:
+            raise ConfigError(f"--{name} must be at least 1, got {value}")
+    for name, value in (("int_steps", m.int_steps), ("val_pairs", t.val_pairs)):
+        if value < 0:
+            raise ConfigError(f"--{name} must be 0 or positive, got {value}")
+    for name, shape in (("target_shape", d.target_shape),
+                        ("synthetic_shape", d.synthetic_shape)):
+        if any(n < 1 for n in shape):
+            raise ConfigError(f"--{name} entries must be positive, got "
+                              f"{','.join(map(str, shape))}")
     if t.steps_per_epoch < 0:
         raise ConfigError(f"--steps_per_epoch must be 0 (one pass) or positive, got "
                           f"{t.steps_per_epoch}")
@@ -251,7 +266,7 @@ def check_config(config):
     if d.augmentation.clean_targets and t.resume:
         raise ConfigError("--resume is not available for --aug_clean_targets runs (the "
                           "checkpoints hold the registration model, not the optimiser)")
-    if d.train < 2 and not d.train_list and not d.atlas:
+    if training and d.train < 2 and not d.train_list and not d.atlas:
         raise ConfigError(f"--train needs at least 2 subjects to make pairs, got {d.train}")
 
 

@@ -17,7 +17,7 @@ from vxm_tf import cli
 cli.quiet_tensorflow_import()
 import numpy as np  # noqa: E402
 
-from vxm_tf import io, networks, registration  # noqa: E402
+from vxm_tf import instance, io, networks, registration  # noqa: E402
 from vxm_tf.data.volumes import NORMALISATIONS, normalise_image  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -35,20 +35,33 @@ def define_flags():
     flags.DEFINE_enum("normalise", "minmax", NORMALISATIONS,
                       "intensity scaling of both images before registration (models are "
                       "trained on [0, 1])")
+    instance.define_flags()
 
 
-def check_outputs(paths):
+def check_outputs(paths, inputs=()):
+    """Every output's folder exists, no two outputs share a path, and no output would
+    overwrite an input: checked before any work, so nothing is half-written."""
+    seen = {Path(p).resolve(): p for p in inputs if p}
     for path in paths:
-        if path and not Path(path).parent.is_dir():
+        if not path:
+            continue
+        if not Path(path).parent.is_dir():
             raise io.VolumeError(f"{path}: folder {Path(path).parent} does not exist")
+        if Path(path).resolve() in seen:
+            raise ValueError(f"{path}: the same path is given for two files "
+                             f"({seen[Path(path).resolve()]!r} already)")
+        seen[Path(path).resolve()] = path
 
 
 def register_files(model_path, moving_path, fixed_path, moved_path, warp_path="",
-                   moving_seg_path="", moved_seg_path="", normalise="minmax"):
-    """Register `moving_path` onto `fixed_path` and write the requested outputs."""
+                   moving_seg_path="", moved_seg_path="", normalise="minmax",
+                   instance_config=None):
+    """Register `moving_path` onto `fixed_path` and write the requested outputs
+    (`instance_config`: optional test-time instance optimisation)."""
     if bool(moving_seg_path) != bool(moved_seg_path):
         raise ValueError("--moving_seg and --moved_seg go together")
-    check_outputs([moved_path, warp_path, moved_seg_path])
+    check_outputs([moved_path, warp_path, moved_seg_path],
+                  inputs=[model_path, moving_path, fixed_path, moving_seg_path])
     model = networks.VxmDense.load(model_path)
     moving, fixed = io.load_volume(moving_path), io.load_volume(fixed_path)
     ndims = len(model.inshape)
@@ -61,7 +74,8 @@ def register_files(model_path, moving_path, fixed_path, moved_path, warp_path=""
         raise ValueError(f"{moving_seg_path}: shape {seg.data.shape} differs from the "
                          f"moving image's {moving.data.shape}")
     coords = registration.register_volumes(
-        model, normalise_image(moving.data, normalise), normalise_image(fixed.data, normalise))
+        model, normalise_image(moving.data, normalise), normalise_image(fixed.data, normalise),
+        instance_config)
     io.save_volume(moved_path, registration.resample(moving.data, coords, 1), fixed.affine)
     if warp_path:
         disp = coords - registration.identity_coordinates(fixed.data.shape)
@@ -75,7 +89,8 @@ def main(argv):
     cli.check_args(argv, required=("model", "moving", "fixed", "moved"))
     try:
         register_files(FLAGS.model, FLAGS.moving, FLAGS.fixed, FLAGS.moved, FLAGS.warp,
-                       FLAGS.moving_seg, FLAGS.moved_seg, FLAGS.normalise)
+                       FLAGS.moving_seg, FLAGS.moved_seg, FLAGS.normalise,
+                       instance.config_from_flags(FLAGS))
     except (ValueError, OSError) as err:
         cli.fail(str(err))
     print(f"wrote {FLAGS.moved}")
