@@ -124,7 +124,8 @@ def main(argv=None):
                          figure_dir / "dice_per_structure.png")
     i, j = pairs[0]
     inputs = (volumes.images[i][None, ..., None], volumes.images[j][None, ..., None])
-    shown = [("vxm_tf", None)] + ([(names[-1], configs[-1])] if configs else [])
+    shown = [("vxm_tf", None)] + ([(f"+{configs[-1].steps} steps", configs[-1])]
+                                   if configs else [])
     warps = [instance.optimise(model, *inputs, c or instance.InstanceConfig()) for _, c in shown]
     moved = [np.asarray(vxm_ops.transform(inputs[0], w))[0, ..., 0] for w in warps]
     pair_name = f"pair_{volumes.names[i]}_{volumes.names[j]}.png"
