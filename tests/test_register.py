@@ -77,6 +77,9 @@ def run_register(args):
     (lambda r, p, t: [f"--model={r}/best.keras", f"--moving={p}/moving.nii.gz",
                       f"--fixed={p}/fixed.nii.gz", f"--moved={t}/out.nii.gz",
                       "--instance_steps=-1"], "--instance_steps must be a non-negative"),
+    (lambda r, p, t: [f"--model={r}/best.keras", f"--moving={t}/vol3d.nii.gz",
+                      f"--fixed={p}/fixed.nii.gz", f"--moved={t}/vol3d.nii.gz"],
+     "vol3d.nii.gz: the same path is given for two files"),
 ])
 def test_register_errors_are_one_line_and_write_nothing(trained_run, pair, tmp_path,
                                                         make_args, message):

@@ -84,9 +84,7 @@ def main(argv=None):
     command = "python tools/compare.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = f"# {args.title}\n\n" + report(names, [s for s, _ in results], figure_names,
                                           command)
-    tmp = out.with_name(f".tmp-{out.name}")
-    tmp.write_text(text)
-    tmp.replace(out)
+    evaluation.write_text(out, text)
     print(text)
 
 

@@ -88,7 +88,11 @@ def main(argv=None):
     if not out.parent.is_dir():
         sys.exit(f"error: {out}: folder {out.parent} does not exist")
     try:
-        steps = [int(s) for s in args.instance_steps.split(",") if s.strip() and int(s)]
+        try:
+            steps = [int(s) for s in args.instance_steps.split(",") if s.strip() and int(s)]
+        except ValueError:
+            raise ValueError(f"--instance_steps takes comma-separated integers, got "
+                             f"{args.instance_steps!r}") from None
         configs = [instance.InstanceConfig(n, args.instance_lr, args.instance_similarity,
                                            args.instance_lambda, args.instance_smoothing)
                    for n in steps]
@@ -149,9 +153,7 @@ def main(argv=None):
         compare.report(names, summaries, [f"{rel}/dice_per_structure.png",
                                           f"{rel}/{pair_name}"], command).rstrip("\n"),
         *per_direction(names, [rows[0] for rows in results])]) + "\n"
-    tmp = out.with_name(f".tmp-{out.name}")
-    tmp.write_text(text)
-    tmp.replace(out)
+    evaluation.write_text(out, text)
     print(text)
 
 

@@ -12,6 +12,7 @@ chosen setting is the highest Dice among those with folding under `--max_folding
 
 import argparse
 import itertools
+import json
 import sys
 import time
 from pathlib import Path
@@ -21,11 +22,24 @@ import numpy as np
 from vxm_tf import cli
 
 cli.quiet_tensorflow_import()
-from vxm_tf import experiment, instance, metrics, networks, registration  # noqa: E402
+from vxm_tf import evaluation, experiment, instance, metrics, networks, registration  # noqa: E402
 
 
-def floats(text):
-    return [float(v) for v in text.split(",") if v.strip()]
+def floats(text, flag):
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--{flag} takes comma-separated numbers, got {text!r}") from None
+
+
+def training_state(model_path):
+    """'N epochs, validation Dice D' from the run's state.json, or '' when absent."""
+    path = Path(model_path).parent / "state.json"
+    if not path.exists():
+        return ""
+    state = json.loads(path.read_text())
+    return (f" (its run: {state['epoch']} epochs trained, best validation Dice "
+            f"{state['best_val_dice']:.4f})")
 
 
 def score(model, volumes, pairs, config):
@@ -55,8 +69,9 @@ def main(argv=None):
         sys.exit(f"error: {out}: folder {out.parent} does not exist")
     try:
         grid = [instance.InstanceConfig(args.steps, lr, args.similarity, lam, int(sm))
-                for lr, lam, sm in itertools.product(floats(args.lr), floats(args.reg_weight),
-                                                      floats(args.smoothing))]
+                for lr, lam, sm in itertools.product(floats(args.lr, "lr"),
+                                                      floats(args.reg_weight, "lambda"),
+                                                      floats(args.smoothing, "smoothing"))]
         data_config = experiment.run_data_config(args.model)
         if data_config is None:
             raise ValueError(f"{args.model}: no config.json beside it to find the validation "
@@ -80,7 +95,8 @@ def main(argv=None):
                                                           else argv)
     lines = [f"# Instance optimisation settings on validation pairs ({args.similarity}, "
              f"{args.steps} steps)", "",
-             f"Model `{args.model}`; its validation split: {len(volumes)} subjects, "
+             f"Model `{args.model}`{training_state(args.model)}; its validation split: "
+             f"{len(volumes)} subjects, "
              f"{len(pairs)} ordered pairs, all registered in one batch.", "",
              "| lr | lambda | smoothing | val Dice | folding (%) | s / batch |",
              "|---|---|---|---|---|---|",
@@ -94,9 +110,7 @@ def main(argv=None):
                    f"--instance_smoothing={best[0].smoothing}`" if best else
                    f"No setting kept folding under {args.max_folding}%."),
               "", "Command:", "", "```sh", command, "```"]
-    tmp = out.with_name(f".tmp-{out.name}")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out)
+    evaluation.write_text(out, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -20,7 +20,16 @@ from vxm_tf import cli
 cli.quiet_tensorflow_import()
 import numpy as np  # noqa: E402
 
-from vxm_tf import data, evaluation, experiment, figures, instance, networks, perturb, registration  # noqa: E402
+from vxm_tf import (  # noqa: E402
+    data,
+    evaluation,
+    experiment,
+    figures,
+    instance,
+    networks,
+    perturb,
+    registration,
+)
 from vxm_tf import ops as vxm_ops  # noqa: E402
 
 FLAGS = flags.FLAGS

@@ -9,10 +9,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from keras import ops
 
 from vxm_tf import metrics, registration
-from vxm_tf import ops as vxm_ops
 
 PAIR_FIELDS = ("moving", "fixed", "dice_before", "dice_after", "hd95_before", "hd95_after",
                "folding_percent", "sd_log_jacobian", "seconds")
@@ -57,15 +55,12 @@ def evaluate_pairs(model, volumes, pairs, surface=True, progress=None, moving_im
     return pair_rows, label_rows
 
 
-def score_pair(volumes, i, j, warp, moved_seg=None, surface=True):
-    """Scores of one registration of subject `i` onto subject `j` of `volumes`: the
-    displacement `warp` `(*spatial, D)` in voxels (from any method) and the moving
-    segmentation it warped (nearest; computed here when None). Returns `(pair_row,
-    label_rows)` as `evaluate_pairs`, without the seconds."""
-    if moved_seg is None:
-        moved_seg = ops.convert_to_numpy(vxm_ops.transform(
-            volumes.segs[i][None, ..., None].astype(np.float32), warp[None],
-            interp_method="nearest"))[0, ..., 0].astype(np.int32)
+def score_pair(volumes, i, j, warp, surface=True):
+    """Scores of one registration of subject `i` onto subject `j` of `volumes` by the
+    displacement `warp` `(*spatial, D)` in voxels, from any method (the moving segmentation
+    is warped with nearest interpolation). Returns `(pair_row, label_rows)` as
+    `evaluate_pairs`, without the seconds."""
+    moved_seg = registration.warp_segmentations(volumes.segs[i][None], warp[None])[0]
     labels = volumes.labels
     fixed, moving = volumes.segs[j], volumes.segs[i]
     spacing = tuple(volumes.voxel_sizes[j])
@@ -120,8 +115,8 @@ def write_report(out_dir, pair_rows, label_rows, summary, title="Registration"):
     out_dir.mkdir(exist_ok=True)
     _write_csv(out_dir / "per_pair.csv", PAIR_FIELDS, pair_rows)
     _write_csv(out_dir / "per_label.csv", LABEL_FIELDS, label_rows)
-    _write_text(out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
-    _write_text(out_dir / "summary.md", markdown_summary(summary, title))
+    write_text(out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
+    write_text(out_dir / "summary.md", markdown_summary(summary, title))
 
 
 def markdown_summary(summary, title):
@@ -142,7 +137,8 @@ def markdown_summary(summary, title):
     return "\n".join(lines) + "\n"
 
 
-def _write_text(path, text):
+def write_text(path, text):
+    """Write `text` to `path` through a temporary file beside it (never half-written)."""
     tmp = path.with_name(f".tmp-{path.name}")
     tmp.write_text(text)
     os.replace(tmp, path)

@@ -31,8 +31,8 @@ class InstanceConfig:
     """`steps` Adam steps of rate `lr` (voxels of the field's grid) per batch of pairs on
     `similarity` (NCC with a 9-voxel window, or MSE) + `reg_weight` x Grad (l2) of the
     correction to the network's displacement; 0 steps keeps the network's prediction
-    exactly. The correction to the
-    network's field is smoothed twice by a running mean of `smoothing` voxels (1: not)."""
+    exactly. The correction is smoothed twice by a running mean of `smoothing` voxels
+    (1: not smoothed)."""
     # lr, reg_weight and smoothing: chosen on the 2D validation subjects (highest Dice with
     # folding under 0.1%, 50 steps; make tune-instance, reports/instance_sweep_oasis2d.md)
     steps: int = 0
@@ -85,7 +85,8 @@ class _Displacement(keras.layers.Layer):
     """A batch of displacement fields: the network's (fixed) plus a smooth correction, the
     trainable weight passed twice through a running mean of `smoothing` voxels per axis
     (as ConvexAdam smooths its field), so that Adam's per-voxel steps move neighbours
-    together. Warps the moving images; also returns the field for the smoothness loss."""
+    together. Warps the moving images; also returns the smoothed correction, which the
+    smoothness loss regularises (the network's own field is kept as it is)."""
 
     def __init__(self, shape, smoothing=1, **kwargs):
         super().__init__(dtype="float32", **kwargs)

@@ -37,10 +37,15 @@ def register_pairs(model, volumes, pairs, batch_size=8, moving_images=None,
         warps = displacements(model, moving, fixed, instance_config)
         moved_segs = [None] * len(chunk)
         if volumes.segs is not None:
-            segs = volumes.segs[[i for i, _ in chunk]][..., None].astype(np.float32)
-            moved = vxm_ops.transform(segs, warps, interp_method="nearest")
-            moved_segs = ops.convert_to_numpy(moved)[..., 0].astype(np.int32)
+            moved_segs = warp_segmentations(volumes.segs[[i for i, _ in chunk]], warps)
         yield from zip(chunk, warps, moved_segs)
+
+
+def warp_segmentations(segs, warps):
+    """Label maps `(B, *spatial)` warped by displacements `(B, *spatial, D)` (nearest)."""
+    moved = vxm_ops.transform(segs[..., None].astype(np.float32), warps,
+                              interp_method="nearest")
+    return ops.convert_to_numpy(moved)[..., 0].astype(np.int32)
 
 
 def validation_dice(model, volumes, pairs, batch_size=8):
