@@ -12,8 +12,8 @@ RUN ?= runs/$(DATA)-$(LOSS)
 
 OASIS3D ?= ../shared/data/neurite-oasis-3d
 
-.PHONY: install test lint train tune data compare robustness bench bench-model bench-data \
-	oasis3d-report tune-instance convert-original clean
+.PHONY: install test lint train tune data data3d compare robustness bench bench-model bench-data \
+	oasis3d-report tune-instance convert-original gpu-prepare gpu-check clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,18 @@ train: install
 		--model_dir=$(RUN) $(if $(EPOCHS),--epochs=$(EPOCHS)) $(if $(RESUME),--resume) $(ARGS)
 
 data: install
-	$(PY) tools/prepare_data.py --data_dir=$(OASIS3D) --out_dir=cache/neurite-oasis-3d-128 \
-		--target_shape=128,128,128
+	$(PY) tools/prepare_data.py --data_dir=$(OASIS3D) --out_dir=cache/neurite-oasis-3d-$(SIZE) \
+		--target_shape=$(SIZE),$(SIZE),$(SIZE)
+
+# 3D training subjects rendered from the SynthSeg label maps, aligned to neurite-OASIS
+# (flags/synth3d.cfg; SIZE=64 for flags/synth3d_64.cfg), and the real pair at that size.
+SIZE ?= 128
+SYNTHSEG ?= ../shared/data/synthseg-label-maps
+OASIS2D ?= ../shared/data/neurite-oasis-2d
+data3d: data
+	$(PY) tools/synth_from_labels.py --label_dir=$(SYNTHSEG) \
+		--reference=$(OASIS3D)/OASIS_OAS1_0001_MR1 --intensity_dir=$(OASIS2D) \
+		--out_dir=cache/synth3d-$(SIZE) --target_shape=$(SIZE),$(SIZE),$(SIZE)
 
 # The SSD-vs-NCC report: trains the two oasis2d models unless their runs exist.
 runs/oasis2d-%/best.keras: | install
@@ -96,5 +106,21 @@ bench-data: install
 
 bench: bench-model bench-data
 
+# The GPU machine (JAX, no TensorFlow): gpu-prepare here puts the wheels it lacks in .whl/
+# and the model and real 3D pair in .device/ (both git-ignored, carried by the device
+# tool); gpu-check is what runs there (bash tools/gpu_check.sh OUT), bench/gpu.md its table.
+GPU_WHEELS := keras==3.15.1 namex==0.1.0 optree==0.20.0 nibabel==5.4.2
+gpu-prepare:
+	mkdir -p .whl .device
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		-d .whl $(GPU_WHEELS)
+	rm -rf .device/neurite-oasis-3d
+	cp --no-preserve=mode $(PRETRAINED) .device/
+	cp -r --no-preserve=mode $(OASIS3D) .device/neurite-oasis-3d
+
+gpu-check:
+	bash tools/gpu_check.sh bench
+
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache .whl .device

@@ -129,24 +129,27 @@ def test_synthetic_volumes_are_deterministic_and_labelled():
     assert 0 <= a.images.min() and a.images.max() <= 1
 
 
-def test_pipeline_streams_every_pair_once_per_epoch_in_a_seeded_order():
+def test_pipeline_streams_every_pair_once_per_pass_in_a_seeded_order():
     volumes = data.synthetic_volumes(4, (16, 16))
-    pairs = data.all_pairs(4)
+    pairs = data.all_pairs(4)  # 12 pairs: 4 batches of 3 per pass
     ds = data.pair_dataset(volumes, pairs, batch_size=3, seed=1, flow_shape=(8, 8, 2))
     (moving, fixed), (target, zeros) = next(iter(ds))
     assert moving.shape == (3, 16, 16, 1) and zeros.shape == (3, 8, 8, 2)
     np.testing.assert_array_equal(target, fixed)
 
-    def epoch(ds):
-        return [tuple(m[..., 0].numpy().sum((1, 2))) for (m, _), _ in ds]
+    def sums(ds, batches):  # each pair as (moving sum, fixed sum), batch by batch
+        return [tuple(zip(m.numpy().sum((1, 2, 3)), f.numpy().sum((1, 2, 3))))
+                for (m, f), _ in ds.take(batches)]
 
-    def fresh(seed):
-        return data.pair_dataset(volumes, pairs, batch_size=3, seed=seed, flow_shape=(8, 8, 2))
-    ds = fresh(1)
-    first, second = epoch(ds), epoch(ds)
-    assert first == epoch(fresh(1))
-    assert first != second and first != epoch(fresh(2))
+    def stream(seed):
+        return data.pair_dataset(volumes, pairs, batch_size=3, seed=seed,
+                                 flow_shape=(8, 8, 2), repeat=True)
+    passes = sums(stream(1), 8)
+    first, second = passes[:4], passes[4:]
+    assert passes == sums(stream(1), 8)
+    assert first != second and first != sums(stream(2), 4)
     assert sorted(sum(first, ())) == sorted(sum(second, ()))
+    assert len(set(sum(first, ()))) == 12  # every pair once per pass
 
     segs_ds = data.pair_dataset(volumes, pairs, shuffle=False, with_segs=True)
     seen = [(int(ms[0, 0, 0]), int(fs[0, 0, 0])) for _, (ms, fs) in segs_ds]
@@ -154,6 +157,35 @@ def test_pipeline_streams_every_pair_once_per_epoch_in_a_seeded_order():
     (m, f), (ms, fs) = next(iter(segs_ds))
     np.testing.assert_array_equal(ms[0], volumes.segs[0])
     np.testing.assert_array_equal(fs[0], volumes.segs[1])
+
+
+def test_pair_sequence_gives_the_tf_data_batches_and_resumes_where_it_stopped():
+    volumes = data.synthetic_volumes(3, (16, 16), nb_labels=3)
+    aug = data.Augmentation(rotate_deg=10, flip=True, noise=0.05)
+
+    def source():
+        return data.PairSource(volumes, data.all_pairs(3), batch_size=2, seed=5,
+                               augmentation=aug, flow_shape=(16, 16, 2), repeat=True)
+    ds = data.pair_dataset(volumes, data.all_pairs(3), batch_size=2, seed=5,
+                           augmentation=aug, flow_shape=(16, 16, 2), repeat=True)
+    via_tf = [m.numpy() for (m, _), _ in ds.take(6)]
+    sequence = data.PairSequence(source(), steps_per_epoch=2)
+    via_keras = []
+    for _ in range(3):  # three epochs of two steps, as fit walks them
+        via_keras += [sequence[i][0][0] for i in range(len(sequence))]
+        sequence.on_epoch_end()
+    for a, b in zip(via_tf, via_keras, strict=True):
+        np.testing.assert_array_equal(a, b)
+    resumed = data.PairSequence(source(), steps_per_epoch=2, initial_epoch=2)
+    np.testing.assert_array_equal(resumed[1][0][0], via_keras[5])
+    late = data.pair_dataset(volumes, data.all_pairs(3), batch_size=2, seed=5,
+                             augmentation=aug, flow_shape=(16, 16, 2), repeat=True,
+                             first_batch=4)
+    np.testing.assert_array_equal(next(iter(late))[0][0].numpy(), via_keras[4])
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        data.PairSequence(source())
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        data.PairSource(volumes, data.all_pairs(3), batch_size=0, flow_shape=(16, 16, 2))
 
 
 def test_bidirectional_targets():

@@ -87,26 +87,59 @@ def test_structure_names_match_across_conventions():
     assert (table[2], table[16], table[24]) == (1, 13, 0)
 
 
-@pytest.mark.skipif(not SYNTHSEG.is_dir(), reason=f"real data not found at {SYNTHSEG}")
-def test_synth_from_labels_writes_an_oasis_layout_with_seg35(tmp_path):
+def test_alignment_recovers_a_known_affine():
     import synth_from_labels as synth
 
-    from vxm_tf import data
+    rng = np.random.default_rng(0)
+    matrix = np.concatenate([np.eye(3) + rng.normal(0, 0.1, (3, 3)), [[5], [-3], [2]]], 1)
+    points = rng.uniform(0, 50, (12, 3))
+    moved = points @ matrix[:, :3].T + matrix[:, 3]
+    np.testing.assert_allclose(synth.fit_affine(points, moved), matrix, atol=1e-9)
+    with pytest.raises(ValueError, match="at least 4 matching structures"):
+        synth.fit_affine(points[:3], moved[:3])
+    # a label map shifted by (4, -2, 0) voxels: reference voxel x is map voxel x + shift
+    reference = np.zeros((40, 40, 40), np.int32)
+    for k, corner in enumerate([(5, 5, 5), (25, 8, 6), (8, 26, 9), (10, 12, 27), (24, 24, 24)]):
+        reference[tuple(slice(c, c + 8) for c in corner)] = k + 1
+    shifted = np.roll(reference, (4, -2, 0), axis=(0, 1, 2))
+    found, residual = synth.alignment(shifted, reference)
+    np.testing.assert_allclose(found, np.concatenate([np.eye(3), [[4], [-2], [0]]], 1),
+                               atol=1e-6)
+    assert residual < 1e-6
+    np.testing.assert_array_equal(synth.sample_labels(shifted, found, (40, 40, 40)), reference)
 
-    synth.main(["--label_dir", str(SYNTHSEG), "--seg35_table", str(SEG35), "--out_dir",
-                str(tmp_path / "synth"), "--count", "1"])
-    dataset = data.oasis_dataset(tmp_path / "synth")
-    volumes = data.load_volumes(dataset.subjects)
-    assert volumes.shape == synth.OUT_SHAPE
-    assert len(volumes.labels) == 31 and max(volumes.labels) <= 35
+
+@pytest.mark.skipif(not SYNTHSEG.is_dir(), reason=f"real data not found at {SYNTHSEG}")
+def test_synth_from_labels_writes_an_aligned_cache_with_seg35(tmp_path, capsys):
+    import synth_from_labels as synth
+
+    from vxm_tf import data, metrics
+
+    oasis = SYNTHSEG.parent / "neurite-oasis-3d"
+    synth.main(["--label_dir", str(SYNTHSEG), "--reference",
+                str(oasis / "OASIS_OAS1_0001_MR1"), "--intensity_dir",
+                str(SYNTHSEG.parent / "neurite-oasis-2d"), "--intensity_subjects", "8",
+                "--out_dir", str(tmp_path / "synth"), "--target_shape", "40,48,56",
+                "--maps", "3", "--renders", "2", "--val_maps", "1", "--workers", "1"])
+    dataset = data.cached_dataset(tmp_path / "synth")
+    assert [s.name for s in dataset.subjects] == [
+        "SYNTH_01_r0", "SYNTH_01_r1", "SYNTH_02_r0", "SYNTH_02_r1", "SYNTH_03_r0",
+        "SYNTH_03_r1"]  # the held-out map last
+    volumes = data.load_volumes(dataset.subjects, label_names=dataset.label_names)
+    assert volumes.shape == (40, 48, 56) and max(volumes.labels) <= 35
+    assert len(volumes.labels) >= 30
+    np.testing.assert_allclose(volumes.voxel_sizes[0], [4, 4, 4])  # 160x192x224 / 40x48x56
     image, seg = volumes.images[0], volumes.segs[0]
-    assert 0 <= image.min() and image.max() <= 1
-    white = image[seg == 1].mean()  # Left-Cerebral-White-Matter is brighter than cortex in T1
-    assert white > image[seg == 2].mean() > image[seg == 3].mean()  # > lateral ventricle
-    assert image[seg == 0].mean() < 0.05
-    with pytest.raises(SystemExit, match="classes, but the priors have 25 columns"):
-        synth.main(["--label_dir", str(SYNTHSEG), "--seg35_table", str(SEG35), "--out_dir",
-                    str(tmp_path / "s2"), "--classes", str(SYNTHSEG / "generation_classes.npy")])
+    white, cortex, ventricle = (image[seg == k].mean() for k in (1, 2, 3))
+    assert 0.2 < white < 0.6 and white > cortex > ventricle  # neurite-OASIS T1 scale
+    assert image[seg == 0].mean() < 0.05 and image.min() >= 0
+    assert not np.array_equal(volumes.segs[0], volumes.segs[1])  # render 1 is deformed
+    reference = data.resize_volume(np.asarray(data.load_volumes(
+        data.oasis_dataset(oasis).subjects[:1]).segs[0]), (40, 48, 56), labels=True)
+    aligned = np.nanmean(list(metrics.dice(seg, reference, volumes.labels).values()))
+    assert aligned > 0.4  # unaligned maps overlap the reference far less
+    assert "mean alignment residual" in capsys.readouterr().out
+    assert (tmp_path / "synth" / "alignment.png").stat().st_size > 10000
 
 
 def test_compare_writes_the_report_with_figures(trained_run, tmp_path):

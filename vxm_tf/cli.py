@@ -1,16 +1,33 @@
 """absl plumbing shared by the entry points: one-line errors for bad flags and input."""
 
+import json
 import os
 import sys
 
 from absl import app, flags
 
 
+def keras_backend():
+    """The backend Keras will load, read as Keras reads it (KERAS_BACKEND, then
+    ~/.keras/keras.json), without importing Keras."""
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json")) as file:
+            return json.load(file).get("backend", "tensorflow")
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
+
+
 def quiet_tensorflow_import():
-    """Import TensorFlow with its C++ start-up banner (oneDNN, CUDA stub notices) kept off
-    stderr, so that an entry point's own messages are what the user reads. TensorFlow's
-    C++ log level defaults to 3 (its harmless grappler and CUDA-probe errors hidden; Python
-    exceptions still surface)."""
+    """Under the TensorFlow backend, import TensorFlow with its C++ start-up banner
+    (oneDNN, CUDA stub notices) kept off stderr, so that an entry point's own messages are
+    what the user reads. TensorFlow's C++ log level defaults to 3 (its harmless grappler
+    and CUDA-probe errors hidden; Python exceptions still surface). Other backends never
+    import TensorFlow."""
+    if keras_backend() != "tensorflow":
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     saved = os.dup(2)
     try:

@@ -6,12 +6,14 @@ The run directory holds:
     state.json       {"epoch": completed epochs} written after last.keras
     best.keras       the model with the best validation Dice so far
     model.keras      the final model            history.csv / tensorboard/   the logs
+                                                (tensorboard/: TensorFlow backend)
     timing.json      training seconds per step
 Checkpoints are written to a temporary name and renamed, so an interrupted run always
 leaves the previous complete checkpoint; `resume` continues from it to the same total
 number of epochs.
 """
 
+import contextlib
 import dataclasses
 import importlib.metadata
 import json
@@ -23,7 +25,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from vxm_tf import data, experiment, networks, registration
 
@@ -32,22 +33,51 @@ class TrainingError(RuntimeError):
     """Training cannot start or go on; the message says why."""
 
 
+def _tensorflow():
+    """TensorFlow, imported only under its backend (the JAX backend runs without it)."""
+    import tensorflow as tf
+
+    return tf
+
+
+def has_gpu():
+    """Whether the current backend sees a GPU."""
+    if keras.backend.backend() == "tensorflow":
+        return bool(_tensorflow().config.list_physical_devices("GPU"))
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return any(d.platform == "gpu" for d in jax.devices())
+    return False
+
+
 def resolve_precision(precision):
     """'auto' is mixed_float16 with a GPU and float32 without."""
     if precision != "auto":
         return precision
-    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+    return "mixed_float16" if has_gpu() else "float32"
 
 
 def make_strategy(name):
-    """`tf.distribute` strategy by name.
+    """The scope models are built in for `--strategy=name`.
 
-    multi_worker runs as one worker only: Keras 3's `fit` fails across processes under
-    MultiWorkerMirroredStrategy (keras-team/keras#20585), so a TF_CONFIG cluster of more
-    than one task stops here with `TrainingError` rather than deep inside TensorFlow.
+    TensorFlow: a `tf.distribute` strategy's scope. multi_worker runs as one worker only:
+    Keras 3's `fit` fails across processes under MultiWorkerMirroredStrategy
+    (keras-team/keras#20585), so a TF_CONFIG cluster of more than one task stops here with
+    `TrainingError` rather than deep inside TensorFlow.
+    JAX: `mirrored` sets `keras.distribution.DataParallel` over the local devices (the
+    batch is split between them); `multi_worker` is not available.
     """
+    if keras.backend.backend() != "tensorflow":
+        if name == "multi_worker":
+            raise TrainingError(f"--strategy=multi_worker needs the TensorFlow backend; under "
+                                f"{keras.backend.backend()} use --strategy=mirrored")
+        if name == "mirrored":
+            keras.distribution.set_distribution(keras.distribution.DataParallel())
+        return contextlib.nullcontext()
+    tf = _tensorflow()
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        return tf.distribute.MirroredStrategy().scope()
     if name == "multi_worker":
         try:
             cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
@@ -60,8 +90,8 @@ def make_strategy(name):
                 "train across processes with MultiWorkerMirroredStrategy "
                 "(keras-team/keras#20585); use --strategy=mirrored on one machine, or "
                 "spread a lambda search over machines with vxm_tf.tune")
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
+        return tf.distribute.MultiWorkerMirroredStrategy().scope()
+    return tf.distribute.get_strategy().scope()
 
 
 def _atomic_json(path, payload):
@@ -199,7 +229,7 @@ def _truncate_history(path, epochs):
 def train_and_evaluate(config, log=print):
     """Train `VxmDense` as configured; returns `{'history': ..., 'model': model, ...}`."""
     t = config.train
-    strategy = make_strategy(t.strategy)  # first: collectives are set up at program start
+    scope = make_strategy(t.strategy)  # first: collectives are set up at program start
     run_dir = Path(t.model_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     initial_epoch, best = _start_epoch(run_dir, t.resume)
@@ -221,7 +251,7 @@ def train_and_evaluate(config, log=print):
     log(f"{len(train)} training subjects, {len(pairs)} pairs, {steps} steps per epoch, "
         f"shape {train.shape}, precision {precision}")
 
-    with strategy.scope():
+    with scope:
         if initial_epoch:
             model = fitted = keras.saving.load_model(run_dir / "last.keras")
             log(f"resuming {run_dir} after epoch {initial_epoch}")
@@ -230,18 +260,18 @@ def train_and_evaluate(config, log=print):
             fitted = experiment.training_model(model, config)
             experiment.compile_model(fitted, config, steps * t.epochs)
     flow_shape = tuple(model.outputs[-1].shape[1:])
-    train_ds = data.pair_dataset(
-        train, pairs, batch_size=t.batch_size, seed=t.seed + 1000 * initial_epoch,
+    train_ds = data.fit_data(data.PairSource(
+        train, pairs, batch_size=t.batch_size, seed=t.seed,
         augmentation=config.data.augmentation, flow_shape=flow_shape,
-        bidir=config.model.bidir, repeat=True)
+        bidir=config.model.bidir, repeat=True), steps, initial_epoch)
 
     callbacks, val_ds = [], None
     if val is not None and len(val) > 1:
         val_pairs = experiment.split_pairs(val, limit=t.val_pairs, seed=t.seed, atlas=atlas)
-        val_ds = data.pair_dataset(
+        val_ds = data.fit_data(data.PairSource(
             val, val_pairs, batch_size=t.batch_size, shuffle=False, flow_shape=flow_shape,
             bidir=config.model.bidir, augmentation=data.Augmentation(
-                clean_targets=config.data.augmentation.clean_targets))
+                clean_targets=config.data.augmentation.clean_targets)))
         if val.segs is not None:
             callbacks.append(ValidationDice(val, val_pairs, model))
     _truncate_history(run_dir / "history.csv", initial_epoch)
@@ -249,9 +279,11 @@ def train_and_evaluate(config, log=print):
         StopOnNonFinite(steps, run_dir),
         StepTimer(run_dir / "timing.json", steps),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=initial_epoch > 0),
-        keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False),
         Checkpoints(run_dir, model, best if best is not None else -np.inf),
     ]
+    if keras.backend.backend() == "tensorflow":  # TensorBoard's writer is TensorFlow's
+        callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard"),
+                                                     write_graph=False))
     if t.schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss" if val_ds is not None else "loss", factor=0.5, patience=1,

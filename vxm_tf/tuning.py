@@ -121,10 +121,10 @@ class VxmHyperModel(keras_tuner.HyperModel):
         config = self.trial_config(hp)
         flow_shape = tuple(model.outputs[-1].shape[1:])
         pairs = experiment.split_pairs(self.train)
-        train_ds = data.pair_dataset(self.train, pairs, batch_size=config.train.batch_size,
-                                     seed=config.train.seed, flow_shape=flow_shape,
-                                     bidir=config.model.bidir, repeat=True,
-                                     augmentation=config.data.augmentation)
+        train_ds = data.fit_data(data.PairSource(
+            self.train, pairs, batch_size=config.train.batch_size, seed=config.train.seed,
+            flow_shape=flow_shape, bidir=config.model.bidir, repeat=True,
+            augmentation=config.data.augmentation), self.steps)
         holdout_pairs = experiment.split_pairs(self.holdout, self.tune.holdout_pairs,
                                                seed=self.tune.seed)
         scores = HoldoutScores(self.holdout, holdout_pairs, self.tune.objective,

@@ -1,4 +1,5 @@
-"""The data side: datasets, splits and pairs, volumes in memory, augmentation, tf.data."""
+"""The data side: datasets, splits and pairs, volumes in memory, augmentation, the pair
+source and its adapters (`pair_dataset`, tf.data, imports TensorFlow on first use)."""
 
 from vxm_tf.data.augment import Augmentation, augment, left_right_swap
 from vxm_tf.data.datasets import (
@@ -12,7 +13,7 @@ from vxm_tf.data.datasets import (
     read_label_table,
     split_subjects,
 )
-from vxm_tf.data.pipeline import pair_dataset
+from vxm_tf.data.pairs import PairSequence, PairSource, fit_data
 from vxm_tf.data.synthetic import synthetic_volumes
 from vxm_tf.data.volumes import (
     Volumes,
@@ -24,9 +25,17 @@ from vxm_tf.data.volumes import (
 )
 
 __all__ = [
-    "Augmentation", "Dataset", "append_atlas", "DatasetError", "Subject", "Volumes", "all_pairs",
-    "atlas_pairs",
-    "augment", "cached_dataset", "left_right_swap", "list_dataset", "load_volumes",
-    "oasis_dataset", "pair_dataset", "prepare_cache", "read_label_table", "resize_volume",
-    "split_subjects", "synthetic_volumes",
+    "Augmentation", "Dataset", "DatasetError", "PairSequence", "PairSource", "Subject",
+    "Volumes", "all_pairs", "append_atlas", "atlas_pairs", "augment", "cached_dataset",
+    "fit_data", "left_right_swap", "list_dataset", "load_volumes", "oasis_dataset",
+    "pair_dataset", "prepare_cache", "read_label_table", "resize_volume", "split_subjects",
+    "synthetic_volumes",
 ]
+
+
+def __getattr__(name):
+    if name == "pair_dataset":  # tf.data: TensorFlow only, imported when asked for
+        from vxm_tf.data.pipeline import pair_dataset
+
+        return pair_dataset
+    raise AttributeError(f"module 'vxm_tf.data' has no attribute {name!r}")
