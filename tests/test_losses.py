@@ -73,6 +73,17 @@ def test_dice_of_identical_and_disjoint_maps():
     assert float(losses.Dice()(onehot, disjoint)) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_dice_of_label_ids_one_hot_encodes_the_listed_labels():
+    seg = np.random.default_rng(1).integers(0, 4, (2, 8, 8, 1))
+    onehot = np.eye(4, dtype="float32")[seg[..., 0]]
+    labels = [3, 1]  # channel order follows the list; label 2 and background ignored
+    pred = onehot[..., labels]
+    assert float(losses.Dice(labels)(seg, pred)) == pytest.approx(-1.0)
+    assert float(losses.Dice(labels)(seg, onehot[..., [1, 3]])) == pytest.approx(
+        float(losses.Dice()(onehot[..., labels], onehot[..., [1, 3]])), abs=1e-6)
+    assert float(losses.Dice(labels)(seg, onehot[..., [2, 0]])) == pytest.approx(0, abs=1e-6)
+
+
 def test_hybrid_is_the_weighted_sum():
     a, b = image((24, 24), 0), image((24, 24), 1)
     hybrid = float(losses.Hybrid(ncc_weight=0.5, mse_weight=2.0, win=7)(a, b))
@@ -90,6 +101,7 @@ def test_losses_compute_in_float32_from_half_precision_inputs():
 
 @pytest.mark.parametrize("loss", [losses.NCC(win=[5, 7]), losses.MSE(image_sigma=0.1),
                                   losses.Grad("l2", loss_mult=2), losses.Dice(),
+                                  losses.Dice(labels=[1, 5, 3]),
                                   losses.Hybrid(ncc_weight=0.3, mse_weight=3.0, win=5)])
 def test_losses_serialise(loss):
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))

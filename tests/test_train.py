@@ -72,6 +72,47 @@ def test_clean_target_training_saves_a_plain_registration_model(tmp_path):
                                result["model"].register(moving, moving), atol=1e-6)
 
 
+def test_seg_supervised_view_warps_the_one_hot_moving_labels_by_the_models_field():
+    from vxm_tf import networks, ops
+
+    model = networks.VxmDense((24, 24), nb_unet_features=[[8, 8], [8, 8, 8]])
+    kernel, bias = model.get_layer("vxm_dense_flow").get_weights()
+    model.get_layer("vxm_dense_flow").set_weights([kernel * 3e4, bias])  # a real field
+    view = networks.seg_training_model(model, [2, 1])
+    assert view.output_names == ["vxm_dense_transformer", "vxm_dense_flow_resize",
+                                 "vxm_dense_seg_transformer"]
+    rng = np.random.default_rng(0)
+    moving, fixed = (rng.random((1, 24, 24, 1), dtype=np.float32) for _ in range(2))
+    seg = rng.integers(0, 3, (1, 24, 24, 1)).astype(np.int32)
+    moved, _, moved_seg = view.predict_on_batch([moving, fixed, seg])
+    warp = model.register(moving, fixed)
+    assert np.abs(warp).max() > 0.5
+    onehot = np.eye(3, dtype=np.float32)[seg[..., 0]][..., [2, 1]]
+    expected = keras.ops.convert_to_numpy(ops.transform(onehot, warp, "linear"))
+    np.testing.assert_allclose(moved_seg, expected, atol=1e-5)
+    np.testing.assert_allclose(moved, model.predict_on_batch([moving, fixed])[0], atol=1e-6)
+    with pytest.raises(ValueError, match="unidirectional"):
+        networks.seg_training_model(networks.VxmDense((16, 16), bidir=True), [1])
+
+
+def test_seg_supervised_training_lowers_the_dice_loss_and_fine_tunes_from_a_model(tmp_path):
+    config = tiny_config(tmp_path, epochs=3, steps_per_epoch=12, lr=3e-3)
+    config.loss = experiment.LossConfig(seg_weight=1.0)
+    result = trainer.train_and_evaluate(config, log=lambda _: None)
+    dice_loss = result["history"]["vxm_dense_seg_transformer_loss"]
+    assert dice_loss[-1] < dice_loss[0] < 0  # the Dice term trains the network
+    assert "val_vxm_dense_seg_transformer_loss" in result["history"]
+    best = trainer.load_trained(result["run_dir"], "best")
+    assert type(best).__name__ == "VxmDense" and len(best.inputs) == 2
+
+    again = tiny_config(tmp_path / "b", epochs=1, steps_per_epoch=1, lr=1e-12,
+                        init_model=str(Path(result["run_dir"]) / "model.keras"))
+    started = trainer.train_and_evaluate(again, log=lambda _: None)["model"]
+    moving, fixed = (result["splits"]["test"].images[k:k + 1, ..., None] for k in (0, 1))
+    np.testing.assert_allclose(started.register(moving, fixed),
+                               result["model"].register(moving, fixed), atol=1e-4)
+
+
 def test_mixed_bfloat16_trains_on_cpu_with_float32_warps(tmp_path):
     result = trainer.train_and_evaluate(tiny_config(tmp_path, precision="mixed_bfloat16"),
                                         log=lambda _: None)
@@ -128,6 +169,11 @@ def test_losses_and_weights_follow_the_original_script():
     (["--dataset=oasis", "--data_dir=/nonexistent"], "/nonexistent: no subjects.txt"),
     (["--aug_clean_targets", "--bidir"], "--aug_clean_targets works with unidirectional"),
     (["--aug_clean_targets", "--resume"], "--resume is not available for --aug_clean_targets"),
+    (["--seg_weight=1", "--bidir"], "--seg_weight works with unidirectional models"),
+    (["--seg_weight=1", "--aug_clean_targets"], "--seg_weight and --aug_clean_targets"),
+    (["--seg_weight=-1"], "--seg_weight must be non-negative, got -1.0"),
+    (["--seg_weight=1", "--resume"], "--resume is not available for --seg_weight"),
+    (["--init_model=/nonexistent.h5"], "--init_model=/nonexistent.h5: no such file"),
     (["--int_resolution=0"], "--int_resolution must be at least 1, got 0"),
     (["--int_resolution=-2"], "--int_resolution must be at least 1, got -2"),
     (["--svf_resolution=0"], "--svf_resolution must be at least 1, got 0"),

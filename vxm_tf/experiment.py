@@ -71,6 +71,7 @@ class LossConfig:
     grad_penalty: str = "l2"
     hybrid_ncc_weight: float = 1.0
     hybrid_mse_weight: float = 1.0
+    seg_weight: float = 0.0
 
 
 @dataclass
@@ -87,6 +88,7 @@ class TrainConfig:
     seed: int = 0
     val_pairs: int = 12
     model_dir: str = "runs/default"
+    init_model: str = ""
     resume: bool = False
     verbose: int = 1
 
@@ -154,6 +156,10 @@ def define_flags():
     f.DEFINE_enum("grad_penalty", lo.grad_penalty, ("l1", "l2"), "Grad penalty")
     f.DEFINE_float("hybrid_ncc_weight", lo.hybrid_ncc_weight, "hybrid: NCC weight")
     f.DEFINE_float("hybrid_mse_weight", lo.hybrid_mse_weight, "hybrid: MSE weight")
+    f.DEFINE_float("seg_weight", lo.seg_weight, "semi-supervised: weight of a soft Dice loss "
+                   "between the warped moving segmentation (one-hot, linear) and the fixed "
+                   "one, over the training subjects' labels (--seg chooses the labelling); 0: "
+                   "unsupervised")
 
     f.DEFINE_float("lr", t.lr, "Adam learning rate")
     f.DEFINE_enum("schedule", t.schedule, SCHEDULES, "learning-rate schedule")
@@ -170,6 +176,9 @@ def define_flags():
     f.DEFINE_integer("seed", t.seed, "random seed (data order, augmentation, weights)")
     f.DEFINE_integer("val_pairs", t.val_pairs, "validation pairs scored each epoch")
     f.DEFINE_string("model_dir", t.model_dir, "run directory")
+    f.DEFINE_string("init_model", t.init_model, "start from this model's weights (.keras or "
+                    "an original voxelmorph .h5), e.g. to fine-tune the authors' pretrained "
+                    "model; its architecture replaces the model flags")
     f.DEFINE_bool("resume", t.resume, "continue from the run directory's last checkpoint")
     f.DEFINE_integer("verbose", t.verbose, "0 silent, 1 progress bar, 2 one line per epoch")
 
@@ -208,13 +217,15 @@ def config_from_flags(fl, training=True):
         loss=LossConfig(
             similarity=fl.similarity, reg_weight=fl["lambda"].value, window=fl.window,
             image_sigma=fl.image_sigma, grad_penalty=fl.grad_penalty,
-            hybrid_ncc_weight=fl.hybrid_ncc_weight, hybrid_mse_weight=fl.hybrid_mse_weight),
+            hybrid_ncc_weight=fl.hybrid_ncc_weight, hybrid_mse_weight=fl.hybrid_mse_weight,
+            seg_weight=fl.seg_weight),
         train=TrainConfig(
             lr=fl.lr, schedule=fl.schedule, final_lr_fraction=fl.final_lr_fraction,
             epochs=fl.epochs, steps_per_epoch=fl.steps_per_epoch, batch_size=fl.batch_size,
             steps_per_execution=fl.steps_per_execution, precision=fl.precision,
             strategy=fl.strategy, seed=fl.seed, val_pairs=fl.val_pairs,
-            model_dir=fl.model_dir, resume=fl.resume, verbose=fl.verbose))
+            model_dir=fl.model_dir, init_model=fl.init_model, resume=fl.resume,
+            verbose=fl.verbose))
     check_config(config, training)
     return config
 
@@ -232,7 +243,8 @@ def check_config(config, training=True):
         raise ConfigError(f"--target_shape must be 2D or 3D, got {d.target_shape}")
     for name, value in (("lambda", lo.reg_weight), ("train", d.train), ("test", d.test),
                         ("val", d.val), ("hybrid_ncc_weight", lo.hybrid_ncc_weight),
-                        ("hybrid_mse_weight", lo.hybrid_mse_weight)):
+                        ("hybrid_mse_weight", lo.hybrid_mse_weight),
+                        ("seg_weight", lo.seg_weight)):
         if value < 0:
             raise ConfigError(f"--{name} must be non-negative, got {value}")
     for name, value in (("lr", t.lr), ("epochs", t.epochs), ("batch_size", t.batch_size),
@@ -263,6 +275,17 @@ def check_config(config, training=True):
         raise ConfigError("--atlas needs a dataset of files, not --dataset=synthetic")
     if d.augmentation.clean_targets and config.model.bidir:
         raise ConfigError("--aug_clean_targets works with unidirectional models, not --bidir")
+    if lo.seg_weight and config.model.bidir:
+        raise ConfigError("--seg_weight works with unidirectional models, not --bidir")
+    if lo.seg_weight and d.augmentation.clean_targets:
+        raise ConfigError("--seg_weight and --aug_clean_targets do not go together")
+    if lo.seg_weight and d.seg == "none":
+        raise ConfigError("--seg_weight needs segmentations, not --seg=none")
+    if (lo.seg_weight or t.init_model) and t.resume:
+        raise ConfigError("--resume is not available for --seg_weight or --init_model runs "
+                          "(their checkpoints hold the registration model, not the optimiser)")
+    if t.init_model and not Path(t.init_model).is_file():
+        raise ConfigError(f"--init_model={t.init_model}: no such file")
     if d.augmentation.clean_targets and t.resume:
         raise ConfigError("--resume is not available for --aug_clean_targets runs (the "
                           "checkpoints hold the registration model, not the optimiser)")
@@ -341,8 +364,9 @@ def build_model(model_config, inshape):
         svf_resolution=model_config.svf_resolution, bidir=model_config.bidir)
 
 
-def build_losses(loss_config, model_config):
-    """Losses and weights as the original's train script: `[sim, (sim,) Grad]`.
+def build_losses(loss_config, model_config, labels=()):
+    """Losses and weights as the original's train script: `[sim, (sim,) Grad]`, plus
+    `Dice(labels)` weighted `seg_weight` when semi-supervised.
 
     Bidirectional models weigh the two image terms 0.5 each. Grad's `loss_mult` is the
     integration resolution, as the original.
@@ -358,6 +382,10 @@ def build_losses(loss_config, model_config):
     grad = losses.Grad(lo.grad_penalty, loss_mult=model_config.int_resolution)
     if model_config.bidir:
         return [similarity, similarity, grad], [0.5, 0.5, lo.reg_weight]
+    if lo.seg_weight:
+        if not labels:
+            raise ConfigError("--seg_weight: the training subjects have no labels")
+        return [similarity, grad, losses.Dice(labels)], [1.0, lo.reg_weight, lo.seg_weight]
     return [similarity, grad], [1.0, lo.reg_weight]
 
 
@@ -373,16 +401,38 @@ def learning_rate(train_config, total_steps):
     return t.lr
 
 
-def training_model(model, config):
-    """What `fit` trains: `model`, or its clean-target view (`--aug_clean_targets`)."""
+def training_model(model, config, labels=()):
+    """What `fit` trains: `model`, its clean-target view (`--aug_clean_targets`) or its
+    semi-supervised view over `labels` (`--seg_weight`)."""
     if config.data.augmentation.clean_targets:
         return networks.clean_target_model(model)
+    if config.loss.seg_weight:
+        return networks.seg_training_model(model, labels)
     return model
 
 
-def compile_model(model, config, total_steps):
+def initial_model(config, inshape):
+    """The model training starts from: built from the model flags, or loaded from
+    `--init_model` (which must take images of `inshape`)."""
+    if not config.train.init_model:
+        return build_model(config.model, inshape)
+    try:
+        model = networks.VxmDense.load(config.train.init_model)
+    except (OSError, ValueError, KeyError) as err:
+        raise ConfigError(f"--init_model={config.train.init_model}: {err}") from None
+    if tuple(model.inshape) != tuple(inshape):
+        raise ConfigError(f"--init_model={config.train.init_model} takes images of shape "
+                          f"{tuple(model.inshape)}, the data are {tuple(inshape)}; set "
+                          "--target_shape")
+    if config.loss.seg_weight and model._config["bidir"]:
+        raise ConfigError("--seg_weight works with unidirectional models, and --init_model "
+                          "is bidirectional")
+    return model
+
+
+def compile_model(model, config, total_steps, labels=()):
     """Compile `model` with the configured losses, weights and Adam."""
-    loss_list, weights = build_losses(config.loss, config.model)
+    loss_list, weights = build_losses(config.loss, config.model, labels)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate(config.train, total_steps)),
                   loss=loss_list, loss_weights=weights,
                   steps_per_execution=config.train.steps_per_execution)

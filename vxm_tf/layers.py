@@ -157,3 +157,26 @@ class Negate(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+@keras.saving.register_keras_serializable(package="vxm_tf")
+class OneHot(keras.layers.Layer):
+    """Label map of ids `(B, *spatial, 1)` -> float32 one-hot maps `(B, *spatial, L)`, one
+    channel per id of `labels` (the order of `losses.Dice(labels)`)."""
+
+    def __init__(self, labels, **kwargs):
+        super().__init__(**_float32_layer_kwargs(kwargs))
+        if not labels:
+            raise ValueError("OneHot needs at least one label id")
+        self.labels = [int(k) for k in labels]
+
+    def call(self, seg):
+        from vxm_tf.losses import one_hot
+
+        return one_hot(seg, self.labels)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], len(self.labels))
+
+    def get_config(self):
+        return {**super().get_config(), "labels": self.labels}

@@ -152,17 +152,34 @@ class Dice(_VxmLoss):
     """Negative soft Dice of one-hot / probabilistic label maps `(B, *spatial, L)`.
 
     Per label 2 sum(t p) / sum(t + p) (0 where both are empty), averaged over labels.
+    With `labels` (label ids), `y_true` is a label map of ids `(B, *spatial, 1)`, one-hot
+    encoded here in the order of `labels` (the semi-supervised loss: `y_pred` is the moving
+    segmentation's one-hot maps warped by linear interpolation, `layers.OneHot`).
     """
 
-    def __init__(self, name="dice", **kwargs):
+    def __init__(self, labels=None, name="dice", **kwargs):
         super().__init__(name=name, **kwargs)
+        self.labels = None if labels is None else [int(k) for k in labels]
 
     def call(self, y_true, y_pred):
+        if self.labels is not None:
+            y_true = one_hot(y_true, self.labels)
+        y_pred = ops.cast(y_pred, "float32")
         axes = tuple(range(1, len(y_pred.shape) - 1))
         top = 2.0 * ops.sum(y_true * y_pred, axis=axes)
         bottom = ops.sum(y_true + y_pred, axis=axes)
         dice = ops.where(bottom > 0, top / ops.maximum(bottom, 1e-12), 0.0)
         return -ops.mean(dice, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "labels": self.labels}
+
+
+def one_hot(seg, labels):
+    """Label map of ids `(B, *spatial, 1)` (any dtype) -> float32 `(B, *spatial, L)`, one
+    channel per id of `labels` (ids not listed, background included, are all zeros)."""
+    ids = ops.cast(ops.round(ops.cast(seg, "float32")), "int32")
+    return ops.concatenate([ops.cast(ops.equal(ids, k), "float32") for k in labels], axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="vxm_tf")

@@ -297,6 +297,34 @@ def clean_target_model(model):
                        name=f"{name}_clean_target")
 
 
+def seg_training_model(model, labels):
+    """Semi-supervised training view of a unidirectional `VxmDense` (`--seg_weight`).
+
+    Inputs `[moving, fixed, moving_seg]` (ids `(B, *spatial, 1)`); outputs `[moved,
+    preint_flow, moved_seg]`: the moving segmentation's one-hot maps of `labels` warped
+    (linear) by the same full-resolution field, for `losses.Dice(labels)` against the fixed
+    segmentation. Shares `model`'s weights; image and field outputs keep `model`'s names.
+    """
+    if model._config["bidir"]:
+        raise ValueError("seg_training_model takes a unidirectional VxmDense")
+    name = model._config["name"]
+    fields = keras.Model(model.inputs, [model.get_layer(f"{name}_transformer").input[1],
+                                        model.outputs[0], model.outputs[-1]],
+                         name=f"{name}_fields")
+    moving, fixed = [keras.Input(shape=model.inputs[k].shape[1:], name=f"{name}_{n}")
+                     for k, n in ((0, "source_input"), (1, "target_input"))]
+    moving_seg = keras.Input(shape=(*model.inputs[0].shape[1:-1], 1),
+                             name=f"{name}_source_seg_input")
+    warp, moved, preint_flow = fields([moving, fixed])
+    moved = keras.layers.Identity(name=f"{name}_transformer")(moved)
+    preint_flow = keras.layers.Identity(name=model.output_names[-1])(preint_flow)
+    moved_seg = layers.SpatialTransformer(interp_method="linear", indexing="ij",
+                                          name=f"{name}_seg_transformer")(
+        [layers.OneHot(labels, name=f"{name}_seg_one_hot")(moving_seg), warp])
+    return keras.Model([moving, fixed, moving_seg], [moved, preint_flow, moved_seg],
+                       name=f"{name}_seg_supervised")
+
+
 # options of the original VxmDense that vxm_tf leaves out, with the value it assumes
 ORIGINAL_ONLY_OPTIONS = {"use_probs": False, "input_model": None, "hyp_model": None,
                          "fill_value": None, "reg_field": "preintegrated"}

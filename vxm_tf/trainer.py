@@ -248,6 +248,9 @@ def train_and_evaluate(config, log=print):
                                            "resolved_precision": precision,
                                            "steps_per_epoch": steps})
     _atomic_json(run_dir / "versions.json", _versions())
+    labels = train.labels if config.loss.seg_weight else []
+    if config.loss.seg_weight and not labels:
+        raise TrainingError("--seg_weight: the training subjects have no segmentations")
     log(f"{len(train)} training subjects, {len(pairs)} pairs, {steps} steps per epoch, "
         f"shape {train.shape}, precision {precision}")
 
@@ -256,21 +259,23 @@ def train_and_evaluate(config, log=print):
             model = fitted = keras.saving.load_model(run_dir / "last.keras")
             log(f"resuming {run_dir} after epoch {initial_epoch}")
         else:
-            model = experiment.build_model(config.model, train.shape)
-            fitted = experiment.training_model(model, config)
-            experiment.compile_model(fitted, config, steps * t.epochs)
+            model = experiment.initial_model(config, train.shape)
+            fitted = experiment.training_model(model, config, labels)
+            experiment.compile_model(fitted, config, steps * t.epochs, labels)
     flow_shape = tuple(model.outputs[-1].shape[1:])
+    seg_targets = bool(config.loss.seg_weight)
     train_ds = data.fit_data(data.PairSource(
         train, pairs, batch_size=t.batch_size, seed=t.seed,
         augmentation=config.data.augmentation, flow_shape=flow_shape,
-        bidir=config.model.bidir, repeat=True), steps, initial_epoch)
+        bidir=config.model.bidir, repeat=True, seg_targets=seg_targets), steps, initial_epoch)
 
     callbacks, val_ds = [], None
-    if val is not None and len(val) > 1:
+    if val is not None and len(val) > 1 and (val.segs is not None or not seg_targets):
         val_pairs = experiment.split_pairs(val, limit=t.val_pairs, seed=t.seed, atlas=atlas)
         val_ds = data.fit_data(data.PairSource(
             val, val_pairs, batch_size=t.batch_size, shuffle=False, flow_shape=flow_shape,
-            bidir=config.model.bidir, augmentation=data.Augmentation(
+            bidir=config.model.bidir, seg_targets=seg_targets,
+            augmentation=data.Augmentation(
                 clean_targets=config.data.augmentation.clean_targets)))
         if val.segs is not None:
             callbacks.append(ValidationDice(val, val_pairs, model))

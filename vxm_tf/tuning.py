@@ -209,6 +209,9 @@ def write_outputs(tuner, directory):
 def run_search(config, tune, log=print):
     """Search as configured; on the chief (or alone) write the outputs. Returns the rows."""
     check_tune_config(tune)
+    if config.loss.seg_weight or config.train.init_model:
+        raise experiment.ConfigError("--seg_weight and --init_model are for training runs, "
+                                     "not tuning")
     if config.data.augmentation.clean_targets:
         raise experiment.ConfigError("--aug_clean_targets is for training runs; tuning "
                                      "trains plain models")

@@ -8,8 +8,10 @@ an uninterrupted one would have seen. Two thin adapters feed `fit`:
 
 Batches are what `VxmDense.fit` expects: inputs `(moving, fixed)` `(B, *spatial, 1)`,
 targets `(fixed, zero field)` (or `(fixed, moving, zero field)` when bidirectional; with
-clean targets inputs `(moving, fixed, moving_clean)` and targets `(fixed_clean, zeros)`);
-or, with `with_segs`, the pair's int32 segmentations `(B, *spatial)` in place of targets.
+clean targets inputs `(moving, fixed, moving_clean)` and targets `(fixed_clean, zeros)`;
+with seg targets, for semi-supervised training, inputs `(moving, fixed, moving_seg)` and
+targets `(fixed, zeros, fixed_seg)`, segmentations int32 `(B, *spatial, 1)`); or, with
+`with_segs`, the pair's int32 segmentations `(B, *spatial)` in place of targets.
 """
 
 import keras
@@ -32,13 +34,15 @@ class PairSource:
             unless `with_segs`).
         bidir: targets `(fixed, moving, zeros)` for a bidirectional model.
         with_segs: batches `((moving, fixed), (moving_seg, fixed_seg))`.
+        seg_targets: the segmentations join the training inputs and targets
+            (`networks.seg_training_model`).
         repeat: an endless stream of pairs (pass after pass, batches spanning passes);
             otherwise one pass, its last batch smaller unless `drop_remainder`.
     """
 
     def __init__(self, volumes, pairs, batch_size=1, shuffle=True, seed=0, augmentation=None,
                  flow_shape=None, bidir=False, with_segs=False, repeat=False,
-                 drop_remainder=False):
+                 drop_remainder=False, seg_targets=False):
         pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
         if len(pairs) == 0:
             raise ValueError("no pairs to stream")
@@ -47,14 +51,18 @@ class PairSource:
                              f"[{pairs.min()}, {pairs.max()}]")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if with_segs and volumes.segs is None:
-            raise ValueError("with_segs needs segmentations, and these volumes have none")
+        if (with_segs or seg_targets) and volumes.segs is None:
+            raise ValueError("segmentations are needed, and these volumes have none")
         if not with_segs and flow_shape is None:
             raise ValueError("flow_shape is needed for the zero-field target")
         self.augmentation = augmentation or Augmentation()
         self.clean_targets = self.augmentation.clean_targets and not with_segs
-        if self.clean_targets and bidir:
-            raise ValueError("clean_targets works with unidirectional models only")
+        if (self.clean_targets or seg_targets) and bidir:
+            raise ValueError("clean_targets and seg_targets work with unidirectional models "
+                             "only")
+        if self.clean_targets and seg_targets:
+            raise ValueError("clean_targets and seg_targets do not go together")
+        self.seg_targets = seg_targets and not with_segs
         self.volumes, self.pairs, self.batch_size = volumes, pairs, int(batch_size)
         self.shuffle, self.seed, self.repeat = shuffle, int(seed), repeat
         self.flow_shape = None if flow_shape is None else tuple(flow_shape)
@@ -115,6 +123,10 @@ class PairSource:
             return (moving, fixed), (np.stack(moving_seg).astype(np.int32),
                                      np.stack(fixed_seg).astype(np.int32))
         zeros = np.zeros((len(moving), *self.flow_shape), np.float32)
+        if self.seg_targets:
+            moving_seg, fixed_seg = (np.stack(segs)[..., None].astype(np.int32)
+                                     for segs in (moving_seg, fixed_seg))
+            return (moving, fixed, moving_seg), (fixed, zeros, fixed_seg)
         if self.clean_targets:
             return (moving, fixed, stack(moving_clean)), (stack(fixed_clean), zeros)
         return (moving, fixed), ((fixed, moving, zeros) if self.bidir else (fixed, zeros))
