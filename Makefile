@@ -109,6 +109,7 @@ bench: bench-model bench-data
 # The GPU machine (JAX, no TensorFlow): gpu-prepare here puts the wheels it lacks in .whl/
 # and the model and real 3D pair in .device/ (both git-ignored, carried by the device
 # tool); gpu-check is what runs there (bash tools/gpu_check.sh OUT), bench/gpu.md its table.
+# GPU_TRAINING=1 also carries what tools/gpu_finetune.sh renders its training subjects from.
 GPU_WHEELS := keras==3.15.1 namex==0.1.0 optree==0.20.0 nibabel==5.4.2
 gpu-prepare:
 	mkdir -p .whl .device
@@ -118,6 +119,15 @@ gpu-prepare:
 	rm -rf .device/neurite-oasis-3d
 	cp --no-preserve=mode $(PRETRAINED) .device/
 	cp -r --no-preserve=mode $(OASIS3D) .device/neurite-oasis-3d
+ifdef GPU_TRAINING
+	rm -rf .device/synthseg-label-maps .device/neurite-oasis-2d
+	cp -r --no-preserve=mode $(SYNTHSEG) .device/synthseg-label-maps
+	mkdir -p .device/neurite-oasis-2d
+	head -48 $(OASIS2D)/subjects.txt > .device/neurite-oasis-2d/subjects.txt
+	cp $(OASIS2D)/seg24_labels.txt .device/neurite-oasis-2d/
+	for s in $$(cat .device/neurite-oasis-2d/subjects.txt); do \
+		cp -r --no-preserve=mode $(OASIS2D)/$$s .device/neurite-oasis-2d/; done
+endif
 
 gpu-check:
 	bash tools/gpu_check.sh bench

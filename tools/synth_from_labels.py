@@ -209,9 +209,18 @@ def render(labels, priors, rng):
     return np.clip(np.where(brain | (image > 0.02), image, 0), 0, 1).astype(np.float32)
 
 
-def make_subject(task):
+_SETTINGS = {}
+
+
+def _share(settings):
+    """Pool initializer: the settings every render reads, sent once per worker."""
+    _SETTINGS.update(settings)
+
+
+def make_subject(task, settings=None):
     """One render: (name, image, seg35, alignment residual); run in a worker process."""
-    (path, render_index, seed, settings) = task
+    path, render_index, seed = task
+    settings = settings or _SETTINGS
     rng = np.random.default_rng([seed, render_index, int(re.findall(r"\d+", path.name)[-1])])
     labels = np.rint(np.asarray(nib.load(str(path)).dataobj)).astype(np.int32)
     lookup = np.asarray(settings["lookup"])
@@ -306,11 +315,12 @@ def main(argv=None):
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     train_maps, val_maps = maps[:len(maps) - args.val_maps], maps[len(maps) - args.val_maps:]
-    tasks = [(path, r, args.seed, settings) for group in (train_maps, val_maps)
+    tasks = [(path, r, args.seed) for group in (train_maps, val_maps)
              for path in group for r in range(args.renders)]
     entries, residuals, aligned = {}, [], []
     affine = np.diag([*(np.array(settings["reference"].shape) / np.array(shape)), 1.0])
-    with ProcessPoolExecutor(max(1, args.workers)) as pool:
+    with ProcessPoolExecutor(max(1, args.workers), initializer=_share,
+                             initargs=(settings,)) as pool:
         for name, image, seg, residual in pool.map(make_subject, tasks):
             path = out_dir / f"{name}.npz"
             vol_io._atomic_savez(path, {"vol": image, "seg": seg, "affine": affine})
