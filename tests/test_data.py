@@ -283,3 +283,23 @@ def test_scan_to_atlas_pairs_move_every_subject_onto_the_atlas(tmp_path):
     assert train.names[-1] == "atlas" and len(train) == 4 and train.shape == (8, 8, 8)
     assert set(np.unique(train.segs[-1])) <= {0, 1}
     assert experiment.split_pairs(train, atlas=True) == [(0, 3), (1, 3), (2, 3)]
+
+
+def test_raw_scanner_intensities_and_blank_images_are_refused_by_name(tmp_path):
+    import nibabel as nib
+
+    root = fake_oasis(tmp_path / "oasis", [(8, 8, 8)] * 3)
+    subjects = data.oasis_dataset(root).subjects
+    raw = np.random.default_rng(0).integers(0, 4096, (8, 8, 8)).astype(np.int16)
+    raw[0, 0, 0], raw[0, 0, 1] = 0, 4095
+    nib.save(nib.Nifti1Image(raw, np.eye(4)), subjects[1].image)
+    with pytest.raises(data.DatasetError, match=f"{subjects[1].image}: intensities 0..4095, "
+                                                r"but models train and register on \[0, 1\]"):
+        data.load_volumes(subjects)
+    scaled = data.load_volumes(subjects, normalise="percentile")
+    assert 0 <= scaled.images.min() and scaled.images.max() <= 1
+    nib.save(nib.Nifti1Image(np.full((8, 8, 8), 0.3, np.float32), np.eye(4)),
+             subjects[2].image)
+    for normalise in ("none", "minmax", "percentile"):
+        with pytest.raises(data.DatasetError, match=f"{subjects[2].image}: a blank image"):
+            data.load_volumes(subjects[2:], normalise=normalise)

@@ -97,3 +97,28 @@ def test_model_specs_are_name_equals_path(tmp_path):
         evaluation.models_and_test_pairs(["runs/x/best.keras"])
     with pytest.raises(ValueError, match="no config.json beside it"):
         evaluation.models_and_test_pairs([f"A={tmp_path}/best.keras"])
+
+
+def test_a_structure_on_one_side_counts_and_scores_the_image_diagonal(tmp_path):
+    volumes = data.synthetic_volumes(2, (32, 40), nb_labels=3)
+    volumes.voxel_sizes[:] = (1.0, 2.0)
+    volumes.segs[0][volumes.segs[0] == 3] = 0  # the moving subject lost structure 3
+    zero = np.zeros((32, 40, 2), np.float32)
+    pair, rows = evaluation.score_pair(volumes, 0, 1, zero)
+    by_label = {r["label"]: r for r in rows}
+    diagonal = float(np.hypot(32 * 1.0, 40 * 2.0))
+    assert by_label[3]["hd95_after"] == by_label[3]["hd95_before"] == pytest.approx(diagonal)
+    assert pair["missing_before"] == pair["missing_after"] == 1
+    others = np.mean([by_label[k]["hd95_after"] for k in (1, 2)])
+    assert pair["hd95_after"] == pytest.approx((others * 2 + diagonal) / 3)  # not dropped
+
+    pairs, labels = [], []
+    for surface in (True, False):
+        pair, rows = evaluation.score_pair(volumes, 1, 0, zero, surface=surface)
+        pairs.append({**pair, "seconds": 0.1})
+        labels += rows
+    summary = evaluation.summarise(pairs[1:], labels[len(labels) // 2:])
+    evaluation.write_report(tmp_path / "r", pairs[1:], labels[len(labels) // 2:], summary)
+    saved = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert saved["hd95_after"] is None and saved["labels"]["1"]["hd95_after"] is None
+    assert "NaN" not in (tmp_path / "r" / "summary.json").read_text()

@@ -80,12 +80,24 @@ def run_register(args):
     (lambda r, p, t: [f"--model={r}/best.keras", f"--moving={t}/vol3d.nii.gz",
                       f"--fixed={p}/fixed.nii.gz", f"--moved={t}/vol3d.nii.gz"],
      "vol3d.nii.gz: the same path is given for two files"),
+    (lambda r, p, t: [f"--model={r}/best.keras", f"--moving={t}/blank.nii.gz",
+                      f"--fixed={p}/fixed.nii.gz", f"--moved={t}/out.nii.gz"],
+     "blank.nii.gz: a blank image (every voxel is 0)"),
+    (lambda r, p, t: [f"--model={r}/best.keras", f"--moving={p}/moving.nii.gz",
+                      f"--fixed={t}/raw.nii.gz", f"--moved={t}/out.nii.gz",
+                      "--normalise=none"],
+     "raw.nii.gz: intensities 0..4095, but models train and register on [0, 1]"),
 ])
 def test_register_errors_are_one_line_and_write_nothing(trained_run, pair, tmp_path,
                                                         make_args, message):
     (tmp_path / "notes.keras").write_text("not a model")
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), np.eye(4)),
              str(tmp_path / "vol3d.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros((40, 40), np.float32), np.eye(4)),
+             str(tmp_path / "blank.nii.gz"))
+    raw = np.random.default_rng(0).integers(0, 4096, (40, 40)).astype(np.int16)
+    raw[0, 0], raw[0, 1] = 0, 4095
+    nib.save(nib.Nifti1Image(raw, np.eye(4)), str(tmp_path / "raw.nii.gz"))
     run = run_register(make_args(trained_run, pair, tmp_path))
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert run.returncode == 2 and len(lines) == 1, run.stderr[-2000:]

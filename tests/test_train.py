@@ -113,6 +113,40 @@ def test_seg_supervised_training_lowers_the_dice_loss_and_fine_tunes_from_a_mode
                                result["model"].register(moving, fixed), atol=1e-4)
 
 
+def test_a_run_directory_in_use_is_refused_and_a_stale_lock_taken_over(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / ".lock").write_text(f"{sleeper.pid}\n")
+        with pytest.raises(trainer.TrainingError, match=f"in use by another training "
+                                                        f"\\(pid {sleeper.pid}\\)"):
+            trainer.train_and_evaluate(tiny_config(tmp_path), log=lambda _: None)
+        assert not (run / "config.json").exists() and not (run / "history.csv").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # the owner died without cleaning up (kill -9): the next run takes the lock over
+    result = trainer.train_and_evaluate(tiny_config(tmp_path), log=lambda _: None)
+    assert (run / "best.keras").exists() and not (run / ".lock").exists()
+    assert result["history"]["loss"]
+
+
+def test_resume_refuses_changed_settings_and_keeps_the_config(tmp_path):
+    trainer.train_and_evaluate(tiny_config(tmp_path, epochs=1), log=lambda _: None)
+    saved = (tmp_path / "run" / "config.json").read_text()
+    changed = tiny_config(tmp_path, epochs=2, resume=True, lr=5e-4)
+    changed.loss.reg_weight = 0.5
+    with pytest.raises(trainer.TrainingError, match=r"loss.reg_weight 1.0 -> 0.5; "
+                                                    r"train.lr 0.0001 -> 0.0005"):
+        trainer.train_and_evaluate(changed, log=lambda _: None)
+    assert (tmp_path / "run" / "config.json").read_text() == saved
+    result = trainer.train_and_evaluate(tiny_config(tmp_path, epochs=2, resume=True),
+                                        log=lambda _: None)  # only --epochs changed
+    assert history_epochs(result["run_dir"]) == [0, 1]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["epochs"] == 2
+
+
 def test_mixed_bfloat16_trains_on_cpu_with_float32_warps(tmp_path):
     result = trainer.train_and_evaluate(tiny_config(tmp_path, precision="mixed_bfloat16"),
                                         log=lambda _: None)

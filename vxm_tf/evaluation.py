@@ -13,7 +13,8 @@ import numpy as np
 from vxm_tf import metrics, registration
 
 PAIR_FIELDS = ("moving", "fixed", "dice_before", "dice_after", "hd95_before", "hd95_after",
-               "folding_percent", "sd_log_jacobian", "seconds")
+               "missing_before", "missing_after", "folding_percent", "sd_log_jacobian",
+               "seconds")
 LABEL_FIELDS = ("moving", "fixed", "label", "name", "dice_before", "dice_after",
                 "hd_before", "hd_after", "hd95_before", "hd95_after")
 
@@ -64,13 +65,20 @@ def score_pair(volumes, i, j, warp, surface=True):
     labels = volumes.labels
     fixed, moving = volumes.segs[j], volumes.segs[i]
     spacing = tuple(volumes.voxel_sizes[j])
-    scores = {}
+    diagonal = float(np.linalg.norm(np.asarray(fixed.shape) * np.asarray(spacing)))
+    scores, missing = {}, {}
     for when, seg in (("before", moving), ("after", moved_seg)):
         scores[f"dice_{when}"] = metrics.dice(seg, fixed, labels)
+        present = set(np.unique(seg).tolist()) & set(np.unique(fixed).tolist())
+        either = set(np.unique(seg).tolist()) | set(np.unique(fixed).tolist())
+        missing[when] = sum(1 for k in labels if k in either and k not in present)
         for name, percent in (("hd", 100), ("hd95", 95)):
-            scores[f"{name}_{when}"] = (
-                metrics.hausdorff(seg, fixed, labels, spacing, percent) if surface
-                else dict.fromkeys(labels, np.nan))
+            distances = (metrics.hausdorff(seg, fixed, labels, spacing, percent) if surface
+                         else dict.fromkeys(labels, np.nan))
+            # a structure on one side only has no distance: it scores the image diagonal
+            # (Learn2Reg's convention), so a destroyed structure never shrinks the mean
+            scores[f"{name}_{when}"] = {k: diagonal if np.isinf(v) else v
+                                        for k, v in distances.items()}
     label_rows = [{"moving": volumes.names[i], "fixed": volumes.names[j], "label": label,
                    "name": volumes.label_names.get(label, ""),
                    **{k: v[label] for k, v in scores.items()}} for label in labels]
@@ -78,6 +86,7 @@ def score_pair(volumes, i, j, warp, surface=True):
         "moving": volumes.names[i], "fixed": volumes.names[j],
         **{k: _finite_mean(scores[k].values()) for k in
            ("dice_before", "dice_after", "hd95_before", "hd95_after")},
+        "missing_before": missing["before"], "missing_after": missing["after"],
         "folding_percent": metrics.folding_percent(warp),
         "sd_log_jacobian": metrics.sd_log_jacobian(warp)}
     return pair_row, label_rows
@@ -115,8 +124,20 @@ def write_report(out_dir, pair_rows, label_rows, summary, title="Registration"):
     out_dir.mkdir(exist_ok=True)
     _write_csv(out_dir / "per_pair.csv", PAIR_FIELDS, pair_rows)
     _write_csv(out_dir / "per_label.csv", LABEL_FIELDS, label_rows)
-    write_text(out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
+    write_text(out_dir / "summary.json", json.dumps(json_safe(summary), indent=1,
+                                                    allow_nan=False) + "\n")
     write_text(out_dir / "summary.md", markdown_summary(summary, title))
+
+
+def json_safe(value):
+    """`value` with every NaN float replaced by None (null in JSON, which has no NaN)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 def markdown_summary(summary, title):
@@ -126,6 +147,8 @@ def markdown_summary(summary, title):
              f"| Dice | {s['dice_before']:.3f} ({s['dice_before_std']:.3f}) | "
              f"{s['dice_after']:.3f} ({s['dice_after_std']:.3f}) |",
              f"| HD95 (mm) | {s['hd95_before']:.2f} | {s['hd95_after']:.2f} |",
+             f"| structures on one side only (HD95: image diagonal) | "
+             f"{s['missing_before']:.2f} | {s['missing_after']:.2f} |",
              f"| folding (% voxels, det J <= 0) | 0 | {s['folding_percent']:.3f} |",
              f"| SD log det J | 0 | {s['sd_log_jacobian']:.3f} |",
              f"| seconds per pair | | {s['seconds']:.4f} |", "",

@@ -18,7 +18,11 @@ cli.quiet_tensorflow_import()
 import numpy as np  # noqa: E402
 
 from vxm_tf import instance, io, networks, registration  # noqa: E402
-from vxm_tf.data.volumes import NORMALISATIONS, normalise_image  # noqa: E402
+from vxm_tf.data.volumes import (  # noqa: E402
+    NORMALISATIONS,
+    check_intensities,
+    normalise_image,
+)
 
 FLAGS = flags.FLAGS
 
@@ -69,6 +73,7 @@ def register_files(model_path, moving_path, fixed_path, moved_path, warp_path=""
         if volume.data.ndim != ndims:
             raise ValueError(f"{volume.path}: a {volume.data.ndim}D image, but the model "
                              f"registers {ndims}D images")
+        check_intensities(volume.data, volume.path, normalise)
     seg = io.load_volume(moving_seg_path, labels=True) if moving_seg_path else None
     if seg is not None and seg.data.shape != moving.data.shape:
         raise ValueError(f"{moving_seg_path}: shape {seg.data.shape} differs from the "

@@ -226,15 +226,87 @@ def _truncate_history(path, epochs):
         os.replace(tmp, path)
 
 
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def lock_run_dir(run_dir):
+    """Take `run_dir/.lock` (holding this process's pid) or raise `TrainingError` when a
+    live process holds it; a lock left by a dead process (kill -9) is taken over."""
+    lock = Path(run_dir) / ".lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                owner = 0
+            if owner and owner != os.getpid() and _alive(owner):
+                raise TrainingError(f"{run_dir} is in use by another training (pid {owner}); "
+                                    "wait for it to finish or choose another --model_dir"
+                                    ) from None
+            lock.unlink(missing_ok=True)  # stale: its owner is gone
+            continue
+        with os.fdopen(fd, "w") as file:
+            file.write(f"{os.getpid()}\n")
+        return lock
+    raise TrainingError(f"{lock}: cannot take the run directory's lock")
+
+
+# settings a resumed run may change: how long and how verbosely it trains
+RESUMABLE_CHANGES = {("train", "epochs"), ("train", "resume"), ("train", "verbose"),
+                     ("train", "model_dir")}
+
+
+def check_resumed_config(run_dir, config):
+    """Raise `TrainingError` naming every setting that differs from the run's config.json
+    (other than `RESUMABLE_CHANGES`): a resumed run trains with its checkpoint's settings."""
+    path = Path(run_dir) / "config.json"
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise TrainingError(f"--resume: {path} is unreadable ({err})") from None
+    current = json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    changes = []
+    for section, values in current.items():
+        for key, value in values.items():
+            old = saved.get(section, {}).get(key)
+            if (section, key) not in RESUMABLE_CHANGES and old != value:
+                changes.append(f"{section}.{key} {old!r} -> {value!r}")
+    if changes:
+        raise TrainingError(f"--resume: settings differ from {path}: {'; '.join(changes)}; "
+                            "resume with the run's settings (only --epochs may change) or "
+                            "start a new run")
+
+
 def train_and_evaluate(config, log=print):
-    """Train `VxmDense` as configured; returns `{'history': ..., 'model': model, ...}`."""
-    t = config.train
-    scope = make_strategy(t.strategy)  # first: collectives are set up at program start
-    run_dir = Path(t.model_dir)
+    """Train `VxmDense` as configured; returns `{'history': ..., 'model': model, ...}`.
+
+    The run directory is locked for the duration (`lock_run_dir`)."""
+    scope = make_strategy(config.train.strategy)  # first: collectives set up at start
+    run_dir = Path(config.train.model_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock = lock_run_dir(run_dir)
+    try:
+        return _train(config, log, scope, run_dir)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _train(config, log, scope, run_dir):
+    t = config.train
     initial_epoch, best = _start_epoch(run_dir, t.resume)
     if initial_epoch >= t.epochs:
         raise TrainingError(f"{run_dir} already finished {initial_epoch} of {t.epochs} epochs")
+    if initial_epoch:
+        check_resumed_config(run_dir, config)
 
     keras.utils.set_random_seed(t.seed)
     precision = resolve_precision(t.precision)
@@ -244,10 +316,6 @@ def train_and_evaluate(config, log=print):
     atlas = bool(config.data.atlas)
     pairs = experiment.split_pairs(train, atlas=atlas)
     steps = t.steps_per_epoch or math.ceil(len(pairs) / t.batch_size)
-    _atomic_json(run_dir / "config.json", {**dataclasses.asdict(config),
-                                           "resolved_precision": precision,
-                                           "steps_per_epoch": steps})
-    _atomic_json(run_dir / "versions.json", _versions())
     labels = train.labels if config.loss.seg_weight else []
     if config.loss.seg_weight and not labels:
         raise TrainingError("--seg_weight: the training subjects have no segmentations")
@@ -262,6 +330,11 @@ def train_and_evaluate(config, log=print):
             model = experiment.initial_model(config, train.shape)
             fitted = experiment.training_model(model, config, labels)
             experiment.compile_model(fitted, config, steps * t.epochs, labels)
+    # recorded once everything checked out and the model exists
+    _atomic_json(run_dir / "config.json", {**dataclasses.asdict(config),
+                                           "resolved_precision": precision,
+                                           "steps_per_epoch": steps})
+    _atomic_json(run_dir / "versions.json", _versions())
     flow_shape = tuple(model.outputs[-1].shape[1:])
     seg_targets = bool(config.loss.seg_weight)
     train_ds = data.fit_data(data.PairSource(

@@ -80,6 +80,23 @@ def normalise_image(data, method="minmax"):
     return np.clip((data - low) / (high - low), 0, 1).astype(np.float32)
 
 
+# intensities a model may see without normalisation: VoxelMorph models train on [0, 1]
+NONE_RANGE = (-0.05, 1.5)
+
+
+def check_intensities(data, path, normalise="none"):
+    """Raise `DatasetError` naming `path` for an image that would register or train to a
+    wrong answer silently: blank (one value everywhere), or, unnormalised, far outside the
+    [0, 1] that models are trained on (raw scanner values such as 0..4095)."""
+    low, high = float(np.min(data)), float(np.max(data))
+    if low == high:
+        raise DatasetError(f"{path}: a blank image (every voxel is {low:g}); there is nothing "
+                           "to register")
+    if normalise == "none" and not (NONE_RANGE[0] <= low and high <= NONE_RANGE[1]):
+        raise DatasetError(f"{path}: intensities {low:.4g}..{high:.4g}, but models train and "
+                           "register on [0, 1]; pass --normalise=percentile (or minmax)")
+
+
 def resized_affine(affine, in_shape, out_shape):
     """Voxel-to-world affine of a volume resized from `in_shape` to `out_shape` by
     `resize_volume`: output voxel i sits at input position (i + 0.5) * n / m - 0.5."""
@@ -96,6 +113,7 @@ def load_subject(subject, target_shape=None, normalise="none"):
     Returns (image float32, seg int32 or None, affine (4, 4), labels lost by resizing).
     """
     image = load_volume(subject.image)
+    check_intensities(image.data, subject.image, normalise)
     seg = load_volume(subject.seg, labels=True) if subject.seg else None
     if seg is not None and seg.data.shape != image.data.shape:
         raise DatasetError(f"{subject.seg}: segmentation shape {seg.data.shape} differs from "
