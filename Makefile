@@ -91,8 +91,12 @@ tune-instance: runs/oasis2d-ncc/best.keras
 		--out=reports/instance_sweep_oasis2d.md
 
 # The pretrained model on the real 3D pairs: voxelmorph 0.2, vxm_tf, + instance optimisation.
+# FINETUNED: the authors' model fine-tuned by tools/gpu_finetune.sh (on the GPU machine;
+# its run folder copied here), scored beside it when present.
+FINETUNED ?= runs/gpu-finetune/best.keras
 oasis3d-report: install
 	$(PY) tools/report_oasis3d.py --model=$(PRETRAINED) --data_dir=$(OASIS3D) $(INSTANCE) \
+		$(if $(wildcard $(FINETUNED)),--extra "fine-tuned on synthetic subjects=$(FINETUNED)") \
 		--out=reports/oasis3d.md
 
 lint: install

@@ -8,7 +8,9 @@ Registers every ordered pair of the neurite-OASIS 3D subjects at full resolution
 the original VoxelMorph code (voxelmorph 0.2, when the `reference` extra is installed) on
 the model file; vxm_tf with the same weights; and vxm_tf plus test-time instance
 optimisation for each number of steps (`--instance_*` settings, fixed beforehand, never
-chosen on these scans). Every method is scored by the same code (`vxm_tf.evaluation`):
+chosen on these scans); and each `--extra` model (e.g. the authors' model fine-tuned on
+synthetic subjects by tools/gpu_finetune.sh), alone and with the largest instance setting.
+Every method is scored by the same code (`vxm_tf.evaluation`):
 Dice over the 35 structures, HD95 in mm, folding, SD log det J and seconds per pair on
 this machine. Figures go to a folder beside the report.
 """
@@ -80,6 +82,9 @@ def main(argv=None):
                         default=instance.InstanceConfig.reg_weight)
     parser.add_argument("--instance_smoothing", type=int,
                         default=instance.InstanceConfig.smoothing)
+    parser.add_argument("--extra", nargs="*", default=[], metavar="NAME=PATH",
+                        help="more models of the same shape scored alike (e.g. a fine-tuned "
+                        "run's best.keras), alone and with the largest instance setting")
     parser.add_argument("--no_original", action="store_true",
                         help="leave out the voxelmorph 0.2 run")
     parser.add_argument("--out", required=True, help="markdown report")
@@ -97,6 +102,12 @@ def main(argv=None):
                                            args.instance_lambda, args.instance_smoothing)
                    for n in steps]
         model = networks.VxmDense.load(args.model)
+        extras = []
+        for spec in args.extra:
+            name, sep, path = spec.partition("=")
+            if not sep or not name or not path:
+                raise ValueError(f"--extra takes NAME=PATH, got {spec!r}")
+            extras.append((name, networks.VxmDense.load(path), path))
         config = experiment.DataConfig(dataset="oasis", data_dir=args.data_dir, train=0,
                                        val=0, test=args.subjects)
         volumes = experiment.build_splits(config)["test"]
@@ -119,6 +130,14 @@ def main(argv=None):
         results.append(evaluation.evaluate_pairs(model, volumes, pairs, instance_config=ic))
         names.append(label)
         print(f"  {time.perf_counter() - start:.0f} s", flush=True)
+    for name, extra, path in extras:
+        for label, ic in [(name, None)] + ([(f"{name} + instance optimisation, "
+                                             f"{configs[-1].steps} steps", configs[-1])]
+                                           if configs else []):
+            print(label, flush=True)
+            results.append(evaluation.evaluate_pairs(extra, volumes, pairs,
+                                                     instance_config=ic))
+            names.append(label)
     summaries = [evaluation.summarise(*rows) for rows in results]
 
     figure_dir = out.with_suffix("")
@@ -149,7 +168,7 @@ def main(argv=None):
         f"{args.instance_lr:g}, at the model's integration grid (half resolution): the "
         "settings chosen on the 2D validation subjects (reports/instance_sweep_oasis2d.md), "
         "not on these scans. Seconds per pair on this machine (batch 1, after a warm-up "
-        "call).", "",
+        "call).", *[f"\n{name}: `{path}`." for name, _, path in extras], "",
         compare.report(names, summaries, [f"{rel}/dice_per_structure.png",
                                           f"{rel}/{pair_name}"], command).rstrip("\n"),
         *per_direction(names, [rows[0] for rows in results])]) + "\n"
