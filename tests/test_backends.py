@@ -99,3 +99,32 @@ def test_jax_backend_trains_evaluates_and_registers_without_tensorflow(tmp_path)
                             f"--fixed={tmp_path / 'fixed.nii.gz'}",
                             f"--moved={tmp_path / 'moved.nii.gz'}")
     assert nib.load(str(tmp_path / "moved.nii.gz")).shape[:2] == (32, 32)
+
+
+JAX_MIRRORED = """
+import sys, keras
+from vxm_tf import experiment, trainer
+config = experiment.Config()
+config.data = experiment.DataConfig(synthetic_shape=(32, 32), synthetic_labels=4, train=4,
+                                    val=3, test=2)
+config.model = experiment.ModelConfig(nb_features=[[8, 8, 8], [8, 8, 8, 8, 8]])
+config.train = experiment.TrainConfig(epochs=1, steps_per_epoch=3, batch_size=2,
+                                      strategy="mirrored", verbose=0, model_dir=sys.argv[1])
+result = trainer.train_and_evaluate(config, log=lambda _: None)
+distribution = keras.distribution.distribution()
+print(type(distribution).__name__, distribution.device_mesh.devices.size,
+      len(result["history"]["loss"]))
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None,
+                    reason="jax is not installed (the test extra installs it)")
+def test_jax_mirrored_is_data_parallel_over_the_local_devices(tmp_path):
+    blocker = Path(__file__).with_name("no_tensorflow")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "PYTHONPATH": os.pathsep.join([str(blocker), str(Path(__file__).parents[1])])}
+    run = subprocess.run([sys.executable, "-c", JAX_MIRRORED, str(tmp_path / "run")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split()[-3:] == ["DataParallel", "2", "1"]
