@@ -51,6 +51,14 @@ def test_register_round_trip_improves_overlap_on_the_fixed_grid(trained_run, pai
                    str(tmp_path / "again.nii.gz"))
     again = np.asarray(nib.load(str(tmp_path / "again.nii.gz")).dataobj)
     np.testing.assert_allclose(again, np.asarray(moved.dataobj), atol=1e-5)
+    # the field records the moving image's shape: another image is refused, nothing written
+    nib.save(nib.Nifti1Image(np.ones((44, 40), np.float32), AFFINE),
+             str(tmp_path / "other.nii.gz"))
+    with pytest.raises(ValueError, match=r"other.nii.gz: shape \(44, 40\), but .*w.nii.gz "
+                                         r"maps into an image of shape \(40, 40\)"):
+        warp.warp_file(str(tmp_path / "other.nii.gz"), str(tmp_path / "w.nii.gz"),
+                       str(tmp_path / "bad.nii.gz"))
+    assert not (tmp_path / "bad.nii.gz").exists()
 
 
 def run_register(args):

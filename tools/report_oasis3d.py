@@ -130,7 +130,7 @@ def main(argv=None):
         results.append(evaluation.evaluate_pairs(model, volumes, pairs, instance_config=ic))
         names.append(label)
         print(f"  {time.perf_counter() - start:.0f} s", flush=True)
-    for name, extra, path in extras:
+    for name, extra, _ in extras:
         for label, ic in [(name, None)] + ([(f"{name} + instance optimisation, "
                                              f"{configs[-1].steps} steps", configs[-1])]
                                            if configs else []):

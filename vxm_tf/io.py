@@ -28,11 +28,14 @@ class Volume:
     data: `(*spatial)` array, float32 for images, integers for label maps.
     affine: `(4, 4)` voxel-to-world matrix (mm).
     path: where it was read from.
+    source_shape: of a displacement field, the shape of the image it maps into (recorded
+        by `save_volume(..., source_shape=)`; None when the file does not say).
     """
 
     data: np.ndarray
     affine: np.ndarray
     path: str = ""
+    source_shape: tuple | None = None
 
     @property
     def voxel_size(self):
@@ -93,12 +96,17 @@ def load_displacement(path):
     if _suffix(path) is None or not os.path.isfile(path):
         raise VolumeError(f"{path}: no such file" if _suffix(path) else
                           f"{path}: unknown file type; expected one of {', '.join(SUFFIXES)}")
+    source_shape = None
     try:
         if _suffix(path) == ".npz":
             data, affine = _load_npz(path, "vol")
+            with np.load(path) as npz:
+                if "source_shape" in npz.files:
+                    source_shape = tuple(int(n) for n in npz["source_shape"])
         else:
             image = nib.load(path)
             data, affine = np.asarray(image.dataobj, dtype=np.float32), image.affine
+            source_shape = _described_shape(image)
     except VolumeError:
         raise
     except Exception as err:
@@ -110,7 +118,24 @@ def load_displacement(path):
                           f"number of spatial axes, got shape {data.shape}")
     if not np.all(np.isfinite(data)):
         raise VolumeError(f"{path}: displacement has NaN or Inf values")
-    return Volume(data, np.asarray(affine, dtype=np.float64), path)
+    return Volume(data, np.asarray(affine, dtype=np.float64), path, source_shape)
+
+
+SHAPE_NOTE = "vxm_tf source_shape="
+
+
+def _described_shape(image):
+    """The source shape a NIfTI header's description records, or None."""
+    try:
+        text = bytes(image.header["descrip"]).decode("ascii", "ignore").strip("\x00 ")
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not text.startswith(SHAPE_NOTE):
+        return None
+    try:
+        return tuple(int(n) for n in text[len(SHAPE_NOTE):].split("x"))
+    except ValueError:
+        return None
 
 
 def _load_npz(path, key):
@@ -141,9 +166,11 @@ def _checked(data, path, labels):
     return data
 
 
-def save_volume(path, data, affine=None):
-    """Write `data` (2D or 3D) to .nii/.nii.gz/.mgz (with `affine`) or .npz, atomically.
+def save_volume(path, data, affine=None, source_shape=None):
+    """Write `data` (2D or 3D) to .nii/.nii.gz/.mgz or .npz (with `affine`), atomically.
 
+    `source_shape`: for a displacement field, the shape of the image it samples, recorded
+    (NIfTI description, npz array) so that applying it to another image can be refused.
     The parent folder must exist; nothing is left behind if writing fails.
     """
     path = str(path)
@@ -157,12 +184,16 @@ def save_volume(path, data, affine=None):
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
     os.close(fd)
     try:
+        note = {} if source_shape is None else {"source_shape": np.asarray(source_shape)}
         if suffix == ".npz":
-            np.savez_compressed(tmp, vol=data)
+            np.savez_compressed(tmp, vol=data, affine=affine, **note)
         elif suffix == ".mgz":
             nib.save(nib.MGHImage(np.asarray(data), affine), tmp)
         else:
-            nib.save(nib.Nifti1Image(np.asarray(data), affine), tmp)
+            image = nib.Nifti1Image(np.asarray(data), affine)
+            if source_shape is not None:
+                image.header["descrip"] = SHAPE_NOTE + "x".join(map(str, source_shape))
+            nib.save(image, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -84,7 +84,8 @@ def register_files(model_path, moving_path, fixed_path, moved_path, warp_path=""
     io.save_volume(moved_path, registration.resample(moving.data, coords, 1), fixed.affine)
     if warp_path:
         disp = coords - registration.identity_coordinates(fixed.data.shape)
-        io.save_volume(warp_path, disp.astype(np.float32), fixed.affine)
+        io.save_volume(warp_path, disp.astype(np.float32), fixed.affine,
+                       source_shape=moving.data.shape)
     if seg is not None:
         io.save_volume(moved_seg_path, registration.resample(seg.data, coords, 0),
                        fixed.affine)

@@ -32,6 +32,10 @@ def warp_file(moving_path, warp_path, moved_path, interp="linear"):
     if moving.data.ndim != ndims:
         raise ValueError(f"{warp_path}: a {ndims}D displacement for the {moving.data.ndim}D "
                          f"volume {moving_path}")
+    if warp.source_shape is not None and tuple(moving.data.shape) != warp.source_shape:
+        raise ValueError(f"{moving_path}: shape {tuple(moving.data.shape)}, but {warp_path} "
+                         f"maps into an image of shape {warp.source_shape} (the moving image "
+                         "it was registered from)")
     grid = registration.identity_coordinates(warp.data.shape[:-1])
     moved = registration.resample(moving.data, grid + warp.data, 0 if labels else 1)
     io.save_volume(moved_path, moved, warp.affine)
