@@ -13,7 +13,7 @@ RUN ?= runs/$(DATA)-$(LOSS)
 OASIS3D ?= ../shared/data/neurite-oasis-3d
 
 .PHONY: install test lint train tune data data3d compare robustness bench bench-model bench-data \
-	oasis3d-report tune-instance convert-original gpu-prepare gpu-check clean
+	oasis3d-report tune-instance convert-original gpu-prepare gpu-check baselines clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -91,12 +91,24 @@ tune-instance: runs/oasis2d-ncc/best.keras
 		--out=reports/instance_sweep_oasis2d.md
 
 # The pretrained model on the real 3D pairs: voxelmorph 0.2, vxm_tf, + instance optimisation.
+# ANTs SyN, the classical baseline, in its own environment (antspyx pins older numpy and
+# scipy than vxm_tf uses); oasis3d-report adds its row when it is installed.
+ANTS_VENV ?= .venv-ants
+$(ANTS_VENV)/.installed:
+	$(PYTHON) -m venv $(ANTS_VENV)
+	$(ANTS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(ANTS_VENV)/bin/python -m pip install --quiet antspyx==0.6.3
+	touch $@
+
+baselines: $(ANTS_VENV)/.installed
+
 # FINETUNED: the authors' model fine-tuned by tools/gpu_finetune.sh (on the GPU machine;
 # its run folder copied here), scored beside it when present.
 FINETUNED ?= runs/gpu-finetune/best.keras
 oasis3d-report: install
 	$(PY) tools/report_oasis3d.py --model=$(PRETRAINED) --data_dir=$(OASIS3D) $(INSTANCE) \
 		$(if $(wildcard $(FINETUNED)),--extra "fine-tuned on synthetic subjects=$(FINETUNED)") \
+		$(if $(wildcard $(ANTS_VENV)/.installed),--ants_python=$(ANTS_VENV)/bin/python) \
 		--out=reports/oasis3d.md
 
 lint: install
@@ -137,4 +149,4 @@ gpu-check:
 	bash tools/gpu_check.sh bench
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache .whl .device
+	rm -rf $(VENV) $(ANTS_VENV) *.egg-info .pytest_cache .ruff_cache .whl .device

@@ -175,3 +175,22 @@ def test_robustness_grid_and_report(trained_run, tmp_path):
     assert cells[1:] == pytest.approx([np.mean(perturbed), min(perturbed)], abs=1e-3)
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [
         "dice_vs_strength.png", "strong_bias_pair.png"]
+
+
+ANTS_PYTHON = Path(__file__).resolve().parents[1] / ".venv-ants" / "bin" / "python"
+
+
+@pytest.mark.skipif(not ANTS_PYTHON.exists(),
+                    reason="the ANTs baseline environment is not installed (make baselines)")
+def test_ants_baseline_recovers_a_shift_in_the_registration_convention(tmp_path):
+    import report_oasis3d
+
+    from vxm_tf import data
+
+    volumes = data.synthetic_volumes(1, (32, 32, 32), nb_labels=3, seed=2)
+    shifted = np.roll(volumes.images[0], 2, axis=0), np.roll(volumes.segs[0], 2, axis=0)
+    volumes = data.Volumes(["a", "b"], np.stack([volumes.images[0], shifted[0]]),
+                           np.stack([volumes.segs[0], shifted[1]]))
+    pair_rows, _ = report_oasis3d.ants_rows(str(ANTS_PYTHON), volumes, [(0, 1)])
+    assert pair_rows[0]["dice_after"] > pair_rows[0]["dice_before"] + 0.1
+    assert pair_rows[0]["dice_after"] > 0.9 and pair_rows[0]["seconds"] > 0

@@ -6,7 +6,8 @@
 
 Registers every ordered pair of the neurite-OASIS 3D subjects at full resolution with:
 the original VoxelMorph code (voxelmorph 0.2, when the `reference` extra is installed) on
-the model file; vxm_tf with the same weights; and vxm_tf plus test-time instance
+the model file; ANTs SyN (antspyx defaults, 2 threads, `--ants_python` of `make
+baselines`); vxm_tf with the same weights; and vxm_tf plus test-time instance
 optimisation for each number of steps (`--instance_*` settings, fixed beforehand, never
 chosen on these scans); and each `--extra` model (e.g. the authors' model fine-tuned on
 synthetic subjects by tools/gpu_finetune.sh), alone and with the largest instance setting.
@@ -58,6 +59,28 @@ def original_rows(model_path, volumes, pairs):
     return pair_rows, label_rows
 
 
+def ants_rows(python, volumes, pairs, threads=2):
+    """Score ANTs SyN (tools/ants_register.py, run by the `baselines` environment's
+    `python`, `threads` ITK threads) on `pairs`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        np.savez(Path(tmp) / "in.npz", moving=volumes.images[[i for i, _ in pairs]],
+                 fixed=volumes.images[[j for _, j in pairs]])
+        env = {**os.environ, "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": str(threads)}
+        run = subprocess.run([python, str(Path(__file__).with_name("ants_register.py")),
+                              f"{tmp}/in.npz", f"{tmp}/out.npz"], capture_output=True,
+                             text=True, env=env)
+        if run.returncode:
+            raise RuntimeError(f"ANTs failed: {run.stderr.strip()[-2000:]}")
+        out = np.load(f"{tmp}/out.npz")
+        warps, seconds = out["warps"], out["seconds"]
+    pair_rows, label_rows = [], []
+    for (i, j), warp, sec in zip(pairs, warps, seconds):
+        row, rows = evaluation.score_pair(volumes, i, j, warp)
+        pair_rows.append({**row, "seconds": float(sec)})
+        label_rows.extend(rows)
+    return pair_rows, label_rows
+
+
 def per_direction(names, rows_by_method):
     lines = ["", "Dice per direction:", "", "| method | " + " | ".join(
         f"{r['moving']} -> {r['fixed']}" for r in rows_by_method[0]) + " |",
@@ -85,6 +108,8 @@ def main(argv=None):
     parser.add_argument("--extra", nargs="*", default=[], metavar="NAME=PATH",
                         help="more models of the same shape scored alike (e.g. a fine-tuned "
                         "run's best.keras), alone and with the largest instance setting")
+    parser.add_argument("--ants_python", help="python of the baselines environment (make "
+                        "baselines): adds ANTs SyN, antspyx defaults, 2 threads")
     parser.add_argument("--no_original", action="store_true",
                         help="leave out the voxelmorph 0.2 run")
     parser.add_argument("--out", required=True, help="markdown report")
@@ -123,6 +148,10 @@ def main(argv=None):
         print("voxelmorph 0.2", flush=True)
         names.append("voxelmorph 0.2 (original code)")
         results.append(original_rows(args.model, volumes, pairs))
+    if args.ants_python:
+        print("ANTs SyN", flush=True)
+        names.append("ANTs SyN (antspyx defaults, 2 threads)")
+        results.append(ants_rows(args.ants_python, volumes, pairs))
     for label, ic in [("vxm_tf, same weights", None)] + [
             (f"vxm_tf + instance optimisation, {c.steps} steps", c) for c in configs]:
         print(label, flush=True)
