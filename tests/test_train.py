@@ -141,6 +141,9 @@ def test_resume_refuses_changed_settings_and_keeps_the_config(tmp_path):
                                                     r"train.lr 0.0001 -> 0.0005"):
         trainer.train_and_evaluate(changed, log=lambda _: None)
     assert (tmp_path / "run" / "config.json").read_text() == saved
+    older = json.loads(saved)  # a run from before --seg_weight existed still resumes
+    del older["loss"]["seg_weight"]
+    (tmp_path / "run" / "config.json").write_text(json.dumps(older))
     result = trainer.train_and_evaluate(tiny_config(tmp_path, epochs=2, resume=True),
                                         log=lambda _: None)  # only --epochs changed
     assert history_epochs(result["run_dir"]) == [0, 1]

@@ -18,6 +18,8 @@ import time
 import ants
 import numpy as np
 
+PAD = 32
+
 
 def displacement(fixed, moving, transform):
     """ANTs registration of `moving` onto `fixed` (unit spacing, identity direction) ->
@@ -26,8 +28,11 @@ def displacement(fixed, moving, transform):
     start = time.perf_counter()
     result = ants.registration(fixed_image, moving_image, type_of_transform=transform)
     seconds = time.perf_counter() - start
-    grid = np.indices(moving.shape, dtype=np.float32)
-    coords = [ants.apply_transforms(fixed_image, ants.from_numpy(ramp),
+    # index ramps over the moving grid widened by PAD voxels on every side, so that a
+    # point mapped just outside the image still reads its coordinate (not the fill value)
+    grid = np.indices([n + 2 * PAD for n in moving.shape], dtype=np.float32) - PAD
+    origin = (-float(PAD),) * moving.ndim
+    coords = [ants.apply_transforms(fixed_image, ants.from_numpy(ramp, origin=origin),
                                     result["fwdtransforms"], interpolator="linear").numpy()
               for ramp in grid]
     identity = np.indices(fixed.shape, dtype=np.float32)

@@ -274,10 +274,12 @@ def check_resumed_config(run_dir, config):
     except (OSError, json.JSONDecodeError) as err:
         raise TrainingError(f"--resume: {path} is unreadable ({err})") from None
     current = json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    # a setting newer than the run's config.json had its default value then
+    defaults = json.loads(json.dumps(dataclasses.asdict(type(config)()), default=str))
     changes = []
     for section, values in current.items():
         for key, value in values.items():
-            old = saved.get(section, {}).get(key)
+            old = saved.get(section, {}).get(key, defaults[section][key])
             if (section, key) not in RESUMABLE_CHANGES and old != value:
                 changes.append(f"{section}.{key} {old!r} -> {value!r}")
     if changes:
