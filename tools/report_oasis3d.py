@@ -38,17 +38,16 @@ from vxm_tf import ops as vxm_ops  # noqa: E402
 HAVE_ORIGINAL = all(importlib.util.find_spec(m) for m in ("voxelmorph", "neurite", "tf_keras"))
 
 
-def original_rows(model_path, volumes, pairs):
-    """Score voxelmorph 0.2's own registrations (tools/original_vxm.py, its own process)."""
+def external_rows(what, command, volumes, pairs, env):
+    """Score registrations made in another process: `command + [IN.npz, OUT.npz]` reads the
+    pairs' `moving` / `fixed` arrays and writes `warps` and `seconds` (what: its name)."""
     with tempfile.TemporaryDirectory() as tmp:
         np.savez(Path(tmp) / "in.npz", moving=volumes.images[[i for i, _ in pairs]],
                  fixed=volumes.images[[j for _, j in pairs]])
-        env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
-        run = subprocess.run([sys.executable, str(Path(__file__).with_name("original_vxm.py")),
-                              str(model_path), f"{tmp}/in.npz", f"{tmp}/out.npz"],
+        run = subprocess.run([*command, f"{tmp}/in.npz", f"{tmp}/out.npz"],
                              capture_output=True, text=True, env=env)
         if run.returncode:
-            raise RuntimeError(f"voxelmorph 0.2 failed: {run.stderr.strip()[-2000:]}")
+            raise RuntimeError(f"{what} failed: {run.stderr.strip()[-2000:]}")
         out = np.load(f"{tmp}/out.npz")
         warps, seconds = out["warps"], out["seconds"]
     pair_rows, label_rows = [], []
@@ -57,28 +56,21 @@ def original_rows(model_path, volumes, pairs):
         pair_rows.append({**row, "seconds": float(sec)})
         label_rows.extend(rows)
     return pair_rows, label_rows
+
+
+def original_rows(model_path, volumes, pairs):
+    """Score voxelmorph 0.2's own registrations (tools/original_vxm.py, its own process)."""
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    return external_rows("voxelmorph 0.2", [sys.executable, str(Path(__file__).with_name(
+        "original_vxm.py")), str(model_path)], volumes, pairs, env)
 
 
 def ants_rows(python, volumes, pairs, threads=2):
     """Score ANTs SyN (tools/ants_register.py, run by the `baselines` environment's
     `python`, `threads` ITK threads) on `pairs`."""
-    with tempfile.TemporaryDirectory() as tmp:
-        np.savez(Path(tmp) / "in.npz", moving=volumes.images[[i for i, _ in pairs]],
-                 fixed=volumes.images[[j for _, j in pairs]])
-        env = {**os.environ, "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": str(threads)}
-        run = subprocess.run([python, str(Path(__file__).with_name("ants_register.py")),
-                              f"{tmp}/in.npz", f"{tmp}/out.npz"], capture_output=True,
-                             text=True, env=env)
-        if run.returncode:
-            raise RuntimeError(f"ANTs failed: {run.stderr.strip()[-2000:]}")
-        out = np.load(f"{tmp}/out.npz")
-        warps, seconds = out["warps"], out["seconds"]
-    pair_rows, label_rows = [], []
-    for (i, j), warp, sec in zip(pairs, warps, seconds):
-        row, rows = evaluation.score_pair(volumes, i, j, warp)
-        pair_rows.append({**row, "seconds": float(sec)})
-        label_rows.extend(rows)
-    return pair_rows, label_rows
+    env = {**os.environ, "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": str(threads)}
+    return external_rows("ANTs", [python, str(Path(__file__).with_name("ants_register.py"))],
+                         volumes, pairs, env)
 
 
 def per_direction(names, rows_by_method):
