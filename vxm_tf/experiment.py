@@ -281,14 +281,8 @@ def check_config(config, training=True):
         raise ConfigError("--seg_weight and --aug_clean_targets do not go together")
     if lo.seg_weight and d.seg == "none":
         raise ConfigError("--seg_weight needs segmentations, not --seg=none")
-    if (lo.seg_weight or t.init_model) and t.resume:
-        raise ConfigError("--resume is not available for --seg_weight or --init_model runs "
-                          "(their checkpoints hold the registration model, not the optimiser)")
     if t.init_model and not Path(t.init_model).is_file():
         raise ConfigError(f"--init_model={t.init_model}: no such file")
-    if d.augmentation.clean_targets and t.resume:
-        raise ConfigError("--resume is not available for --aug_clean_targets runs (the "
-                          "checkpoints hold the registration model, not the optimiser)")
     if training and d.train < 2 and not d.train_list and not d.atlas:
         raise ConfigError(f"--train needs at least 2 subjects to make pairs, got {d.train}")
 

@@ -3,7 +3,9 @@
 The run directory holds:
     config.json      the resolved configuration       versions.json  package versions
     last.keras       model + optimizer after the last completed epoch
-    state.json       {"epoch": completed epochs} written after last.keras
+    last_optimizer.npz  the optimiser's variables, when training runs through a view of
+                     the model (--seg_weight, --aug_clean_targets), so those resume too
+    state.json       {"epoch": completed epochs} written after the checkpoint
     best.keras       the model with the best validation Dice so far
     model.keras      the final model            history.csv / tensorboard/   the logs
                                                 (tensorboard/: TensorFlow backend)
@@ -117,16 +119,44 @@ class ValidationDice(keras.callbacks.Callback):
                                                         self.pairs)
 
 
+def save_optimizer(optimizer, path):
+    """The optimiser's variables (iterations and moments, in their fixed order) to npz."""
+    tmp = Path(path).with_name(f".tmp-{Path(path).name}")
+    with open(tmp, "wb") as file:
+        np.savez(file, *[keras.ops.convert_to_numpy(v.value) for v in optimizer.variables])
+    os.replace(tmp, path)
+
+
+def restore_optimizer(fitted, path):
+    """Build `fitted`'s optimiser and set its variables from `save_optimizer`'s file;
+    `TrainingError` when the file does not match (another model or optimiser)."""
+    optimizer = fitted.optimizer
+    optimizer.build(fitted.trainable_variables)
+    try:
+        with np.load(path) as saved:
+            values = [saved[f"arr_{k}"] for k in range(len(saved.files))]
+    except (OSError, ValueError, KeyError) as err:
+        raise TrainingError(f"--resume: {path} is unreadable ({err})") from None
+    variables = optimizer.variables
+    if len(values) != len(variables) or any(
+            tuple(v.shape) != value.shape for v, value in zip(variables, values)):
+        raise TrainingError(f"--resume: {path} does not match this run's model and optimiser")
+    for variable, value in zip(variables, values):
+        variable.assign(value)
+
+
 class Checkpoints(keras.callbacks.Callback):
     """After each epoch: last.keras and state.json; best.keras when val_dice improves.
 
-    Saves `registrar` (the VxmDense; compiled, with its optimiser, unless it trains through
-    a clean-target view).
+    Saves `registrar` (the VxmDense; compiled, with its optimiser, when it is what `fit`
+    trains); when `fit` trains a view of it (`trainer`), the optimiser goes to
+    last_optimizer.npz beside it.
     """
 
-    def __init__(self, run_dir, registrar, best=-np.inf):
+    def __init__(self, run_dir, registrar, best=-np.inf, trainer=None):
         super().__init__()
         self.run_dir, self.registrar, self.best = Path(run_dir), registrar, best
+        self.trainer = trainer if trainer is not registrar else None
 
     def on_epoch_end(self, epoch, logs=None):
         score = logs.get("val_dice")
@@ -135,6 +165,8 @@ class Checkpoints(keras.callbacks.Callback):
             self.best = score
             _atomic_save(self.registrar, self.run_dir / "best.keras")
         _atomic_save(self.registrar, self.run_dir / "last.keras")
+        if self.trainer is not None:
+            save_optimizer(self.trainer.optimizer, self.run_dir / "last_optimizer.npz")
         _atomic_json(self.run_dir / "state.json", {"epoch": epoch + 1, "best_val_dice":
                                                    None if self.best == -np.inf else self.best})
 
@@ -326,7 +358,11 @@ def _train(config, log, scope, run_dir):
 
     with scope:
         if initial_epoch:
-            model = fitted = keras.saving.load_model(run_dir / "last.keras")
+            model = keras.saving.load_model(run_dir / "last.keras")
+            fitted = experiment.training_model(model, config, labels)
+            if fitted is not model:  # a view: compile it and set its optimiser's state
+                experiment.compile_model(fitted, config, steps * t.epochs, labels)
+                restore_optimizer(fitted, run_dir / "last_optimizer.npz")
             log(f"resuming {run_dir} after epoch {initial_epoch}")
         else:
             model = experiment.initial_model(config, train.shape)
@@ -359,7 +395,7 @@ def _train(config, log, scope, run_dir):
         StopOnNonFinite(steps, run_dir),
         StepTimer(run_dir / "timing.json", steps),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=initial_epoch > 0),
-        Checkpoints(run_dir, model, best if best is not None else -np.inf),
+        Checkpoints(run_dir, model, best if best is not None else -np.inf, trainer=fitted),
     ]
     if keras.backend.backend() == "tensorflow":  # TensorBoard's writer is TensorFlow's
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard"),
