@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 3
+# oneDNN kernels also on CPUs without AVX-512 (see vxm_tf/__init__.py)
+export TF_ENABLE_ONEDNN_OPTS ?= 1
 
 # make train LOSS=ncc|mse|hybrid DATA=synthetic|oasis2d|oasis3d [EPOCHS=n] [RUN=dir]
 #            [ARGS="--lr=1e-3 ..."]; RESUME=1 continues an interrupted run

@@ -1,6 +1,7 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as vxm_tf sets it (see its __init__)
 
 import keras  # noqa: E402
 import pytest  # noqa: E402

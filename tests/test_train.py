@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from vxm_tf import data, experiment, trainer
+from vxm_tf import data, experiment, losses, trainer
 
 TINY = ["--dataset=synthetic", "--synthetic_shape=32,32", "--synthetic_labels=4",
         "--train=4", "--val=3", "--test=2", "--enc=8,8,8", "--dec=8,8,8,8,8",
@@ -93,6 +93,19 @@ def test_seg_supervised_view_warps_the_one_hot_moving_labels_by_the_models_field
     np.testing.assert_allclose(moved, model.predict_on_batch([moving, fixed])[0], atol=1e-6)
     with pytest.raises(ValueError, match="unidirectional"):
         networks.seg_training_model(networks.VxmDense((16, 16), bidir=True), [1])
+
+    # at half resolution: pooled one-hot maps (partial volumes) warped by the halved field
+    half = networks.seg_training_model(model, [2, 1], resolution=2)
+    moved_half = half.predict_on_batch([moving, fixed, seg])[2]
+    pooled = onehot.reshape(1, 12, 2, 12, 2, 2).mean(axis=(2, 4))
+    field = keras.ops.convert_to_numpy(ops.rescale_dense_transform(warp, 0.5))
+    np.testing.assert_allclose(moved_half, keras.ops.convert_to_numpy(
+        ops.transform(pooled, field, "linear")), atol=1e-5)
+    # and the loss pools the fixed labels alike
+    assert float(losses.Dice([2, 1], resolution=2)(seg, moved_half)) == pytest.approx(
+        float(losses.Dice()(pooled, moved_half)), abs=1e-6)
+    with pytest.raises(ValueError, match="must divide the image shape"):
+        networks.seg_training_model(model, [2, 1], resolution=5)
 
 
 def test_seg_supervised_training_lowers_the_dice_loss_and_fine_tunes_from_a_model(tmp_path):
@@ -231,6 +244,8 @@ def test_losses_and_weights_follow_the_original_script():
     (["--seg_weight=1", "--bidir"], "--seg_weight works with unidirectional models"),
     (["--seg_weight=1", "--aug_clean_targets"], "--seg_weight and --aug_clean_targets"),
     (["--seg_weight=-1"], "--seg_weight must be non-negative, got -1.0"),
+    (["--seg_weight=1", "--seg_resolution=3"], "--seg_resolution: seg_resolution 3 must divide"),
+    (["--seg_resolution=0"], "--seg_resolution must be at least 1, got 0"),
     (["--init_model=/nonexistent.h5"], "--init_model=/nonexistent.h5: no such file"),
     (["--int_resolution=0"], "--int_resolution must be at least 1, got 0"),
     (["--int_resolution=-2"], "--int_resolution must be at least 1, got -2"),
@@ -279,7 +294,7 @@ MIRRORED = """
 import sys, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from vxm_tf import data, experiment, trainer
+from vxm_tf import data, experiment, losses, trainer
 config = experiment.Config()
 config.data = experiment.DataConfig(synthetic_shape=(32, 32), synthetic_labels=4, train=4,
                                     val=3, test=2)

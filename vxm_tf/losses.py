@@ -154,16 +154,21 @@ class Dice(_VxmLoss):
     Per label 2 sum(t p) / sum(t + p) (0 where both are empty), averaged over labels.
     With `labels` (label ids), `y_true` is a label map of ids `(B, *spatial, 1)`, one-hot
     encoded here in the order of `labels` (the semi-supervised loss: `y_pred` is the moving
-    segmentation's one-hot maps warped by linear interpolation, `layers.OneHot`).
+    segmentation's one-hot maps warped by linear interpolation, `layers.OneHot`), and
+    `resolution` > 1 average-pools those one-hot maps by that factor per axis (the
+    partial volumes `networks.seg_training_model` warps at that resolution).
     """
 
-    def __init__(self, labels=None, name="dice", **kwargs):
+    def __init__(self, labels=None, resolution=1, name="dice", **kwargs):
         super().__init__(name=name, **kwargs)
         self.labels = None if labels is None else [int(k) for k in labels]
+        self.resolution = int(resolution)
 
     def call(self, y_true, y_pred):
         if self.labels is not None:
             y_true = one_hot(y_true, self.labels)
+            if self.resolution > 1:
+                y_true = ops.average_pool(y_true, self.resolution, self.resolution)
         y_pred = ops.cast(y_pred, "float32")
         axes = tuple(range(1, len(y_pred.shape) - 1))
         top = 2.0 * ops.sum(y_true * y_pred, axis=axes)
@@ -172,7 +177,8 @@ class Dice(_VxmLoss):
         return -ops.mean(dice, axis=-1)
 
     def get_config(self):
-        return {**super().get_config(), "labels": self.labels}
+        return {**super().get_config(), "labels": self.labels,
+                "resolution": self.resolution}
 
 
 def one_hot(seg, labels):

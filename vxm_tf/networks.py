@@ -297,13 +297,16 @@ def clean_target_model(model):
                        name=f"{name}_clean_target")
 
 
-def seg_training_model(model, labels):
+def seg_training_model(model, labels, resolution=1):
     """Semi-supervised training view of a unidirectional `VxmDense` (`--seg_weight`).
 
     Inputs `[moving, fixed, moving_seg]` (ids `(B, *spatial, 1)`); outputs `[moved,
     preint_flow, moved_seg]`: the moving segmentation's one-hot maps of `labels` warped
     (linear) by the same full-resolution field, for `losses.Dice(labels)` against the fixed
-    segmentation. Shares `model`'s weights; image and field outputs keep `model`'s names.
+    segmentation. With `resolution` > 1 the one-hot maps are average-pooled by that factor
+    and warped by the field resized to match (`losses.Dice(labels, resolution)`): 1/8 of
+    the memory at 2 in 3D. Shares `model`'s weights; image and field outputs keep
+    `model`'s names.
     """
     if model._config["bidir"]:
         raise ValueError("seg_training_model takes a unidirectional VxmDense")
@@ -318,9 +321,17 @@ def seg_training_model(model, labels):
     warp, moved, preint_flow = fields([moving, fixed])
     moved = keras.layers.Identity(name=f"{name}_transformer")(moved)
     preint_flow = keras.layers.Identity(name=model.output_names[-1])(preint_flow)
+    one_hot = layers.OneHot(labels, name=f"{name}_seg_one_hot")(moving_seg)
+    if resolution > 1:
+        spatial = tuple(model.inputs[0].shape[1:-1])
+        if any(n % resolution for n in spatial):
+            raise ValueError(f"seg_resolution {resolution} must divide the image shape "
+                             f"{spatial}")
+        pool = getattr(keras.layers, f"AveragePooling{len(spatial)}D")
+        one_hot = pool(resolution, dtype="float32", name=f"{name}_seg_pool")(one_hot)
+        warp = layers.RescaleTransform(1 / resolution, name=f"{name}_seg_field")(warp)
     moved_seg = layers.SpatialTransformer(interp_method="linear", indexing="ij",
-                                          name=f"{name}_seg_transformer")(
-        [layers.OneHot(labels, name=f"{name}_seg_one_hot")(moving_seg), warp])
+                                          name=f"{name}_seg_transformer")([one_hot, warp])
     return keras.Model([moving, fixed, moving_seg], [moved, preint_flow, moved_seg],
                        name=f"{name}_seg_supervised")
 

@@ -170,6 +170,7 @@ def fit_data(source, steps_per_epoch=None, initial_epoch=0, workers=2):
     if keras.backend.backend() == "tensorflow":
         from vxm_tf.data.pipeline import source_dataset
 
-        return source_dataset(source, first_batch=initial_epoch * (steps_per_epoch or 0))
+        return source_dataset(source, first_batch=initial_epoch * (steps_per_epoch or 0),
+                              workers=workers)
     return PairSequence(source, steps_per_epoch if source.repeat else None, initial_epoch,
                         workers=workers)

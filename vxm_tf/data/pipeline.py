@@ -29,9 +29,13 @@ def pair_dataset(volumes, pairs, batch_size=1, shuffle=True, seed=0, augmentatio
         repeat=repeat, drop_remainder=drop_remainder), first_batch)
 
 
-def source_dataset(source, first_batch=0):
+def source_dataset(source, first_batch=0, workers=2):
     """A `PairSource` as a `tf.data.Dataset`; `first_batch` starts a repeating stream
-    part-way (a resumed run starts at `initial_epoch * steps_per_epoch`)."""
+    part-way (a resumed run starts at `initial_epoch * steps_per_epoch`).
+
+    `workers` batches are made in parallel and as many wait ready: bounded, because
+    tf.data's AUTOTUNE buffers up to half the machine's memory (a 128^3 run with seg
+    targets, about 60 MiB a batch, was killed for memory on 24 GiB)."""
     dtypes, shapes, n_inputs = _specs(source)
     indices = (tf.data.Dataset.range(first_batch, np.iinfo(np.int64).max) if source.repeat
                else tf.data.Dataset.range(source.batches_per_pass))
@@ -46,5 +50,5 @@ def source_dataset(source, first_batch=0):
             tensor.set_shape(shape)
         return tuple(flat[:n_inputs]), tuple(flat[n_inputs:])
 
-    return indices.map(element, num_parallel_calls=tf.data.AUTOTUNE,
-                       deterministic=True).prefetch(tf.data.AUTOTUNE)
+    return indices.map(element, num_parallel_calls=workers,
+                       deterministic=True).prefetch(workers)
