@@ -69,7 +69,18 @@ def run_register(args):
 
 @pytest.mark.parametrize("make_args, message", [
     (lambda r, p, t: [f"--model={t}/notes.keras", f"--moving={p}/moving.nii.gz",
-                      f"--fixed={p}/fixed.nii.gz", f"--moved={t}/out.nii.gz"], "notes.keras"),
+                      f"--fixed={p}/fixed.nii.gz", f"--moved={t}/out.nii.gz"],
+     "notes.keras: not a readable Keras model file"),
+    (lambda r, p, t: [f"--model={t}/absent.keras", f"--moving={p}/moving.nii.gz",
+                      f"--fixed={p}/fixed.nii.gz", f"--moved={t}/out.nii.gz"],
+     "absent.keras: no such file"),
+    # every output is checked before the moved image is written
+    (lambda r, p, t: [f"--model={r}/best.keras", f"--moving={p}/moving.nii.gz",
+                      f"--fixed={p}/fixed.nii.gz", f"--moved={t}/out.nii.gz",
+                      f"--warp={t}/warp.txt"], "warp.txt: unknown file type"),
+    (lambda r, p, t: [f"--model={r}/best.keras", f"--moving={p}/moving.nii.gz",
+                      f"--fixed={p}/fixed.nii.gz", f"--moved={t}/out.nii.gz",
+                      f"--warp={t}/missing/warp.nii.gz"], "folder"),
     (lambda r, p, t: [f"--model={r}/best.keras", f"--moving={t}/vol3d.nii.gz",
                       f"--fixed={p}/fixed.nii.gz", f"--moved={t}/out.nii.gz"],
      "vol3d.nii.gz: a 3D image, but the model registers 2D images"),
@@ -111,3 +122,16 @@ def test_register_errors_are_one_line_and_write_nothing(trained_run, pair, tmp_p
     assert run.returncode == 2 and len(lines) == 1, run.stderr[-2000:]
     assert message in lines[0]
     assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_outputs_get_the_umasks_permissions(trained_run, pair, tmp_path):
+    old = os.umask(0o027)
+    try:
+        register.register_files(str(trained_run / "best.keras"), str(pair / "moving.nii.gz"),
+                                str(pair / "fixed.nii.gz"), str(tmp_path / "moved.nii.gz"),
+                                str(tmp_path / "w.npz"))
+    finally:
+        os.umask(old)
+    for name in ("moved.nii.gz", "w.npz"):  # not the temporary file's 0600
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] == []

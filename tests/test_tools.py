@@ -69,6 +69,14 @@ def test_prepare_data_cli_writes_the_cache_once(tmp_path, capsys):
     assert "0 subjects prepared, 2 already up to date" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no subjects.txt"):
         prepare_data.main(["--data_dir", str(tmp_path), "--out_dir", str(tmp_path / "c2")])
+    (tmp_path / "afile").write_text("")
+    for args, message in (
+            (["--target_shape=0,0"], "--target_shape entries must be positive, got 0,0"),
+            ([f"--out_dir={tmp_path / 'afile'}"], "afile is a file, not a folder"),
+            (["--dataset=synthetic"], "--dataset=synthetic: prepare_data reads oasis or list")):
+        with pytest.raises(SystemExit, match=message):
+            prepare_data.main([f"--data_dir={root}", f"--out_dir={tmp_path / 'c3'}", *args])
+    assert not (tmp_path / "c3").exists()
 
 
 SYNTHSEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "synthseg-label-maps"

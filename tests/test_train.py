@@ -126,6 +126,24 @@ def test_seg_supervised_training_lowers_the_dice_loss_and_fine_tunes_from_a_mode
                                result["model"].register(moving, fixed), atol=1e-4)
 
 
+def test_config_json_records_absolute_data_paths_and_resumes_from_them(tmp_path,
+                                                                        monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = tiny_config(Path("."), epochs=1)
+    config.train.model_dir = "run"
+    config.data.data_dir, config.data.img_prefix = "scans", "lists/"  # synthetic ignores them
+    trainer.train_and_evaluate(config, log=lambda _: None)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["data"]
+    assert saved["data_dir"] == str(tmp_path / "scans")
+    assert saved["img_prefix"] == str(tmp_path / "lists") + os.sep
+    saved_text = (tmp_path / "run" / "config.json").read_text()  # a run from before: relative
+    (tmp_path / "run" / "config.json").write_text(saved_text.replace(str(tmp_path / "scans"),
+                                                                     "scans"))
+    config.train.epochs, config.train.resume = 2, True
+    trainer.train_and_evaluate(config, log=lambda _: None)
+    assert history_epochs(tmp_path / "run") == [0, 1]
+
+
 @pytest.mark.parametrize("view", ["seg", "clean"])
 def test_a_run_trained_through_a_view_resumes_where_it_stopped(tmp_path, view):
     def config(name, **train):
@@ -246,6 +264,9 @@ def test_losses_and_weights_follow_the_original_script():
     (["--seg_weight=-1"], "--seg_weight must be non-negative, got -1.0"),
     (["--seg_weight=1", "--seg_resolution=3"], "--seg_resolution: seg_resolution 3 must divide"),
     (["--seg_resolution=0"], "--seg_resolution must be at least 1, got 0"),
+    (["--val=1"], "--val=1: validation scores pairs and needs at least 2 subjects"),
+    (["--synthetic_shape=16,16", "--train=3", "--val=2", "--window=17"],
+     "--window=17 is larger than the images (16, 16); choose at most 16"),
     (["--init_model=/nonexistent.h5"], "--init_model=/nonexistent.h5: no such file"),
     (["--int_resolution=0"], "--int_resolution must be at least 1, got 0"),
     (["--int_resolution=-2"], "--int_resolution must be at least 1, got -2"),
@@ -261,7 +282,7 @@ def test_flag_errors_are_one_line(tmp_path, args, message):
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, run.stderr
     assert message in lines[0]
-    assert not (tmp_path / "run" / "state.json").exists()
+    assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 def test_kill_then_resume_reaches_the_epoch_count_once_each(tmp_path):

@@ -3,6 +3,8 @@
     python tools/prepare_data.py --data_dir ../shared/data/neurite-oasis-3d \
         --out_dir cache/neurite-oasis-3d-128 --target_shape 128,128,128
 
+Data flags are the entry points' (`--dataset`, `--data_dir`, `--seg`, `--img_list`, ...,
+`--target_shape`, `--normalise`); defaults here: `--dataset=oasis --normalise=minmax`.
 Images are resized linearly, segmentations by nearest neighbour (no label invented; a
 label that vanishes at the new size is reported). Each subject becomes `<name>.npz`
 (vol, seg, affine) and `manifest.json` records sources, checksums, shapes and labels. A
@@ -10,44 +12,58 @@ second run with the same sources and settings rewrites nothing. Train on the res
 `--dataset=cache --data_dir=<out_dir>`.
 """
 
-import argparse
 import sys
+from pathlib import Path
+
+from absl import flags
 
 from vxm_tf import cli
 
 cli.quiet_tensorflow_import()
 from vxm_tf import data, experiment  # noqa: E402
 
+FLAGS = flags.FLAGS
+
+
+# this tool's defaults where the shared flags default otherwise (for training)
+DEFAULTS = {"dataset": "oasis", "normalise": "minmax"}
+
+
+def define_flags():
+    """The entry points' data flags (one definition, `experiment.define_flags`) and
+    `--out_dir`; `DEFAULTS` apply where a flag is not given."""
+    experiment.define_flags()
+    if "out_dir" not in FLAGS:
+        flags.DEFINE_string("out_dir", "", "cache folder to write (created)")
+
+
+def prepare(fl):
+    """Write the cache the parsed flags describe; `ValueError` / `DatasetError` naming the
+    flag or file on bad input."""
+    for name, value in DEFAULTS.items():
+        if not fl[name].present:
+            fl[name].value = value
+    if not fl.out_dir:
+        raise ValueError("--out_dir is required")
+    if fl.dataset not in ("oasis", "list"):
+        raise ValueError(f"--dataset={fl.dataset}: prepare_data reads oasis or list datasets")
+    if Path(fl.out_dir).exists() and not Path(fl.out_dir).is_dir():
+        raise ValueError(f"--out_dir={fl.out_dir} is a file, not a folder")
+    config = experiment.config_from_flags(fl, training=False).data
+    if config.dataset == "oasis" and not config.data_dir:
+        raise ValueError("--dataset=oasis needs --data_dir")
+    dataset = experiment.build_dataset(config)
+    data.prepare_cache(dataset, fl.out_dir, config.target_shape or None, config.normalise)
+
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", choices=("oasis", "list"), default="oasis")
-    parser.add_argument("--data_dir", help="neurite-OASIS folder")
-    parser.add_argument("--img_list", default="", help="list dataset: one entry per line")
-    parser.add_argument("--img_prefix", default="")
-    parser.add_argument("--img_suffix", default="")
-    parser.add_argument("--seg_suffix", default="")
-    parser.add_argument("--label_table", default="")
-    parser.add_argument("--seg", default="default", help="OASIS segmentation (seg35, seg4..)")
-    parser.add_argument("--out_dir", required=True)
-    parser.add_argument("--target_shape", default="", help="e.g. 128,128,128 (default: keep)")
-    parser.add_argument("--normalise", choices=data.volumes.NORMALISATIONS, default="minmax")
-    args = parser.parse_args(argv)
+    define_flags()
+    argv = [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
+    FLAGS.unparse_flags()  # a second call in one process starts from the defaults
+    cli.check_args(cli.parse_flags(argv))
     try:
-        shape = tuple(int(n) for n in args.target_shape.split(",") if n)
-    except ValueError:
-        parser.error(f"--target_shape must be comma-separated integers, got "
-                     f"{args.target_shape!r}")
-    if args.dataset == "oasis" and not args.data_dir:
-        parser.error("--dataset=oasis needs --data_dir")
-    config = experiment.DataConfig(
-        dataset=args.dataset, data_dir=args.data_dir or "", seg=args.seg,
-        img_list=args.img_list, img_prefix=args.img_prefix, img_suffix=args.img_suffix,
-        seg_suffix=args.seg_suffix, label_table=args.label_table)
-    try:
-        dataset = experiment.build_dataset(config)
-        data.prepare_cache(dataset, args.out_dir, shape or None, args.normalise)
-    except (data.DatasetError, ValueError) as err:
+        prepare(FLAGS)
+    except (data.DatasetError, experiment.ConfigError, ValueError, OSError) as err:
         sys.exit(f"error: {err}")
 
 

@@ -22,7 +22,7 @@ from vxm_tf import cli
 cli.quiet_tensorflow_import()
 import matplotlib.pyplot as plt  # noqa: E402
 
-from vxm_tf import evaluation, experiment, figures, perturb  # noqa: E402
+from vxm_tf import evaluation, experiment, figures, files, perturb  # noqa: E402
 
 DEFAULT_GRID = ("brightness:-0.4,-0.2,0.2,0.4;offset:-0.2,0.2;gamma:-1,-0.5,0.5,1;"
                 "bias:0.25,0.5,0.75,1;noise:0.02,0.05,0.1")
@@ -167,9 +167,7 @@ def main(argv=None):
               "Command (what `make robustness` runs):", "", "```sh",
               "python tools/robustness.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "```"]
-    tmp = out.with_name(f".tmp-{out.name}")
-    tmp.write_text("# Brightness robustness\n\n" + "\n".join(lines) + "\n")
-    tmp.replace(out)
+    files.write_text(out, "# Brightness robustness\n\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -37,6 +37,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from vxm_tf import files
 from vxm_tf.data import volumes as vol_io
 
 ALIASES = {"inf": "inferior", "lat": "lateral", "area": "", "vent": "ventricle"}
@@ -259,10 +260,10 @@ def overlay_figure(path, reference_image, segs, names, ventricles):
     fig.suptitle(f"{len(names)} label maps aligned to the reference: brain and lateral "
                  "ventricles outlined")
     fig.tight_layout()
-    tmp = Path(path).with_name(f".tmp-{Path(path).name}")
-    fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        files.save_figure(fig, path, dpi=90)
+    finally:
+        plt.close(fig)
 
 
 def main(argv=None):

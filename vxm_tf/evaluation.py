@@ -1,16 +1,14 @@
 """Evaluate a registration model on pairs of in-memory volumes: overlap, surface distance,
 deformation quality and speed, before (identity) and after registration."""
 
-import csv
 import dataclasses
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
-from vxm_tf import metrics, registration
+from vxm_tf import files, metrics, registration
 
 PAIR_FIELDS = ("moving", "fixed", "dice_before", "dice_after", "hd95_before", "hd95_after",
                "missing_before", "missing_after", "folding_percent", "sd_log_jacobian",
@@ -160,20 +158,8 @@ def markdown_summary(summary, title):
     return "\n".join(lines) + "\n"
 
 
-def write_text(path, text):
-    """Write `text` to `path` through a temporary file beside it (never half-written)."""
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _write_csv(path, fields, rows):
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+write_text = files.write_text
+_write_csv = files.write_csv
 
 
 def models_and_test_pairs(specs):

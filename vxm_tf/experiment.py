@@ -6,6 +6,7 @@ config and know nothing of absl, so tests and other entry points call them direc
 """
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,24 @@ class DataConfig:
     synthetic_shape: tuple = (64, 64)
     synthetic_labels: int = 8
     augmentation: data.Augmentation = field(default_factory=data.Augmentation)
+
+
+# DataConfig fields that name files or folders: a run's config.json records them absolute,
+# so `evaluate --model=<run>/best.keras` works from any directory
+PATH_FIELDS = ("data_dir", "img_list", "img_prefix", "label_table", "train_list",
+               "test_list", "val_list", "atlas")
+
+
+def absolute_paths(values):
+    """A copy of a DataConfig's dict with `PATH_FIELDS` made absolute (relative to the
+    current directory; an `img_prefix` keeps its trailing separator)."""
+    values = dict(values)
+    for name in PATH_FIELDS:
+        path = values.get(name)
+        if path:
+            absolute = os.path.abspath(os.path.expanduser(path))
+            values[name] = absolute + (os.sep if path.endswith(("/", os.sep)) else "")
+    return values
 
 
 @dataclass
@@ -289,6 +308,9 @@ def check_config(config, training=True):
         raise ConfigError("--seg_weight needs segmentations, not --seg=none")
     if t.init_model and not Path(t.init_model).is_file():
         raise ConfigError(f"--init_model={t.init_model}: no such file")
+    if training and d.val == 1 and not d.val_list:
+        raise ConfigError("--val=1: validation scores pairs and needs at least 2 subjects; "
+                          "use --val=0 (no validation, no best.keras) or 2 or more")
     if training and d.train < 2 and not d.train_list and not d.atlas:
         raise ConfigError(f"--train needs at least 2 subjects to make pairs, got {d.train}")
 

@@ -4,8 +4,6 @@
 row per axis. Files are written to a temporary name and renamed.
 """
 
-import os
-from pathlib import Path
 
 import matplotlib
 
@@ -13,15 +11,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vxm_tf import metrics  # noqa: E402
+from vxm_tf import files, metrics  # noqa: E402
 
 
 def save_figure(fig, path):
-    path = Path(path)
-    tmp = path.with_name(f".tmp-{path.stem}.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        files.save_figure(fig, path, dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 def _slices(volume, ndims):

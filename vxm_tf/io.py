@@ -6,12 +6,13 @@ file in the same folder, renamed into place once complete.
 """
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+from vxm_tf import files
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz", ".mgz")
 SUFFIXES = NIFTI_SUFFIXES + (".npz",)
@@ -49,7 +50,8 @@ def voxel_size(affine, ndims):
     return tuple(float(s) for s in sizes[:ndims])
 
 
-def _suffix(path):
+def file_type(path):
+    """The known suffix `path` ends in (`SUFFIXES`, any case), or None."""
     name = str(path).lower()
     for suffix in SUFFIXES:
         if name.endswith(suffix):
@@ -71,7 +73,7 @@ def load_volume(path, key=None, labels=False):
         `Volume` with float32 data (int32 for labels).
     """
     path = str(path)
-    suffix = _suffix(path)
+    suffix = file_type(path)
     if suffix is None:
         raise VolumeError(f"{path}: unknown file type; expected one of {', '.join(SUFFIXES)}")
     if not os.path.isfile(path):
@@ -93,12 +95,12 @@ def load_volume(path, key=None, labels=False):
 def load_displacement(path):
     """Load a displacement field `(*spatial, D)` (D = 2 or 3 spatial axes) in voxels."""
     path = str(path)
-    if _suffix(path) is None or not os.path.isfile(path):
-        raise VolumeError(f"{path}: no such file" if _suffix(path) else
+    if file_type(path) is None or not os.path.isfile(path):
+        raise VolumeError(f"{path}: no such file" if file_type(path) else
                           f"{path}: unknown file type; expected one of {', '.join(SUFFIXES)}")
     source_shape = None
     try:
-        if _suffix(path) == ".npz":
+        if file_type(path) == ".npz":
             data, affine = _load_npz(path, "vol")
             with np.load(path) as npz:
                 if "source_shape" in npz.files:
@@ -174,16 +176,14 @@ def save_volume(path, data, affine=None, source_shape=None):
     The parent folder must exist; nothing is left behind if writing fails.
     """
     path = str(path)
-    suffix = _suffix(path)
+    suffix = file_type(path)
     if suffix is None:
         raise VolumeError(f"{path}: unknown file type; expected one of {', '.join(SUFFIXES)}")
     folder = Path(path).parent
     if not folder.is_dir():
         raise VolumeError(f"{path}: folder {folder} does not exist")
     affine = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
-    os.close(fd)
-    try:
+    with files.atomic_path(path) as tmp:
         note = {} if source_shape is None else {"source_shape": np.asarray(source_shape)}
         if suffix == ".npz":
             np.savez_compressed(tmp, vol=data, affine=affine, **note)
@@ -194,7 +194,3 @@ def save_volume(path, data, affine=None, source_shape=None):
             if source_shape is not None:
                 image.header["descrip"] = SHAPE_NOTE + "x".join(map(str, source_shape))
             nib.save(image, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

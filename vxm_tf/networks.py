@@ -6,13 +6,14 @@ that weights written by voxelmorph 0.2 load by name (`load_original_weights`).
 
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import h5py
 import keras
 import numpy as np
 
-from vxm_tf import layers
+from vxm_tf import files, layers
 from vxm_tf import ops as vxm_ops
 
 DEFAULT_UNET_FEATURES = ((16, 32, 32, 32), (32, 32, 32, 32, 32, 16, 16))
@@ -264,7 +265,15 @@ class VxmDense(keras.Model):
         """Load a `.keras` file, or an `.h5` written by voxelmorph 0.2 (`save`)."""
         path = str(path)
         if path.endswith(".keras"):
-            model = keras.saving.load_model(path, compile=False)
+            if not os.path.isfile(path):
+                raise ValueError(f"{path}: no such file")
+            if not zipfile.is_zipfile(path):
+                raise ValueError(f"{path}: not a readable Keras model file (a .keras file is "
+                                 "a zip archive)")
+            try:
+                model = keras.saving.load_model(path, compile=False)
+            except (OSError, KeyError, zipfile.BadZipFile) as err:
+                raise ValueError(f"{path}: not a readable Keras model file ({err})") from None
             if not isinstance(model, cls):
                 raise ValueError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
             return model
@@ -392,12 +401,8 @@ def save_model(model, path):
         raise ValueError(f"{path}: a Keras model file must end in .keras")
     if not path.parent.is_dir():
         raise ValueError(f"{path}: folder {path.parent} does not exist")
-    tmp = path.with_name(f".tmp-{path.name}")
-    try:
+    with files.atomic_path(path) as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def convert_original(original_path, out_path):

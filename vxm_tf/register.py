@@ -8,6 +8,7 @@ fixed voxel index (apply it with `python -m vxm_tf.warp`). All outputs are check
 the work starts and written atomically.
 """
 
+import os
 from pathlib import Path
 
 from absl import flags
@@ -43,14 +44,21 @@ def define_flags():
 
 
 def check_outputs(paths, inputs=()):
-    """Every output's folder exists, no two outputs share a path, and no output would
-    overwrite an input: checked before any work, so nothing is half-written."""
+    """Every output has a known suffix and a writable folder, no two outputs share a path,
+    and no output would overwrite an input: checked before any work, so nothing is
+    half-written."""
     seen = {Path(p).resolve(): p for p in inputs if p}
     for path in paths:
         if not path:
             continue
-        if not Path(path).parent.is_dir():
-            raise io.VolumeError(f"{path}: folder {Path(path).parent} does not exist")
+        if io.file_type(path) is None:
+            raise io.VolumeError(f"{path}: unknown file type; expected one of "
+                                 f"{', '.join(io.SUFFIXES)}")
+        folder = Path(path).parent
+        if not folder.is_dir():
+            raise io.VolumeError(f"{path}: folder {folder} does not exist")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise io.VolumeError(f"{path}: folder {folder} is not writable")
         if Path(path).resolve() in seen:
             raise ValueError(f"{path}: the same path is given for two files "
                              f"({seen[Path(path).resolve()]!r} already)")

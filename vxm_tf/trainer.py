@@ -28,7 +28,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from vxm_tf import data, experiment, networks, registration
+from vxm_tf import data, experiment, files, networks, registration
 
 
 class TrainingError(RuntimeError):
@@ -96,10 +96,7 @@ def make_strategy(name):
     return tf.distribute.get_strategy().scope()
 
 
-def _atomic_json(path, payload):
-    tmp = Path(path).with_name(f".tmp-{Path(path).name}")
-    tmp.write_text(json.dumps(payload, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
+_atomic_json = files.write_json
 
 
 def _atomic_save(model, path):
@@ -121,10 +118,8 @@ class ValidationDice(keras.callbacks.Callback):
 
 def save_optimizer(optimizer, path):
     """The optimiser's variables (iterations and moments, in their fixed order) to npz."""
-    tmp = Path(path).with_name(f".tmp-{Path(path).name}")
-    with open(tmp, "wb") as file:
+    with files.atomic_path(path) as tmp, open(tmp, "wb") as file:
         np.savez(file, *[keras.ops.convert_to_numpy(v.value) for v in optimizer.variables])
-    os.replace(tmp, path)
 
 
 def restore_optimizer(fitted, path):
@@ -253,9 +248,7 @@ def _truncate_history(path, epochs):
     lines = path.read_text().splitlines(keepends=True)
     kept = lines[:1] + [row for row in lines[1:] if int(row.split(",")[0]) < epochs]
     if kept != lines:
-        tmp = path.with_name(f".tmp-{path.name}")
-        tmp.write_text("".join(kept))
-        os.replace(tmp, path)
+        files.write_text(path, "".join(kept))
 
 
 def _alive(pid):
@@ -297,6 +290,13 @@ RESUMABLE_CHANGES = {("train", "epochs"), ("train", "resume"), ("train", "verbos
                      ("train", "model_dir")}
 
 
+def _recorded(config):
+    """`config` as config.json records it: plain JSON values, data paths absolute."""
+    recorded = json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    recorded["data"] = experiment.absolute_paths(recorded["data"])
+    return recorded
+
+
 def check_resumed_config(run_dir, config):
     """Raise `TrainingError` naming every setting that differs from the run's config.json
     (other than `RESUMABLE_CHANGES`): a resumed run trains with its checkpoint's settings."""
@@ -305,9 +305,11 @@ def check_resumed_config(run_dir, config):
         saved = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise TrainingError(f"--resume: {path} is unreadable ({err})") from None
-    current = json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    current = _recorded(config)
     # a setting newer than the run's config.json had its default value then
     defaults = json.loads(json.dumps(dataclasses.asdict(type(config)()), default=str))
+    # paths compare absolute (runs from before absolute paths hold them relative)
+    saved["data"] = experiment.absolute_paths(saved.get("data", {}))
     changes = []
     for section, values in current.items():
         for key, value in values.items():
@@ -326,12 +328,15 @@ def train_and_evaluate(config, log=print):
     The run directory is locked for the duration (`lock_run_dir`)."""
     scope = make_strategy(config.train.strategy)  # first: collectives set up at start
     run_dir = Path(config.train.model_dir)
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = lock_run_dir(run_dir)
     try:
         return _train(config, log, scope, run_dir)
     finally:
         lock.unlink(missing_ok=True)
+        if created and not any(run_dir.iterdir()):  # refused before writing anything
+            run_dir.rmdir()
 
 
 def _train(config, log, scope, run_dir):
@@ -353,6 +358,10 @@ def _train(config, log, scope, run_dir):
     labels = train.labels if config.loss.seg_weight else []
     if config.loss.seg_weight and not labels:
         raise TrainingError("--seg_weight: the training subjects have no segmentations")
+    lo = config.loss
+    if lo.similarity in ("ncc", "hybrid") and lo.window > min(train.shape):
+        raise TrainingError(f"--window={lo.window} is larger than the images "
+                            f"{tuple(train.shape)}; choose at most {min(train.shape)}")
     log(f"{len(train)} training subjects, {len(pairs)} pairs, {steps} steps per epoch, "
         f"shape {train.shape}, precision {precision}")
 
@@ -369,7 +378,7 @@ def _train(config, log, scope, run_dir):
             fitted = experiment.training_model(model, config, labels)
             experiment.compile_model(fitted, config, steps * t.epochs, labels)
     # recorded once everything checked out and the model exists
-    _atomic_json(run_dir / "config.json", {**dataclasses.asdict(config),
+    _atomic_json(run_dir / "config.json", {**_recorded(config),
                                            "resolved_precision": precision,
                                            "steps_per_epoch": steps})
     _atomic_json(run_dir / "versions.json", _versions())

@@ -8,7 +8,6 @@ oracle state) and run distributed with Keras Tuner's chief / worker protocol
 """
 
 import copy
-import csv
 import os
 import time
 import warnings
@@ -19,7 +18,7 @@ import keras
 import keras_tuner
 import numpy as np
 
-from vxm_tf import data, experiment, figures, metrics, registration
+from vxm_tf import data, experiment, figures, files, metrics, registration
 
 TUNERS = ("random", "bayesian", "hyperband", "grid")
 OBJECTIVES = ("dice", "dice_minus_folding")
@@ -183,26 +182,19 @@ def write_outputs(tuner, directory):
     directory = Path(directory)
     rows = trial_rows(tuner)
     fields = list(dict.fromkeys(k for row in rows for k in row))
-    tmp = directory / ".tmp-trials.csv"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, directory / "trials.csv")
+    files.write_csv(directory / "trials.csv", fields, rows)
     figures.sweep_plot(rows, directory / "lambda_sweep.png")
     lines = ["| lambda | held-out Dice | folding (% voxels) | final loss | seconds |",
              "|---|---|---|---|---|"]
     lines += [f"| {r['lambda']:.4g} | {r['val_dice']:.4f} | {r['val_folding']:.4f} | "
               f"{r['loss']:.4f} | {r['seconds']:.0f} |" for r in rows]
-    tmp = directory / ".tmp-trials.md"
-    tmp.write_text("\n".join(lines) + "\n\n![lambda sweep](lambda_sweep.png)\n")
-    os.replace(tmp, directory / "trials.md")
+    files.write_text(directory / "trials.md",
+                     "\n".join(lines) + "\n\n![lambda sweep](lambda_sweep.png)\n")
     with warnings.catch_warnings():  # the trial checkpoint holds no optimizer state to skip
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         best = tuner.get_best_models(1)[0]
-    tmp = directory / ".tmp-best.keras"
-    best.save(tmp)
-    os.replace(tmp, directory / "best.keras")
+    with files.atomic_path(directory / "best.keras") as tmp:
+        best.save(tmp)
     return rows
 
 

@@ -6,14 +6,13 @@ pipeline indexes into it, so memory grows with N, never with the N^2 pairs.
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
+from vxm_tf import files
 from vxm_tf.data.datasets import Dataset, DatasetError, Subject
 from vxm_tf.io import load_volume, voxel_size
 
@@ -240,17 +239,8 @@ def cached_dataset(out_dir):
 
 
 def _atomic_savez(path, arrays):
-    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=".tmp-", suffix=".npz")
-    os.close(fd)
-    try:
+    with files.atomic_path(path) as tmp:
         np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
-def _atomic_write_text(path, text):
-    tmp = Path(path).with_name(f".tmp-{Path(path).name}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+_atomic_write_text = files.write_text
