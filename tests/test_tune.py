@@ -75,6 +75,29 @@ def test_other_tuners_and_the_folding_penalty(tmp_path, tuner):
         assert row["val_score"] == pytest.approx(row["val_dice"] - 0.5 * row["val_folding"])
 
 
+def test_holdout_score_subtracts_the_folding_of_a_folding_field():
+    from vxm_tf import data, metrics, registration
+
+    model = networks.VxmDense((24, 24), nb_unet_features=[[8, 8], [8, 8, 8]], int_steps=0)
+    kernel, bias = model.get_layer("vxm_dense_flow").get_weights()
+    model.get_layer("vxm_dense_flow").set_weights([kernel * 3e4, bias])  # a rough field
+    volumes = data.synthetic_volumes(3, (24, 24), nb_labels=3, seed=2)
+    pairs = [(0, 1), (1, 2)]
+    folding = np.mean([metrics.folding_percent(warp) for _, warp, _ in
+                       registration.register_pairs(model, volumes, pairs)])
+    assert folding > 1  # else the penalty below would be checked against nothing
+    scores = {}
+    for objective in ("dice", "dice_minus_folding"):
+        callback = tuning.HoldoutScores(volumes, pairs, objective, folding_weight=0.5)
+        callback.set_model(model)
+        callback.on_epoch_end(0, logs := {})
+        scores[objective] = logs
+    assert scores["dice"]["val_folding"] == pytest.approx(folding)
+    assert scores["dice"]["val_score"] == pytest.approx(scores["dice"]["val_dice"])
+    assert scores["dice_minus_folding"]["val_score"] == pytest.approx(
+        scores["dice"]["val_dice"] - 0.5 * folding)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--lambda_min=-1"], "0 < min <= max, got -1.0 and 10.0"),
     (["--lambda_min=5", "--lambda_max=1"], "0 < min <= max, got 5.0 and 1.0"),
