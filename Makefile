@@ -15,7 +15,8 @@ RUN ?= runs/$(DATA)-$(LOSS)
 OASIS3D ?= ../shared/data/neurite-oasis-3d
 
 .PHONY: install test lint train tune data data3d compare robustness bench bench-model bench-data \
-	oasis3d-report tune-instance convert-original gpu-prepare gpu-check baselines clean
+	oasis3d-report tune-instance convert-original gpu-prepare gpu-check baselines clean \
+	sweep-report reports readme
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -112,6 +113,23 @@ oasis3d-report: install
 		$(if $(wildcard $(FINETUNED)),--extra "fine-tuned on synthetic subjects=$(FINETUNED)") \
 		$(if $(wildcard $(ANTS_VENV)/.installed),--ants_python=$(ANTS_VENV)/bin/python) \
 		--out=reports/oasis3d.md
+
+# The lambda sweep's report from its trials (runs/tune-oasis2d-ncc from `make tune`, or
+# the trials kept in reports/ when that run folder is gone).
+SWEEP ?= $(firstword $(wildcard runs/tune-oasis2d-ncc/trials.csv) \
+	reports/lambda_sweep_oasis2d_ncc/trials.csv)
+sweep-report: install
+	$(PY) tools/report_sweep.py --trials=$(SWEEP) \
+		--out=reports/lambda_sweep_oasis2d_ncc/README.md
+
+# The README's result tables, copied from the reports (tools/sync_readme.py).
+readme: install
+	$(PY) tools/sync_readme.py
+
+# Every generated report (each trains or runs what it needs when its inputs are missing),
+# then the README's tables from them.
+reports: compare robustness tune-instance oasis3d-report sweep-report
+	$(MAKE) readme
 
 lint: install
 	$(VENV)/bin/ruff check vxm_tf tests tools

@@ -15,6 +15,7 @@ import compare  # noqa: E402
 import fetch_oasis  # noqa: E402
 import prepare_data  # noqa: E402
 import robustness  # noqa: E402
+import sync_readme  # noqa: E402
 from fixtures import fake_oasis  # noqa: E402
 
 from vxm_tf import evaluation  # noqa: E402
@@ -209,3 +210,16 @@ def test_ants_baseline_recovers_a_shift_in_the_registration_convention(tmp_path)
     pair_rows, _ = report_oasis3d.ants_rows(str(ANTS_PYTHON), volumes, [(0, 1)])
     assert pair_rows[0]["dice_after"] > pair_rows[0]["dice_before"] + 0.1
     assert pair_rows[0]["dice_after"] > 0.9 and pair_rows[0]["seconds"] > 0
+
+
+def test_readme_tables_are_the_reports_tables(tmp_path):
+    readme = (sync_readme.ROOT / "README.md").read_text()
+    assert "<!-- table: " in readme
+    assert sync_readme.synced(readme) == readme, "README drifted: run `make readme`"
+    # a stale copy is replaced by the report's table; a missing table is named
+    (tmp_path / "r.md").write_text("text\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+    stale = "x\n<!-- table: r.md 1 -->\n| a | b |\n| 9 | 9 |\n<!-- end table -->\ny\n"
+    assert sync_readme.synced(stale, tmp_path) == (
+        "x\n<!-- table: r.md 1 -->\n| a | b |\n|---|---|\n| 1 | 2 |\n<!-- end table -->\ny\n")
+    with pytest.raises(ValueError, match="r.md has 1 tables, the README asks for 2"):
+        sync_readme.synced(stale.replace("r.md 1", "r.md 2"), tmp_path)
