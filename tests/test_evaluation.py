@@ -55,7 +55,11 @@ def test_evaluate_reads_the_run_config_and_writes_the_report(trained_run):
 @pytest.mark.parametrize("make_args, message", [
     (lambda d, t: [f"--model={t}/notes.keras"], "notes.keras"),
     (lambda d, t: [f"--model={d}/best.keras", "--synthetic_shape=16,16,16"],
-     "the model takes 2D images of shape (32, 32), the data are (16, 16, 16)"),
+     "the model registers 2D images, the data are 3D (16, 16, 16)"),
+    (lambda d, t: [f"--model={d}/best.keras", "--synthetic_shape=16,16"],
+     "the model takes 2D images of shape (32, 32), the data are (16, 16)"),
+    (lambda d, t: [f"--model={d}/best.keras", "--test=1"],
+     "--test=1: scoring needs pairs, so at least 2 subjects"),
     (lambda d, t: [f"--model={d}/best.keras", f"--out_dir={t}/missing/report"],
      "does not exist"),
     (lambda d, t: [], "--model is required"),

@@ -103,6 +103,12 @@ def main(argv):
         volumes = experiment.build_splits(config)[FLAGS.split]
         if volumes is None:
             raise data.DatasetError(f"the {FLAGS.split} split is empty")
+        if len(volumes) < 2 and not FLAGS.pairs:
+            raise data.DatasetError(f"--{FLAGS.split}={len(volumes)}: scoring needs pairs, "
+                                    "so at least 2 subjects")
+        if len(volumes.shape) != len(model.inshape):
+            raise ValueError(f"the model registers {len(model.inshape)}D images, the data are "
+                             f"{len(volumes.shape)}D {volumes.shape}")
         if volumes.shape != model.inshape:
             raise ValueError(f"the model takes {len(model.inshape)}D images of shape "
                              f"{model.inshape}, the data are {volumes.shape}; set "
