@@ -355,3 +355,14 @@ def test_multi_worker_across_processes_is_a_clear_error(tmp_path):
     assert run.returncode == 2 and len(lines) == 1, run.stderr[-2000:]
     assert "TF_CONFIG names 2 tasks" in lines[0] and "keras-team/keras#20585" in lines[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_shape_that_cannot_fit_in_memory_is_refused_before_training():
+    config = experiment.Config()
+    trainer.check_memory((128, 128, 128), config, available=16 * 2**30)  # 5.5 GiB: fits
+    with pytest.raises(trainer.TrainingError, match=r"training at 512x512x512 with "
+                                                    r"--batch_size=1 needs about \d+ GiB, 16 GiB"):
+        trainer.check_memory((512, 512, 512), config, available=16 * 2**30)
+    config.train.batch_size = 8
+    with pytest.raises(trainer.TrainingError, match="--batch_size=8"):
+        trainer.check_memory((128, 128, 128), config, available=16 * 2**30)
