@@ -182,8 +182,8 @@ def define_flags():
                    "unsupervised")
     f.DEFINE_integer("seg_resolution", lo.seg_resolution, "semi-supervised: the Dice loss "
                      "compares the segmentations at 1/seg_resolution of the image size "
-                     "(one-hot maps average-pooled, the field resized): 2 needs 1/8 of the "
-                     "memory, what 3D at 128^3 with 35 labels needs on a 24 GiB machine")
+                     "(one-hot maps average-pooled, the field resized): 2 needs 1/8 of that "
+                     "term's memory")
 
     f.DEFINE_float("lr", t.lr, "Adam learning rate")
     f.DEFINE_enum("schedule", t.schedule, SCHEDULES, "learning-rate schedule")
