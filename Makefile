@@ -16,7 +16,7 @@ OASIS3D ?= ../shared/data/neurite-oasis-3d
 
 .PHONY: install test lint train tune data data3d compare robustness bench bench-model bench-data \
 	oasis3d-report tune-instance convert-original gpu-prepare gpu-check baselines clean \
-	sweep-report reports readme
+	sweep-report reports readme real-world
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -128,7 +128,12 @@ readme: install
 
 # Every generated report (each trains or runs what it needs when its inputs are missing),
 # then the README's tables from them.
-reports: compare robustness tune-instance oasis3d-report sweep-report
+# scans put into other orientations, voxel sizes and fields of view, registered back
+real-world: install
+	$(PY) tools/real_world.py --model=$(PRETRAINED) --data_dir=$(OASIS3D) --cases=3 \
+		--out=reports/real_world.md
+
+reports: compare robustness tune-instance oasis3d-report sweep-report real-world
 	$(MAKE) readme
 
 lint: install

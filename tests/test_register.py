@@ -7,8 +7,9 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from vxm_tf import data, metrics, register, warp
+from vxm_tf import affine, data, geometry, metrics, register, warp
 from vxm_tf.data.synthetic import random_displacement, warp_numpy
 
 AFFINE = np.array([[-1.2, 0, 0, 30], [0, 0, 1.1, -20], [0, -1.2, 0, 25], [0, 0, 0, 1]])
@@ -45,20 +46,127 @@ def test_register_round_trip_improves_overlap_on_the_fixed_grid(trained_run, pai
     after = metrics.mean_dice(moved_seg, fixed_seg)
     assert after > before + 0.02, (before, after)
     assert set(np.unique(moved_seg)) <= set(np.unique(moving_seg))
-    assert nib.load(str(tmp_path / "w.nii.gz")).shape == (40, 40, 2)
+    warp_image = nib.load(str(tmp_path / "w.nii.gz"))
+    assert warp_image.shape == (40, 40, 1, 1, 3)  # ITK / ANTs layout, 3-vectors in mm
+    assert warp_image.header.get_intent()[0] == "vector"
 
     warp.warp_file(str(pair / "moving.nii.gz"), str(tmp_path / "w.nii.gz"),
                    str(tmp_path / "again.nii.gz"))
     again = np.asarray(nib.load(str(tmp_path / "again.nii.gz")).dataobj)
     np.testing.assert_allclose(again, np.asarray(moved.dataobj), atol=1e-5)
-    # the field records the moving image's shape: another image is refused, nothing written
-    nib.save(nib.Nifti1Image(np.ones((44, 40), np.float32), AFFINE),
+    # an image that is not in the moving scan's world space is refused, nothing written
+    far = AFFINE.copy()
+    far[:3, 3] += 500
+    nib.save(nib.Nifti1Image(np.ones((40, 40), np.float32), far),
              str(tmp_path / "other.nii.gz"))
-    with pytest.raises(ValueError, match=r"other.nii.gz: shape \(44, 40\), but .*w.nii.gz "
-                                         r"maps into an image of shape \(40, 40\)"):
+    with pytest.raises(ValueError, match=r"other.nii.gz: only 0% of .*w.nii.gz's points fall "
+                                         "inside this image"):
         warp.warp_file(str(tmp_path / "other.nii.gz"), str(tmp_path / "w.nii.gz"),
                        str(tmp_path / "bad.nii.gz"))
     assert not (tmp_path / "bad.nii.gz").exists()
+
+
+def reoriented(array, affine, transpose=True, flip=(0,)):
+    """The same image in another voxel order: axes flipped and swapped, with the affine
+    changed to match, so every voxel keeps its world position."""
+    matrix = np.eye(3)
+    for axis in flip:
+        array = np.flip(array, axis)
+        step = np.eye(3)
+        step[axis, axis], step[axis, 2] = -1, array.shape[axis] - 1
+        matrix = matrix @ step
+    if transpose:
+        array = array.T
+        swap = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 1.0]])
+        matrix = matrix @ swap
+    return np.ascontiguousarray(array), affine @ geometry.embed(matrix)
+
+
+def resampled(array, affine, shape, order):
+    """The image on a grid of `shape` over the same box (another voxel size)."""
+    new_affine = geometry.grid_affine(affine, array.shape, shape)
+    coords = geometry.apply(geometry.voxel_map(new_affine, affine, 2), geometry.indices(shape))
+    return ndimage.map_coordinates(array, np.moveaxis(coords, -1, 0), order=order,
+                                   mode="nearest"), new_affine
+
+
+@pytest.mark.parametrize("affine_kind", ["none", "affine"])
+def test_orientation_and_voxel_size_do_not_change_the_result(trained_run, pair, tmp_path,
+                                                             affine_kind):
+    """The moving scan flipped and transposed (affine to match), or resampled to half the
+    voxel size (each voxel split in four, so its labels are exactly the original's),
+    registers to the same result as the original, in world coordinates."""
+    image = nib.load(str(pair / "moving.nii.gz"))
+    seg = nib.load(str(pair / "moving_seg.nii.gz"))
+    data, labels = np.asarray(image.dataobj)[..., 0], np.asarray(seg.dataobj)[..., 0]
+    variants = {"original": (data, labels, AFFINE),
+                "reoriented": (*[reoriented(a, AFFINE)[0] for a in (data, labels)],
+                               reoriented(data, AFFINE)[1]),
+                "resampled": (resampled(data, AFFINE, (80, 80), 1)[0],
+                              resampled(labels, AFFINE, (80, 80), 0)[0],
+                              resampled(data, AFFINE, (80, 80), 1)[1])}
+    fixed_seg = np.asarray(nib.load(str(pair / "fixed_seg.nii.gz")).dataobj)[..., 0]
+    scores, moved = {}, {}
+    for name, (array, label_map, matrix) in variants.items():
+        nib.save(nib.Nifti1Image(array.astype(np.float32), matrix), str(tmp_path / "m.nii"))
+        nib.save(nib.Nifti1Image(label_map.astype(np.int16), matrix),
+                 str(tmp_path / "ms.nii"))
+        register.register_files(
+            str(trained_run / "best.keras"), str(tmp_path / "m.nii"),
+            str(pair / "fixed.nii.gz"), str(tmp_path / f"{name}.nii"),
+            moving_seg_path=str(tmp_path / "ms.nii"),
+            moved_seg_path=str(tmp_path / f"{name}_seg.nii"),
+            affine_config=affine.AffineConfig(affine_kind))
+        moved_seg = np.asarray(nib.load(str(tmp_path / f"{name}_seg.nii")).dataobj)
+        scores[name] = metrics.mean_dice(moved_seg, fixed_seg)
+        moved[name] = np.asarray(nib.load(str(tmp_path / f"{name}.nii")).dataobj)
+    # the reoriented scan holds exactly the same samples: the same result
+    np.testing.assert_allclose(moved["reoriented"], moved["original"], atol=1e-3)
+    assert abs(scores["resampled"] - scores["original"]) < 0.01, scores
+    assert scores["original"] > metrics.mean_dice(labels, fixed_seg) + 0.02, scores
+
+
+def test_affine_pre_alignment_recovers_a_known_transform_and_writes_it(trained_run, pair,
+                                                                       tmp_path):
+    """The fixed scan moved by a known rotation, scaling and translation in world space:
+    --affine=affine undoes it (the matrix written, the overlap restored); --affine=none
+    cannot."""
+    fixed = nib.load(str(pair / "fixed.nii.gz"))
+    fixed_seg = np.asarray(nib.load(str(pair / "fixed_seg.nii.gz")).dataobj)[..., 0]
+    data = np.asarray(fixed.dataobj)[..., 0]
+    angle = np.deg2rad(12)
+    # moving-space point = truth @ fixed-space point, in the plane of the 2D scans
+    plane = AFFINE[:3, :2] / np.linalg.norm(AFFINE[:3, :2], axis=0)
+    rotation = np.eye(3) + np.sin(angle) * (np.outer(plane[:, 1], plane[:, 0])
+                                            - np.outer(plane[:, 0], plane[:, 1])) \
+        + (np.cos(angle) - 1) * (np.outer(plane[:, 0], plane[:, 0])
+                                 + np.outer(plane[:, 1], plane[:, 1]))
+    truth = np.eye(4)
+    truth[:3, :3] = rotation * 1.05
+    centre = AFFINE @ np.array([19.5, 19.5, 0, 1])
+    truth[:3, 3] = centre[:3] - truth[:3, :3] @ centre[:3] + 3.0 * plane[:, 0]
+    # moving(y) = fixed(truth^-1 y)
+    coords = geometry.apply(geometry.reduce(np.linalg.inv(AFFINE) @ np.linalg.inv(truth)
+                                            @ AFFINE, 2), geometry.indices((40, 40)))
+    for name, array, order in (("m", data, 1), ("ms", fixed_seg, 0)):
+        out = ndimage.map_coordinates(array, np.moveaxis(coords, -1, 0), order=order)
+        nib.save(nib.Nifti1Image(out.astype(np.float32), AFFINE), str(tmp_path / f"{name}.nii"))
+    scores = {}
+    for kind in ("none", "affine"):
+        register.register_files(
+            str(trained_run / "best.keras"), str(tmp_path / "m.nii"),
+            str(pair / "fixed.nii.gz"), str(tmp_path / "moved.nii"),
+            moving_seg_path=str(tmp_path / "ms.nii"),
+            moved_seg_path=str(tmp_path / "moved_seg.nii"),
+            affine_config=affine.AffineConfig(kind), affine_path=str(tmp_path / "a.txt"))
+        moved_seg = np.asarray(nib.load(str(tmp_path / "moved_seg.nii")).dataobj)
+        scores[kind] = metrics.mean_dice(moved_seg, fixed_seg)
+    found = np.loadtxt(tmp_path / "a.txt")
+    points = geometry.apply(AFFINE, np.pad(geometry.indices((40, 40))[8:32, 8:32],
+                                           [(0, 0), (0, 0), (0, 1)]))
+    error = np.linalg.norm(geometry.apply(found, points) - geometry.apply(truth, points), axis=-1)
+    assert error.mean() < 1.0, error.mean()  # mm, over the scan's centre
+    assert scores["affine"] > scores["none"] + 0.05, scores
 
 
 def run_register(args):
@@ -135,3 +243,37 @@ def test_outputs_get_the_umasks_permissions(trained_run, pair, tmp_path):
     for name in ("moved.nii.gz", "w.npz"):  # not the temporary file's 0600
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o640
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] == []
+
+
+def test_moving_list_registers_each_scan_and_skips_a_bad_one(trained_run, pair, tmp_path):
+    """One process, the model loaded once: good scans get their outputs, a blank scan is
+    reported and skipped, the exit status says that one failed."""
+    out = tmp_path / "out"
+    out.mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((40, 40), np.float32), AFFINE),
+             str(tmp_path / "blank.nii.gz"))
+    (tmp_path / "list.txt").write_text(
+        f"{pair}/moving.nii.gz {pair}/moving_seg.nii.gz\n# a comment\n"
+        f"{tmp_path}/blank.nii.gz\n{pair}/fixed.nii.gz\n")
+    run = run_register([f"--model={trained_run}/best.keras", f"--moving_list={tmp_path}/list.txt",
+                        f"--fixed={pair}/fixed.nii.gz", f"--out_dir={out}"])
+    assert run.returncode == 2, run.stderr[-2000:]
+    errors = [line for line in run.stderr.splitlines() if line.strip()]
+    assert errors == [f"error: 1 scan(s) of {tmp_path}/list.txt failed: blank"], errors
+    assert "blank: skipped" in run.stdout and "a blank image" in run.stdout
+    assert sorted(p.name for p in out.iterdir()) == [
+        "fixed_affine.txt", "fixed_moved.nii.gz", "fixed_warp.nii.gz", "moving_affine.txt",
+        "moving_moved.nii.gz", "moving_moved_seg.nii.gz", "moving_warp.nii.gz"]
+    # each scan's result is what registering it alone gives
+    register.register_files(str(trained_run / "best.keras"), str(pair / "moving.nii.gz"),
+                            str(pair / "fixed.nii.gz"), str(tmp_path / "alone.nii.gz"))
+    np.testing.assert_allclose(np.asarray(nib.load(str(out / "moving_moved.nii.gz")).dataobj),
+                               np.asarray(nib.load(str(tmp_path / "alone.nii.gz")).dataobj),
+                               atol=1e-4)
+
+
+def test_moving_list_refuses_colliding_names(tmp_path):
+    (tmp_path / "list.txt").write_text("a/scan.nii.gz\nb/scan.nii.gz\n")
+    with pytest.raises(ValueError, match="list.txt:2: b/scan.nii.gz has the same name as "
+                                         "line 1"):
+        register.read_moving_list(str(tmp_path / "list.txt"))

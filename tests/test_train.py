@@ -366,3 +366,15 @@ def test_a_shape_that_cannot_fit_in_memory_is_refused_before_training():
     config.train.batch_size = 8
     with pytest.raises(trainer.TrainingError, match="--batch_size=8"):
         trainer.check_memory((128, 128, 128), config, available=16 * 2**30)
+
+
+def test_a_diverging_run_stops_instead_of_finishing_with_a_useless_model(tmp_path):
+    """An absurd --lr keeps the loss finite while the fields tear the images apart: the
+    run stops with an error naming the validation Dice, instead of exiting 0."""
+    config = tiny_config(tmp_path, lr=0.5, epochs=3, steps_per_epoch=6)
+    with pytest.raises(trainer.TrainingError, match=r"training diverged: validation Dice "
+                                                    r"0\.\d+ after epoch 1 is below half of "
+                                                    r"no registration's 0\.\d+"):
+        trainer.train_and_evaluate(config, log=lambda _: None)
+    # at a sane rate the same run finishes: the guard does not fire on ordinary training
+    trainer.train_and_evaluate(tiny_config(tmp_path / "sane", epochs=1), log=lambda _: None)

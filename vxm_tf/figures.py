@@ -28,6 +28,25 @@ def _slices(volume, ndims):
     return [(f"axis {a}", np.take(volume, volume.shape[a] // 2, axis=a)) for a in range(3)]
 
 
+def slices_figure(images, titles, path):
+    """Images side by side (one column each, titled), one row per middle slice."""
+    ndims = images[0].ndim
+    rows = _slices(images[0], ndims)
+    fig, axes = plt.subplots(len(rows), len(images), figsize=(3.2 * len(images),
+                                                             3.2 * len(rows)), squeeze=False)
+    for c, (image, title) in enumerate(zip(images, titles)):
+        for r, (axis, view) in enumerate(_slices(image, ndims)):
+            ax = axes[r, c]
+            ax.imshow(view.T, cmap="gray", origin="lower")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(title, fontsize=9)
+            if c == 0:
+                ax.set_ylabel(axis)
+    save_figure(fig, path)
+
+
 def _plot_grid(ax, disp2d, step=6):
     """Deformed grid lines x + u(x) of a 2D displacement `(H, W, 2)`."""
     h, w = disp2d.shape[:2]

@@ -29,14 +29,11 @@ class Volume:
     data: `(*spatial)` array, float32 for images, integers for label maps.
     affine: `(4, 4)` voxel-to-world matrix (mm).
     path: where it was read from.
-    source_shape: of a displacement field, the shape of the image it maps into (recorded
-        by `save_volume(..., source_shape=)`; None when the file does not say).
     """
 
     data: np.ndarray
     affine: np.ndarray
     path: str = ""
-    source_shape: tuple | None = None
 
     @property
     def voxel_size(self):
@@ -92,52 +89,69 @@ def load_volume(path, key=None, labels=False):
     return Volume(_checked(data, path, labels), np.asarray(affine, dtype=np.float64), path)
 
 
+# displacement fields are stored as ITK and ANTs write them: world millimetres in LPS
+# (NIfTI's own world is RAS: the first two components change sign), one vector per voxel of
+# the fixed grid, NIfTI shape (X, Y, Z, 1, 3) with the vector intent; npz: `vol` (X, Y, Z, 3)
+# in LPS and `affine`
+RAS_TO_LPS = np.array([-1.0, -1.0, 1.0], dtype=np.float32)
+VECTOR_INTENT = "vector"
+
+
+def save_displacement(path, displacement, affine):
+    """Write a displacement `(*shape, 3)` in RAS mm on the grid of `affine` (2D grids are
+    written as one slice), in the ITK / ANTs layout (`RAS_TO_LPS`), atomically."""
+    path = str(path)
+    _check_output(path)
+    if file_type(path) == ".mgz":
+        raise VolumeError(f"{path}: displacement fields are written as NIfTI or npz")
+    field = np.asarray(displacement, np.float32) * RAS_TO_LPS
+    if field.ndim == 3:  # a 2D grid: one slice of the 3D world
+        field = field[:, :, None]
+    with files.atomic_path(path) as tmp:
+        if file_type(path) == ".npz":
+            np.savez_compressed(tmp, vol=field, affine=np.asarray(affine, np.float64))
+        else:
+            image = nib.Nifti1Image(field[:, :, :, None, :], np.asarray(affine, np.float64))
+            image.header.set_intent(VECTOR_INTENT)
+            nib.save(image, tmp)
+
+
 def load_displacement(path):
-    """Load a displacement field `(*spatial, D)` (D = 2 or 3 spatial axes) in voxels."""
+    """A displacement field written by `save_displacement` (or by ANTs / ITK): `Volume`
+    with data `(X, Y, Z, 3)` in RAS mm on the grid of its affine."""
     path = str(path)
     if file_type(path) is None or not os.path.isfile(path):
         raise VolumeError(f"{path}: no such file" if file_type(path) else
                           f"{path}: unknown file type; expected one of {', '.join(SUFFIXES)}")
-    source_shape = None
     try:
         if file_type(path) == ".npz":
             data, affine = _load_npz(path, "vol")
-            with np.load(path) as npz:
-                if "source_shape" in npz.files:
-                    source_shape = tuple(int(n) for n in npz["source_shape"])
         else:
             image = nib.load(path)
             data, affine = np.asarray(image.dataobj, dtype=np.float32), image.affine
-            source_shape = _described_shape(image)
     except VolumeError:
         raise
     except Exception as err:
         raise VolumeError(f"{path}: unreadable or truncated ({type(err).__name__}: {err})"
                           ) from None
     data = np.asarray(data, dtype=np.float32)
-    if data.ndim not in (3, 4) or data.shape[-1] != data.ndim - 1:
-        raise VolumeError(f"{path}: expected a displacement field (*spatial, D) with D the "
-                          f"number of spatial axes, got shape {data.shape}")
+    if data.ndim == 5 and data.shape[3] == 1:
+        data = data[:, :, :, 0]
+    if data.ndim != 4 or data.shape[-1] != 3:
+        raise VolumeError(f"{path}: expected a displacement field of 3-vectors in mm "
+                          "(X, Y, Z, 1, 3) as vxm_tf.register, ANTs and ITK write them, got "
+                          f"shape {data.shape}")
     if not np.all(np.isfinite(data)):
         raise VolumeError(f"{path}: displacement has NaN or Inf values")
-    return Volume(data, np.asarray(affine, dtype=np.float64), path, source_shape)
+    return Volume(data * RAS_TO_LPS, np.asarray(affine, dtype=np.float64), path)
 
 
-SHAPE_NOTE = "vxm_tf source_shape="
-
-
-def _described_shape(image):
-    """The source shape a NIfTI header's description records, or None."""
-    try:
-        text = bytes(image.header["descrip"]).decode("ascii", "ignore").strip("\x00 ")
-    except (KeyError, TypeError, ValueError):
-        return None
-    if not text.startswith(SHAPE_NOTE):
-        return None
-    try:
-        return tuple(int(n) for n in text[len(SHAPE_NOTE):].split("x"))
-    except ValueError:
-        return None
+def _check_output(path):
+    if file_type(path) is None:
+        raise VolumeError(f"{path}: unknown file type; expected one of {', '.join(SUFFIXES)}")
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise VolumeError(f"{path}: folder {folder} does not exist")
 
 
 def _load_npz(path, key):
@@ -168,29 +182,18 @@ def _checked(data, path, labels):
     return data
 
 
-def save_volume(path, data, affine=None, source_shape=None):
+def save_volume(path, data, affine=None):
     """Write `data` (2D or 3D) to .nii/.nii.gz/.mgz or .npz (with `affine`), atomically.
 
-    `source_shape`: for a displacement field, the shape of the image it samples, recorded
-    (NIfTI description, npz array) so that applying it to another image can be refused.
     The parent folder must exist; nothing is left behind if writing fails.
     """
     path = str(path)
-    suffix = file_type(path)
-    if suffix is None:
-        raise VolumeError(f"{path}: unknown file type; expected one of {', '.join(SUFFIXES)}")
-    folder = Path(path).parent
-    if not folder.is_dir():
-        raise VolumeError(f"{path}: folder {folder} does not exist")
+    _check_output(path)
     affine = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
     with files.atomic_path(path) as tmp:
-        note = {} if source_shape is None else {"source_shape": np.asarray(source_shape)}
-        if suffix == ".npz":
-            np.savez_compressed(tmp, vol=data, affine=affine, **note)
-        elif suffix == ".mgz":
+        if file_type(path) == ".npz":
+            np.savez_compressed(tmp, vol=data, affine=affine)
+        elif file_type(path) == ".mgz":
             nib.save(nib.MGHImage(np.asarray(data), affine), tmp)
         else:
-            image = nib.Nifti1Image(np.asarray(data), affine)
-            if source_shape is not None:
-                image.header["descrip"] = SHAPE_NOTE + "x".join(map(str, source_shape))
-            nib.save(image, tmp)
+            nib.save(nib.Nifti1Image(np.asarray(data), affine), tmp)

@@ -1,11 +1,14 @@
-"""Register two volumes: `python -m vxm_tf.register --model=M --moving=A --fixed=B --moved=C`.
+"""Register two scans: `python -m vxm_tf.register --model=M --moving=A --fixed=B --moved=C`.
 
-Volumes of any size (.nii, .nii.gz, .mgz, .npz) are resampled to the model's input shape,
-registered, and the deformation is brought back to the fixed image's grid: the moved image
-(and `--moved_seg`, nearest) are written with the fixed image's affine, and `--warp` as a
-NIfTI displacement field `(*fixed_shape, D)`: the moving-image voxel coordinate minus the
-fixed voxel index (apply it with `python -m vxm_tf.warp`). All outputs are checked before
-the work starts and written atomically.
+Scans (.nii, .nii.gz, .mgz, .npz) of any size, orientation and voxel size are registered in
+world coordinates (their affines): the moving scan is pre-aligned to the fixed one
+(`--affine=affine|rigid|none`), resampled onto the model's grid over the fixed scan's box,
+deformed by the network, and the composed transform brings it onto the fixed grid in one
+interpolation. Outputs, all on the fixed grid with the fixed affine: the moved image (float32),
+`--moved_seg` (nearest), `--warp` (the displacement in world mm, ITK / ANTs layout: see
+`io.save_displacement`; apply it with `python -m vxm_tf.warp`), `--affine_out` (the
+pre-alignment as a 4x4 RAS matrix taking fixed-space points to moving-space points). All
+outputs are checked before the work starts and written atomically.
 """
 
 import os
@@ -16,9 +19,8 @@ from absl import flags
 from vxm_tf import cli
 
 cli.quiet_tensorflow_import()
-import numpy as np  # noqa: E402
 
-from vxm_tf import instance, io, networks, registration  # noqa: E402
+from vxm_tf import affine, files, geometry, instance, io, networks, registration  # noqa: E402
 from vxm_tf.data.volumes import (  # noqa: E402
     NORMALISATIONS,
     check_intensities,
@@ -32,26 +34,37 @@ def define_flags():
     """Declare this entry point's flags (run as a program only)."""
     flags.DEFINE_string("model", None, "model file (.keras, or an original voxelmorph .h5)")
     flags.DEFINE_string("moving", None, "moving image")
+    flags.DEFINE_string("moving_list", None, "instead of --moving: a text file of moving "
+                        "scans, one per line (`image` or `image seg`), all registered onto "
+                        "--fixed in one process; outputs go to --out_dir")
+    flags.DEFINE_string("out_dir", None, "with --moving_list: folder for each scan's "
+                        "NAME_moved.nii.gz, NAME_warp.nii.gz, NAME_affine.txt and, with a "
+                        "seg, NAME_moved_seg.nii.gz")
     flags.DEFINE_string("fixed", None, "fixed image")
     flags.DEFINE_string("moved", None, "output: moving image warped onto the fixed one")
     flags.DEFINE_string("warp", "", "output: displacement field (NIfTI)")
     flags.DEFINE_string("moving_seg", "", "moving segmentation to warp (nearest)")
     flags.DEFINE_string("moved_seg", "", "output: warped moving segmentation")
+    flags.DEFINE_enum("affine", "affine", affine.KINDS, "pre-alignment of the moving scan "
+                      "before the network: affine (12 parameters), rigid, or none (scans "
+                      "already aligned in world coordinates)")
+    flags.DEFINE_string("affine_out", "", "output: the pre-alignment as a 4x4 text matrix "
+                        "(RAS mm, fixed-space point -> moving-space point)")
     flags.DEFINE_enum("normalise", "minmax", NORMALISATIONS,
                       "intensity scaling of both images before registration (models are "
                       "trained on [0, 1])")
     instance.define_flags()
 
 
-def check_outputs(paths, inputs=()):
+def check_outputs(paths, inputs=(), text=()):
     """Every output has a known suffix and a writable folder, no two outputs share a path,
     and no output would overwrite an input: checked before any work, so nothing is
-    half-written."""
+    half-written. `text`: outputs that are text files (any suffix)."""
     seen = {Path(p).resolve(): p for p in inputs if p}
-    for path in paths:
+    for path in [*paths, *text]:
         if not path:
             continue
-        if io.file_type(path) is None:
+        if path not in text and io.file_type(path) is None:
             raise io.VolumeError(f"{path}: unknown file type; expected one of "
                                  f"{', '.join(io.SUFFIXES)}")
         folder = Path(path).parent
@@ -65,16 +78,27 @@ def check_outputs(paths, inputs=()):
         seen[Path(path).resolve()] = path
 
 
+# below this fraction of the fixed image's foreground inside the moving scan, the two do not
+# share a world space (wrong affines, or another subject's scan space without pre-alignment)
+MIN_OVERLAP = 0.2
+
+
 def register_files(model_path, moving_path, fixed_path, moved_path, warp_path="",
                    moving_seg_path="", moved_seg_path="", normalise="minmax",
-                   instance_config=None):
+                   instance_config=None, affine_config=None, affine_path=""):
     """Register `moving_path` onto `fixed_path` and write the requested outputs
-    (`instance_config`: optional test-time instance optimisation)."""
+    (`model_path`: a model file or a loaded `VxmDense`; `affine_config`: pre-alignment,
+    default affine; `instance_config`: optional test-time instance optimisation)."""
     if bool(moving_seg_path) != bool(moved_seg_path):
         raise ValueError("--moving_seg and --moved_seg go together")
+    if io.file_type(warp_path) == ".mgz":
+        raise io.VolumeError(f"{warp_path}: displacement fields are written as NIfTI or npz")
+    model_file = model_path if isinstance(model_path, (str, os.PathLike)) else ""
     check_outputs([moved_path, warp_path, moved_seg_path],
-                  inputs=[model_path, moving_path, fixed_path, moving_seg_path])
-    model = networks.VxmDense.load(model_path)
+                  inputs=[model_file, moving_path, fixed_path, moving_seg_path],
+                  text=[affine_path] if affine_path else [])
+    affine_config = affine.AffineConfig() if affine_config is None else affine_config
+    model = networks.VxmDense.load(model_path) if model_file else model_path
     moving, fixed = io.load_volume(moving_path), io.load_volume(fixed_path)
     ndims = len(model.inshape)
     for volume in (moving, fixed):
@@ -83,28 +107,107 @@ def register_files(model_path, moving_path, fixed_path, moved_path, warp_path=""
                              f"registers {ndims}D images")
         check_intensities(volume.data, volume.path, normalise)
     seg = io.load_volume(moving_seg_path, labels=True) if moving_seg_path else None
-    if seg is not None and seg.data.shape != moving.data.shape:
-        raise ValueError(f"{moving_seg_path}: shape {seg.data.shape} differs from the "
-                         f"moving image's {moving.data.shape}")
-    coords = registration.register_volumes(
-        model, normalise_image(moving.data, normalise), normalise_image(fixed.data, normalise),
-        instance_config)
-    io.save_volume(moved_path, registration.resample(moving.data, coords, 1), fixed.affine)
+    if seg is not None and seg.data.ndim != ndims:
+        raise ValueError(f"{moving_seg_path}: a {seg.data.ndim}D label map for the "
+                         f"{ndims}D moving image")
+    result = registration.register_volumes(
+        model, io.Volume(normalise_image(moving.data, normalise), moving.affine),
+        io.Volume(normalise_image(fixed.data, normalise), fixed.affine),
+        affine_config, instance_config)
+    foreground = normalise_image(fixed.data, "minmax") > 0.1
+    overlap = geometry.inside_fraction(result.coords[foreground], moving.data.shape)
+    if overlap < MIN_OVERLAP:
+        raise ValueError(f"{moving_path}: only {overlap:.0%} of the fixed image falls inside "
+                         f"it after --affine={affine_config.kind}; check both affines, or "
+                         "pre-align with --affine=affine")
+    background = float(moving.data.min())
+    io.save_volume(moved_path, geometry.sample(moving.data, result.coords, 1, background),
+                   fixed.affine)
     if warp_path:
-        disp = coords - registration.identity_coordinates(fixed.data.shape)
-        io.save_volume(warp_path, disp.astype(np.float32), fixed.affine,
-                       source_shape=moving.data.shape)
+        io.save_displacement(warp_path, geometry.world_displacement(
+            result.coords, moving.affine, fixed.affine), fixed.affine)
+    if affine_path:
+        files.write_text(affine_path, "\n".join(" ".join(f"{v:.9g}" for v in row)
+                                                for row in result.matrix) + "\n")
     if seg is not None:
-        io.save_volume(moved_seg_path, registration.resample(seg.data, coords, 0),
-                       fixed.affine)
+        seg_coords = geometry.apply(geometry.voxel_map(moving.affine, seg.affine, ndims),
+                                    result.coords)
+        io.save_volume(moved_seg_path, geometry.sample(seg.data, seg_coords, 0), fixed.affine)
+
+
+def read_moving_list(list_path):
+    """[(name, image, seg or "")] from a list file; names (file names without suffix) must
+    be distinct, as they name the outputs."""
+    if not os.path.isfile(list_path):
+        raise ValueError(f"{list_path}: no such file")
+    entries, names = [], {}
+    with open(list_path) as file:
+        for number, line in enumerate(file, 1):
+            fields = line.split()
+            if not fields or fields[0].startswith("#"):
+                continue
+            if len(fields) > 2:
+                raise ValueError(f"{list_path}:{number}: expected `image` or `image seg`, "
+                                 f"got {len(fields)} fields")
+            image = fields[0]
+            name = Path(image).name
+            suffix = io.file_type(image)
+            name = name[:-len(suffix)] if suffix else name
+            if name in names:
+                raise ValueError(f"{list_path}:{number}: {image} has the same name as line "
+                                 f"{names[name]}; outputs would collide")
+            names[name] = number
+            entries.append((name, image, fields[1] if len(fields) == 2 else ""))
+    if not entries:
+        raise ValueError(f"{list_path}: no scans listed")
+    return entries
+
+
+def register_list(model_path, list_path, fixed_path, out_dir, normalise="minmax",
+                  instance_config=None, affine_config=None, log=print):
+    """Register every scan of `list_path` onto `fixed_path` with one loaded model, writing
+    its outputs into `out_dir`. A scan that cannot be registered is reported (one line
+    through `log`) and skipped. Returns the names of the failed scans."""
+    entries = read_moving_list(list_path)
+    if not Path(out_dir).is_dir():
+        raise ValueError(f"--out_dir {out_dir}: no such folder")
+    model = networks.VxmDense.load(model_path)
+    failed = []
+    for k, (name, image, seg) in enumerate(entries, 1):
+        out = Path(out_dir) / name
+        try:
+            register_files(model, image, fixed_path, f"{out}_moved.nii.gz",
+                           f"{out}_warp.nii.gz", seg, f"{out}_moved_seg.nii.gz" if seg else "",
+                           normalise, instance_config, affine_config, f"{out}_affine.txt")
+        except (ValueError, OSError) as err:
+            failed.append(name)
+            log(f"[{k}/{len(entries)}] {name}: skipped: {err}")
+            continue
+        log(f"[{k}/{len(entries)}] {name}: done")
+    return failed
 
 
 def main(argv):
+    if FLAGS.moving_list:
+        cli.check_args(argv, required=("model", "fixed", "out_dir"))
+        if FLAGS.moving or FLAGS.moved:
+            cli.fail("--moving_list replaces --moving / --moved (outputs go to --out_dir)")
+        try:
+            failed = register_list(FLAGS.model, FLAGS.moving_list, FLAGS.fixed, FLAGS.out_dir,
+                                   FLAGS.normalise, instance.config_from_flags(FLAGS),
+                                   affine.AffineConfig(FLAGS.affine))
+        except (ValueError, OSError) as err:
+            cli.fail(str(err))
+        if failed:
+            cli.fail(f"{len(failed)} scan(s) of {FLAGS.moving_list} failed: "
+                     f"{', '.join(failed)}")
+        return
     cli.check_args(argv, required=("model", "moving", "fixed", "moved"))
     try:
         register_files(FLAGS.model, FLAGS.moving, FLAGS.fixed, FLAGS.moved, FLAGS.warp,
                        FLAGS.moving_seg, FLAGS.moved_seg, FLAGS.normalise,
-                       instance.config_from_flags(FLAGS))
+                       instance.config_from_flags(FLAGS), affine.AffineConfig(FLAGS.affine),
+                       FLAGS.affine_out)
     except (ValueError, OSError) as err:
         cli.fail(str(err))
     print(f"wrote {FLAGS.moved}")

@@ -1,11 +1,14 @@
 """Register volumes with a model: pairs of in-memory volumes in batches (validation and
-evaluation), and single images of any size brought back to the fixed grid (`register`)."""
+evaluation), and scans of any size, orientation and voxel size in world coordinates, with
+affine pre-alignment (`register`)."""
+
+from dataclasses import dataclass
 
 import numpy as np
 from keras import ops
 from scipy import ndimage
 
-from vxm_tf import instance, metrics
+from vxm_tf import affine, geometry, instance, metrics
 from vxm_tf import ops as vxm_ops
 from vxm_tf.data.volumes import resize_volume
 
@@ -56,43 +59,48 @@ def validation_dice(model, volumes, pairs, batch_size=8):
     return float(np.mean(scores))
 
 
-def identity_coordinates(shape):
-    """Voxel indices `(*shape, D)` float64, `ij` order."""
-    return np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape],
-                                indexing="ij"), axis=-1)
+@dataclass
+class Registration:
+    """Where each fixed voxel samples the moving image, and the affine part.
 
-
-def fixed_to_moving_coordinates(warp, moving_shape, fixed_shape):
-    """Moving-image voxel coordinates `(*fixed_shape, D)` for each fixed-image voxel.
-
-    `warp` is a model's displacement `(*model_shape, D)` (model voxels), computed on both
-    images resampled to the model grid as `resize_volume` does (voxel centres aligned:
-    model voxel i sits at (i + 0.5) * n / m - 0.5 of an axis of n voxels).
+    coords: moving voxel indices `(*fixed_shape, D)`: pre-alignment and deformation
+        composed, so the moving image is interpolated once.
+    matrix: `(4, 4)` world (RAS mm) map of the pre-alignment alone, fixed point -> moving
+        point (identity for `--affine=none` on overlapping scans).
     """
-    model_shape = warp.shape[:-1]
-    grid = np.moveaxis(identity_coordinates(fixed_shape), -1, 0)
-    model_coords = [(g + 0.5) * m / n - 0.5 for g, m, n in zip(grid, model_shape, fixed_shape)]
-    coords = []
-    for d, (m, n) in enumerate(zip(model_shape, moving_shape)):
-        shift = ndimage.map_coordinates(warp[..., d], model_coords, order=1, mode="nearest")
-        coords.append((model_coords[d] + shift + 0.5) * n / m - 0.5)
-    return np.stack(coords, axis=-1)
+    coords: np.ndarray
+    matrix: np.ndarray
 
 
-def resample(data, coords, order):
-    """`data` sampled at voxel coordinates `(*shape, D)`: order 1 linear, 0 nearest."""
-    return ndimage.map_coordinates(data, np.moveaxis(coords, -1, 0), order=order,
-                                   mode="nearest").astype(data.dtype)
+def register_volumes(model, moving, fixed, affine_config=None, instance_config=None):
+    """Register two `io.Volume`s of any size, orientation and voxel size (normalised
+    intensities) with `model`, in world coordinates.
 
-
-def register_volumes(model, moving, fixed, instance_config=None):
-    """Register arrays of any size with `model`: both are resampled to its input shape,
-    registered (with instance optimisation when `instance_config` asks for it), and the
-    result is brought back to the fixed grid.
-
-    Returns `(*fixed.shape, D)` moving-voxel coordinates for each fixed voxel.
+    The model grid covers the fixed image's box at the model's input shape. The moving
+    image reaches it through scanner space, after rigid or affine pre-alignment
+    (`affine_config`, an `affine.AffineConfig`; default affine), then the network (refined
+    by instance optimisation when `instance_config` asks) deforms it there; the result is
+    brought back to the fixed grid as one map (`Registration`).
     """
+    affine_config = affine.AffineConfig() if affine_config is None else affine_config
     shape = tuple(model.inshape)
-    small = [resize_volume(v, shape)[None, ..., None] for v in (moving, fixed)]
-    warp = displacements(model, *small, instance_config)[0]
-    return fixed_to_moving_coordinates(warp, moving.shape, fixed.shape)
+    ndims = len(shape)
+    model_affine = geometry.grid_affine(fixed.affine, fixed.data.shape, shape)
+    fixed_small = resize_volume(fixed.data, shape)
+    initial = geometry.voxel_map(model_affine, moving.affine, ndims)
+    to_moving = affine.align(
+        moving.data[None], fixed_small[None], initial[None],
+        geometry.spacing(model_affine, ndims), geometry.spacing(moving.affine, ndims),
+        affine_config)[0]
+    moving_small = geometry.sample(moving.data.astype(np.float32),
+                                   geometry.apply(to_moving, geometry.indices(shape)), 1)
+    warp = displacements(model, moving_small[None, ..., None], fixed_small[None, ..., None],
+                         instance_config)[0]
+    # fixed voxel -> model voxel -> deformed -> moving voxel
+    model_coords = geometry.apply(geometry.voxel_map(fixed.affine, model_affine, ndims),
+                                  geometry.indices(fixed.data.shape))
+    grid = np.moveaxis(model_coords, -1, 0)
+    deformed = np.stack([ndimage.map_coordinates(warp[..., d], grid, order=1, mode="nearest")
+                         for d in range(ndims)], axis=-1) + model_coords
+    matrix = (moving.affine @ geometry.embed(to_moving) @ np.linalg.inv(model_affine))
+    return Registration(geometry.apply(to_moving, deformed), matrix)

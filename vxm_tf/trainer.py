@@ -28,7 +28,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from vxm_tf import data, experiment, files, networks, registration
+from vxm_tf import data, experiment, files, metrics, networks, registration
 
 
 class TrainingError(RuntimeError):
@@ -105,15 +105,28 @@ def _atomic_save(model, path):
 
 class ValidationDice(keras.callbacks.Callback):
     """Adds `val_dice` of `registrar` (a VxmDense; mean over labels and validation pairs)
-    to the epoch logs."""
+    to the epoch logs, and stops training (`TrainingError`) when it falls below
+    `DIVERGED` x the pairs' Dice without registration: the fields destroy the anatomy, as
+    a too-high --lr does while the loss stays finite (its smoothness term exploding)."""
+
+    DIVERGED = 0.5
 
     def __init__(self, volumes, pairs, registrar):
         super().__init__()
         self.volumes, self.pairs, self.registrar = volumes, pairs, registrar
+        labels = volumes.labels
+        self.unregistered = float(np.mean([
+            metrics.mean_dice(volumes.segs[i], volumes.segs[j], labels) for i, j in pairs]))
 
     def on_epoch_end(self, epoch, logs=None):
-        logs["val_dice"] = registration.validation_dice(self.registrar, self.volumes,
-                                                        self.pairs)
+        score = registration.validation_dice(self.registrar, self.volumes, self.pairs)
+        logs["val_dice"] = score
+        if score < self.DIVERGED * self.unregistered:
+            raise TrainingError(
+                f"training diverged: validation Dice {score:.3f} after epoch {epoch + 1} is "
+                f"below half of no registration's {self.unregistered:.3f} (the fields destroy "
+                "the anatomy; a too-high --lr does this); this epoch was not saved, the last "
+                "checkpoint is intact")
 
 
 def save_optimizer(optimizer, path):

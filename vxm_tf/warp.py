@@ -1,15 +1,16 @@
 """Apply a saved displacement: `python -m vxm_tf.warp --moving=A --warp=W --moved=C`.
 
-`--warp` is a field written by `python -m vxm_tf.register --warp` (moving-voxel coordinate
-minus fixed voxel index, on the fixed grid); the output has the warp's shape and affine.
-Label maps: `--interp=nearest`.
+`--warp` is a field written by `python -m vxm_tf.register --warp` (or by ANTs / ITK): world
+millimetres on the fixed grid, so any image in the moving scan's world space (its
+segmentation, another contrast, another voxel size) can be warped with it; the output has
+the warp's grid and affine. Label maps: `--interp=nearest`.
 """
 
 from pathlib import Path
 
 from absl import flags
 
-from vxm_tf import cli, io, registration
+from vxm_tf import cli, geometry, io
 
 FLAGS = flags.FLAGS
 
@@ -22,23 +23,33 @@ def define_flags():
     flags.DEFINE_enum("interp", "linear", ("linear", "nearest"), "interpolation")
 
 
+# below this fraction of the field's points inside the image, the image is not in the
+# world space the field maps into (another subject's scan, or a wrong affine)
+MIN_INSIDE = 0.2
+
+
 def warp_file(moving_path, warp_path, moved_path, interp="linear"):
     if not Path(moved_path).parent.is_dir():
         raise io.VolumeError(f"{moved_path}: folder {Path(moved_path).parent} does not exist")
     labels = interp == "nearest"
     moving = io.load_volume(moving_path, labels=labels)
     warp = io.load_displacement(warp_path)
-    ndims = warp.data.shape[-1]
-    if moving.data.ndim != ndims:
-        raise ValueError(f"{warp_path}: a {ndims}D displacement for the {moving.data.ndim}D "
-                         f"volume {moving_path}")
-    if warp.source_shape is not None and tuple(moving.data.shape) != warp.source_shape:
-        raise ValueError(f"{moving_path}: shape {tuple(moving.data.shape)}, but {warp_path} "
-                         f"maps into an image of shape {warp.source_shape} (the moving image "
-                         "it was registered from)")
-    grid = registration.identity_coordinates(warp.data.shape[:-1])
-    moved = registration.resample(moving.data, grid + warp.data, 0 if labels else 1)
-    io.save_volume(moved_path, moved, warp.affine)
+    ndims = moving.data.ndim
+    field = warp.data
+    if ndims == 2:
+        if field.shape[2] != 1:
+            raise ValueError(f"{warp_path}: a 3D field ({field.shape[:3]}) for the 2D image "
+                             f"{moving_path}")
+        field = field[:, :, 0]
+    coords = geometry.moving_coordinates(field, warp.affine, moving.affine, ndims)
+    inside = geometry.inside_fraction(coords, moving.data.shape)
+    if inside < MIN_INSIDE:
+        raise ValueError(f"{moving_path}: only {inside:.0%} of {warp_path}'s points fall "
+                         "inside this image: it is not in the space the field maps into (the "
+                         "moving scan it was registered from)")
+    cval = 0 if labels else float(moving.data.min())
+    io.save_volume(moved_path, geometry.sample(moving.data, coords, 0 if labels else 1, cval),
+                   warp.affine)
 
 
 def main(argv):

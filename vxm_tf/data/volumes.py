@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from vxm_tf import files
+from vxm_tf import files, geometry
 from vxm_tf.data.datasets import Dataset, DatasetError, Subject
 from vxm_tf.io import load_volume, voxel_size
 
@@ -96,16 +96,6 @@ def check_intensities(data, path, normalise="none"):
                            "register on [0, 1]; pass --normalise=percentile (or minmax)")
 
 
-def resized_affine(affine, in_shape, out_shape):
-    """Voxel-to-world affine of a volume resized from `in_shape` to `out_shape` by
-    `resize_volume`: output voxel i sits at input position (i + 0.5) * n / m - 0.5."""
-    scale = np.eye(4)
-    for axis, (n, m) in enumerate(zip(in_shape, out_shape)):
-        scale[axis, axis] = n / m
-        scale[axis, 3] = 0.5 * n / m - 0.5
-    return np.asarray(affine) @ scale
-
-
 def load_subject(subject, target_shape=None, normalise="none"):
     """Read one subject, resized to `target_shape` if given.
 
@@ -120,7 +110,7 @@ def load_subject(subject, target_shape=None, normalise="none"):
     data, seg_data, affine = image.data, None if seg is None else seg.data, image.affine
     lost = []
     if target_shape is not None and tuple(target_shape) != data.shape:
-        affine = resized_affine(affine, data.shape, target_shape)
+        affine = geometry.grid_affine(affine, data.shape, target_shape)
         data = resize_volume(data, target_shape)
         if seg_data is not None:
             before = set(np.unique(seg_data).tolist())
