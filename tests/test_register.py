@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from vxm_tf import affine, data, geometry, metrics, register, warp
+from vxm_tf import affine, data, geometry, io, metrics, register, warp
 from vxm_tf.data.synthetic import random_displacement, warp_numpy
 
 AFFINE = np.array([[-1.2, 0, 0, 30], [0, 0, 1.1, -20], [0, -1.2, 0, 25], [0, 0, 0, 1]])
@@ -277,3 +277,34 @@ def test_moving_list_refuses_colliding_names(tmp_path):
     with pytest.raises(ValueError, match="list.txt:2: b/scan.nii.gz has the same name as "
                                          "line 1"):
         register.read_moving_list(str(tmp_path / "list.txt"))
+
+
+def test_inverse_warp_maps_fixed_space_images_onto_the_moving_scan(trained_run, pair,
+                                                                   tmp_path):
+    """--inverse_warp (negated velocity, inverse affine) brings the fixed labels onto the
+    moving scan's grid, and undoes the forward map: forward(inverse(u)) ~ u."""
+    register.register_files(
+        str(trained_run / "best.keras"), str(pair / "moving.nii.gz"), str(pair / "fixed.nii.gz"),
+        str(tmp_path / "moved.nii.gz"), str(tmp_path / "w.nii.gz"),
+        inverse_path=str(tmp_path / "inv.nii.gz"))
+    warp.warp_file(str(pair / "fixed_seg.nii.gz"), str(tmp_path / "inv.nii.gz"),
+                   str(tmp_path / "back_seg.nii.gz"), interp="nearest")
+    fixed_seg = np.asarray(nib.load(str(pair / "fixed_seg.nii.gz")).dataobj)[..., 0]
+    moving_seg = np.asarray(nib.load(str(pair / "moving_seg.nii.gz")).dataobj)[..., 0]
+    back = np.asarray(nib.load(str(tmp_path / "back_seg.nii.gz")).dataobj)
+    assert back.shape == moving_seg.shape
+    assert metrics.mean_dice(back, moving_seg) > metrics.mean_dice(fixed_seg, moving_seg) + 0.02
+    forward, backward = (io.load_displacement(tmp_path / n) for n in ("w.nii.gz", "inv.nii.gz"))
+    # a moving voxel -> its fixed point (inverse) -> back into the moving scan (forward)
+    to_fixed = geometry.moving_coordinates(backward.data[:, :, 0], backward.affine,
+                                           forward.affine, 2)
+    fields = [ndimage.map_coordinates(forward.data[:, :, 0, c], np.moveaxis(to_fixed, -1, 0),
+                                      order=1, mode="nearest") for c in range(3)]
+    fixed_world = geometry.apply(forward.affine, np.pad(to_fixed, [(0, 0), (0, 0), (0, 1)]))
+    round_trip = fixed_world + np.stack(fields, -1)
+    start = geometry.apply(backward.affine, np.pad(geometry.indices((40, 40)),
+                                                   [(0, 0), (0, 0), (0, 1)]))
+    error = np.linalg.norm(round_trip - start, axis=-1)[6:34, 6:34]  # mm, away from borders
+    assert np.median(error) < 0.3 and error.mean() < 0.6, (np.median(error), error.mean())
+    moved_size = np.abs(backward.data).max()
+    assert moved_size > 1.0  # the maps are not trivially the identity

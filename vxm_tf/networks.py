@@ -242,6 +242,21 @@ class VxmDense(keras.Model):
         return keras.ops.convert_to_numpy(
             self.get_registration_model().predict_on_batch([moving, fixed]))
 
+    def register_inverse(self, moving, fixed):
+        """Displacement (voxels) taking `fixed` onto `moving`: the inverse of `register`'s,
+        from the negated velocity integrated (diffeomorphic models only)."""
+        moving, fixed = self._check_pair(moving, fixed)
+        int_steps = self.get_config()["int_steps"]
+        if not int_steps:
+            raise ValueError(f"{self.name} has int_steps=0 (no velocity field): it has no "
+                             "inverse; train with --int_steps > 0")
+        velocity = self.predict_on_batch([moving, fixed])[-1]
+        inverse = vxm_ops.integrate_svf(-keras.ops.convert_to_tensor(velocity), int_steps)
+        if tuple(inverse.shape[1:-1]) != tuple(self.inshape):
+            inverse = vxm_ops.rescale_dense_transform(inverse,
+                                                      self.inshape[0] / inverse.shape[1])
+        return keras.ops.convert_to_numpy(inverse)
+
     def apply_transform(self, src, trg, img, interp_method="linear"):
         """Register `src` to `trg` and warp `img` (B, *inshape, C) by that displacement."""
         warp = self.register(src, trg)

@@ -7,7 +7,8 @@ deformed by the network, and the composed transform brings it onto the fixed gri
 interpolation. Outputs, all on the fixed grid with the fixed affine: the moved image (float32),
 `--moved_seg` (nearest), `--warp` (the displacement in world mm, ITK / ANTs layout: see
 `io.save_displacement`; apply it with `python -m vxm_tf.warp`), `--affine_out` (the
-pre-alignment as a 4x4 RAS matrix taking fixed-space points to moving-space points). All
+pre-alignment as a 4x4 RAS matrix taking fixed-space points to moving-space points), and
+`--inverse_warp` on the moving grid (fixed-space images onto the moving scan). All
 outputs are checked before the work starts and written atomically.
 """
 
@@ -48,6 +49,9 @@ def define_flags():
     flags.DEFINE_enum("affine", "affine", affine.KINDS, "pre-alignment of the moving scan "
                       "before the network: affine (12 parameters), rigid, or none (scans "
                       "already aligned in world coordinates)")
+    flags.DEFINE_string("inverse_warp", "", "output: the inverse displacement on the moving "
+                        "scan's grid (world mm, as --warp), mapping fixed-space images such "
+                        "as an atlas's labels onto the moving scan with vxm_tf.warp")
     flags.DEFINE_string("affine_out", "", "output: the pre-alignment as a 4x4 text matrix "
                         "(RAS mm, fixed-space point -> moving-space point)")
     flags.DEFINE_enum("normalise", "minmax", NORMALISATIONS,
@@ -85,7 +89,8 @@ MIN_OVERLAP = 0.2
 
 def register_files(model_path, moving_path, fixed_path, moved_path, warp_path="",
                    moving_seg_path="", moved_seg_path="", normalise="minmax",
-                   instance_config=None, affine_config=None, affine_path=""):
+                   instance_config=None, affine_config=None, affine_path="",
+                   inverse_path=""):
     """Register `moving_path` onto `fixed_path` and write the requested outputs
     (`model_path`: a model file or a loaded `VxmDense`; `affine_config`: pre-alignment,
     default affine; `instance_config`: optional test-time instance optimisation)."""
@@ -113,7 +118,7 @@ def register_files(model_path, moving_path, fixed_path, moved_path, warp_path=""
     result = registration.register_volumes(
         model, io.Volume(normalise_image(moving.data, normalise), moving.affine),
         io.Volume(normalise_image(fixed.data, normalise), fixed.affine),
-        affine_config, instance_config)
+        affine_config, instance_config, inverse=bool(inverse_path))
     foreground = normalise_image(fixed.data, "minmax") > 0.1
     overlap = geometry.inside_fraction(result.coords[foreground], moving.data.shape)
     if overlap < MIN_OVERLAP:
@@ -126,6 +131,9 @@ def register_files(model_path, moving_path, fixed_path, moved_path, warp_path=""
     if warp_path:
         io.save_displacement(warp_path, geometry.world_displacement(
             result.coords, moving.affine, fixed.affine), fixed.affine)
+    if inverse_path:
+        io.save_displacement(inverse_path, geometry.world_displacement(
+            result.inverse, fixed.affine, moving.affine), moving.affine)
     if affine_path:
         files.write_text(affine_path, "\n".join(" ".join(f"{v:.9g}" for v in row)
                                                 for row in result.matrix) + "\n")
@@ -207,7 +215,7 @@ def main(argv):
         register_files(FLAGS.model, FLAGS.moving, FLAGS.fixed, FLAGS.moved, FLAGS.warp,
                        FLAGS.moving_seg, FLAGS.moved_seg, FLAGS.normalise,
                        instance.config_from_flags(FLAGS), affine.AffineConfig(FLAGS.affine),
-                       FLAGS.affine_out)
+                       FLAGS.affine_out, FLAGS.inverse_warp)
     except (ValueError, OSError) as err:
         cli.fail(str(err))
     print(f"wrote {FLAGS.moved}")

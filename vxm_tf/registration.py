@@ -67,12 +67,23 @@ class Registration:
         composed, so the moving image is interpolated once.
     matrix: `(4, 4)` world (RAS mm) map of the pre-alignment alone, fixed point -> moving
         point (identity for `--affine=none` on overlapping scans).
+    inverse: fixed voxel indices `(*moving_shape, D)` for each moving voxel (the inverse
+        map: negated velocity, inverse affine), when asked for.
     """
     coords: np.ndarray
     matrix: np.ndarray
+    inverse: np.ndarray | None = None
 
 
-def register_volumes(model, moving, fixed, affine_config=None, instance_config=None):
+def _sample_field(field, coords):
+    """A displacement `(*grid, D)` linearly interpolated at voxel coordinates `(..., D)`."""
+    grid = np.moveaxis(coords, -1, 0)
+    return np.stack([ndimage.map_coordinates(field[..., d], grid, order=1, mode="nearest")
+                     for d in range(field.shape[-1])], axis=-1)
+
+
+def register_volumes(model, moving, fixed, affine_config=None, instance_config=None,
+                     inverse=False):
     """Register two `io.Volume`s of any size, orientation and voxel size (normalised
     intensities) with `model`, in world coordinates.
 
@@ -80,8 +91,13 @@ def register_volumes(model, moving, fixed, affine_config=None, instance_config=N
     image reaches it through scanner space, after rigid or affine pre-alignment
     (`affine_config`, an `affine.AffineConfig`; default affine), then the network (refined
     by instance optimisation when `instance_config` asks) deforms it there; the result is
-    brought back to the fixed grid as one map (`Registration`).
+    brought back to the fixed grid as one map (`Registration`); with `inverse`, also the
+    map from the moving grid back to the fixed one (not with instance optimisation, whose
+    correction has no velocity).
     """
+    if inverse and instance_config is not None and instance_config.steps:
+        raise ValueError("an inverse needs the network's own field: not with "
+                         "--instance_steps")
     affine_config = affine.AffineConfig() if affine_config is None else affine_config
     shape = tuple(model.inshape)
     ndims = len(shape)
@@ -99,8 +115,16 @@ def register_volumes(model, moving, fixed, affine_config=None, instance_config=N
     # fixed voxel -> model voxel -> deformed -> moving voxel
     model_coords = geometry.apply(geometry.voxel_map(fixed.affine, model_affine, ndims),
                                   geometry.indices(fixed.data.shape))
-    grid = np.moveaxis(model_coords, -1, 0)
-    deformed = np.stack([ndimage.map_coordinates(warp[..., d], grid, order=1, mode="nearest")
-                         for d in range(ndims)], axis=-1) + model_coords
+    deformed = model_coords + _sample_field(warp, model_coords)
     matrix = (moving.affine @ geometry.embed(to_moving) @ np.linalg.inv(model_affine))
-    return Registration(geometry.apply(to_moving, deformed), matrix)
+    result = Registration(geometry.apply(to_moving, deformed), matrix)
+    if inverse:
+        # moving voxel -> model voxel (inverse affine) -> inverse deformation -> fixed voxel
+        backward = model.register_inverse(moving_small[None, ..., None],
+                                          fixed_small[None, ..., None])[0]
+        model_points = geometry.apply(np.linalg.inv(to_moving),
+                                      geometry.indices(moving.data.shape))
+        undeformed = model_points + _sample_field(backward, model_points)
+        result.inverse = geometry.apply(geometry.voxel_map(model_affine, fixed.affine, ndims),
+                                        undeformed)
+    return result
