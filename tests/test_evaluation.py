@@ -62,7 +62,7 @@ def test_evaluate_reads_the_run_config_and_writes_the_report(trained_run):
      "--test=1: scoring needs pairs, so at least 2 subjects"),
     (lambda d, t: [f"--model={d}/best.keras", f"--out_dir={t}/missing/report"],
      "does not exist"),
-    (lambda d, t: [], "--model is required"),
+    (lambda d, t: [], "Flag --model must have a value"),
 ])
 def test_evaluate_errors_are_one_line(trained_run, tmp_path, make_args, message):
     (tmp_path / "notes.keras").write_text("not a model")

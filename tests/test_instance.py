@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from keras import ops
 
-from vxm_tf import data, evaluation, instance, losses, networks, register, registration
+from vxm_tf import data, evaluation, geometry, instance, losses, networks, register, registration
 from vxm_tf import ops as vxm_ops
-from vxm_tf.data.synthetic import random_displacement, warp_numpy
+from vxm_tf.data.synthetic import random_displacement
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +14,7 @@ def pairs():
     """Two 48x48 pairs: a synthetic subject and itself warped by a known smooth field."""
     volumes = data.synthetic_volumes(2, (48, 48), nb_labels=4, seed=5)
     rng = np.random.default_rng(1)
-    moving = np.stack([warp_numpy(image, random_displacement((48, 48), 2.5, 6, rng), 1)
+    moving = np.stack([geometry.warp(image, random_displacement((48, 48), 2.5, 6, rng), 1)
                        for image in volumes.images])
     return moving[..., None].astype(np.float32), volumes.images[..., None]
 

@@ -44,17 +44,32 @@ def parse_flags(argv):
     try:
         return flags.FLAGS(argv)
     except flags.Error as err:
-        sys.stderr.write(f"{os.path.basename(argv[0])}: error: {err}\n")
+        first = (str(err).strip().splitlines() or [""])[0]  # absl may list several
+        sys.stderr.write(f"{os.path.basename(argv[0])}: error: {first}\n")
         sys.exit(2)
 
 
-def check_args(argv, required=()):
-    """Stop with one line on positional arguments or a missing required flag."""
+def check_args(argv):
+    """Stop with one line on positional arguments (required flags are absl's:
+    `flags.mark_flags_as_required`, reported by `parse_flags`)."""
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
-    for name in required:
-        if not flags.FLAGS[name].value:
-            fail(f"--{name} is required")
+
+
+def require_together(first, second):
+    """absl validator: `--second` is required whenever `--first` is given."""
+    flags.register_multi_flags_validator(
+        [first, second], lambda values: not values[first] or bool(values[second]),
+        message=f"--{second} is required with --{first}")
+
+
+def call(function, *args, errors=(ValueError, OSError)):
+    """`function(*args)`, a user's error in it (`errors`: bad flags, files, data) ending the
+    program with one line and exit status 2 instead of a traceback."""
+    try:
+        return function(*args)
+    except errors as err:
+        fail(str(err))
 
 
 def fail(message):

@@ -49,6 +49,7 @@ def define_flags():
     flags.DEFINE_string("perturb", "", "intensity perturbation of the moving images only, "
                         "e.g. 'bias:0.5' or 'gamma:0.5,noise:0.02' (names: "
                         f"{', '.join(perturb.PERTURBATIONS)}); seeded by --seed")
+    flags.mark_flags_as_required(["model"])
 
 
 def data_config(model_path, fl):
@@ -93,7 +94,7 @@ def draw_figures(model, volumes, moving_images, pairs, label_rows, out_dir,
 
 
 def main(argv):
-    cli.check_args(argv, required=("model",))
+    cli.check_args(argv)
     out_dir = FLAGS.out_dir or str(Path(FLAGS.model).parent / f"eval-{FLAGS.split}")
     if not Path(out_dir).parent.is_dir():
         cli.fail(f"{out_dir}: parent folder {Path(out_dir).parent} does not exist")

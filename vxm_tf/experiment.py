@@ -450,7 +450,7 @@ def initial_model(config, inshape):
         raise ConfigError(f"--init_model={config.train.init_model} takes images of shape "
                           f"{tuple(model.inshape)}, the data are {tuple(inshape)}; set "
                           "--target_shape")
-    if config.loss.seg_weight and model._config["bidir"]:
+    if config.loss.seg_weight and model.bidir:
         raise ConfigError("--seg_weight works with unidirectional models, and --init_model "
                           "is bidirectional")
     return model

@@ -51,9 +51,9 @@ def spacing(affine, ndims):
     return np.sqrt((np.asarray(affine)[:3, :ndims] ** 2).sum(axis=0))
 
 
-def indices(shape):
-    """Voxel indices `(*shape, D)` float64, `ij` order."""
-    return np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape],
+def indices(shape, dtype=np.float64):
+    """Voxel indices `(*shape, D)`, `ij` order: the one identity grid."""
+    return np.stack(np.meshgrid(*[np.arange(n, dtype=dtype) for n in shape],
                                 indexing="ij"), axis=-1)
 
 
@@ -65,10 +65,18 @@ def apply(matrix, coords):
 
 def sample(data, coords, order, cval=0.0):
     """`data` at voxel coordinates `(*shape, D)`: order 1 linear, 0 nearest; points outside
-    the array read `cval` (scanner space beyond a field of view is background)."""
+    the array read `cval` (scanner space beyond a field of view is background), or the
+    nearest edge voxel when `cval` is None."""
     out = ndimage.map_coordinates(data, np.moveaxis(coords, -1, 0), order=order,
-                                  mode="constant", cval=cval)
+                                  mode="nearest" if cval is None else "constant",
+                                  cval=0.0 if cval is None else cval)
     return out.astype(data.dtype)
+
+
+def warp(data, disp, order):
+    """out[x] = data[x + disp[x]] for a voxel displacement `(*shape, D)` (edges repeated):
+    the numpy counterpart of `vxm_tf.ops.transform`."""
+    return sample(data, indices(data.shape) + disp, order, cval=None)
 
 
 def inside_fraction(coords, shape):

@@ -155,7 +155,7 @@ def optimise(model, moving, fixed, config):
     if config.steps == 0:
         return model.register(moving, fixed)
     field = ops.convert_to_numpy(model.predict_on_batch([moving, fixed])[-1])
-    int_steps = model.get_config()["int_steps"]
+    int_steps = model.int_steps
     if int_steps:
         field = ops.convert_to_numpy(vxm_ops.integrate_svf(field, int_steps))
     grid = field.shape[1:-1]

@@ -100,6 +100,16 @@ def _check_inshape(inshape, encoder, nb_conv_per_level):
     return inshape
 
 
+def _frozen(value):
+    """Nested lists as tuples (kept as attributes without Keras' tracking wrappers)."""
+    return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _listed(value):
+    """`_frozen`'s inverse, for a JSON config."""
+    return [_listed(v) for v in value] if isinstance(value, tuple) else value
+
+
 @keras.saving.register_keras_serializable(package="vxm_tf")
 class Unet(keras.Model):
     """The VoxelMorph U-Net as a model of its own: `(B, *inshape[:-1], C)` -> features.
@@ -118,13 +128,18 @@ class Unet(keras.Model):
         outputs = unet_graph(inputs, encoder, decoder, nb_conv_per_level, nb_upsample_skips,
                              name)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
-        self._config = dict(inshape=list(inshape), nb_features=nb_features,
-                            nb_levels=nb_levels, feat_mult=feat_mult,
-                            nb_conv_per_level=nb_conv_per_level,
-                            nb_upsample_skips=nb_upsample_skips, name=name)
+        # the constructor's arguments, public, as Keras and keras-hub models keep them
+        self.inshape = tuple(inshape)
+        self.nb_features = _frozen(nb_features)
+        self.nb_levels, self.feat_mult = nb_levels, feat_mult
+        self.nb_conv_per_level, self.nb_upsample_skips = nb_conv_per_level, nb_upsample_skips
 
     def get_config(self):
-        return dict(self._config)
+        return {"name": self.name, "trainable": self.trainable,
+                "inshape": list(self.inshape), "nb_features": _listed(self.nb_features),
+                "nb_levels": self.nb_levels, "feat_mult": self.feat_mult,
+                "nb_conv_per_level": self.nb_conv_per_level,
+                "nb_upsample_skips": self.nb_upsample_skips}
 
     @classmethod
     def from_config(cls, config):
@@ -209,17 +224,24 @@ class VxmDense(keras.Model):
         super().__init__(inputs=[source, target], outputs=[*warped, preint_flow], name=name,
                          **kwargs)
 
-        # config
-        self.inshape = inshape
-        self._config = dict(
-            inshape=list(inshape), nb_unet_features=nb_unet_features,
-            nb_unet_levels=nb_unet_levels, unet_feat_mult=unet_feat_mult,
-            nb_unet_conv_per_level=nb_unet_conv_per_level, int_steps=int_steps,
-            svf_resolution=svf_resolution, int_resolution=int_resolution, bidir=bidir,
-            src_feats=src_feats, trg_feats=trg_feats, name=name)
+        # the constructor's arguments, public, as Keras and keras-hub models keep them
+        # (tuples: Keras would wrap lists in tracking containers)
+        self.inshape = tuple(inshape)
+        self.nb_unet_features = _frozen(nb_unet_features)
+        self.nb_unet_levels, self.unet_feat_mult = nb_unet_levels, unet_feat_mult
+        self.nb_unet_conv_per_level, self.int_steps = nb_unet_conv_per_level, int_steps
+        self.svf_resolution, self.int_resolution = svf_resolution, int_resolution
+        self.bidir, self.src_feats, self.trg_feats = bidir, src_feats, trg_feats
 
     def get_config(self):
-        return dict(self._config)
+        return {"name": self.name, "trainable": self.trainable,
+                "inshape": list(self.inshape),
+                "nb_unet_features": _listed(self.nb_unet_features),
+                "nb_unet_levels": self.nb_unet_levels, "unet_feat_mult": self.unet_feat_mult,
+                "nb_unet_conv_per_level": self.nb_unet_conv_per_level,
+                "int_steps": self.int_steps, "svf_resolution": self.svf_resolution,
+                "int_resolution": self.int_resolution, "bidir": self.bidir,
+                "src_feats": self.src_feats, "trg_feats": self.trg_feats}
 
     @classmethod
     def from_config(cls, config):
@@ -230,7 +252,7 @@ class VxmDense(keras.Model):
         cached = self.__dict__.get("_registration_model")
         if cached is None:
             # the full-resolution field is the second input of the moving image's transformer
-            warp = self.get_layer(f"{self._config['name']}_transformer").input[1]
+            warp = self.get_layer(f"{self.name}_transformer").input[1]
             cached = keras.Model(self.inputs, warp)
             # kept out of Keras' attribute tracking: it shares this model's weights
             object.__setattr__(self, "_registration_model", cached)
@@ -246,7 +268,7 @@ class VxmDense(keras.Model):
         """Displacement (voxels) taking `fixed` onto `moving`: the inverse of `register`'s,
         from the negated velocity integrated (diffeomorphic models only)."""
         moving, fixed = self._check_pair(moving, fixed)
-        int_steps = self.get_config()["int_steps"]
+        int_steps = self.int_steps
         if not int_steps:
             raise ValueError(f"{self.name} has int_steps=0 (no velocity field): it has no "
                              "inverse; train with --int_steps > 0")
@@ -306,9 +328,9 @@ def clean_target_model(model):
     scan without intensity augmentation), so the similarity loss compares clean images.
     Shares `model`'s weights; output names match `model`'s, so the losses log alike.
     """
-    if model._config["bidir"]:
+    if model.bidir:
         raise ValueError("clean_target_model takes a unidirectional VxmDense")
-    name = model._config["name"]
+    name = model.name
     fields = keras.Model(model.inputs, [model.get_layer(f"{name}_transformer").input[1],
                                         model.outputs[-1]], name=model.output_names[-1])
     moving, fixed, clean = [keras.Input(shape=model.inputs[k].shape[1:], name=f"{name}_{n}")
@@ -332,9 +354,9 @@ def seg_training_model(model, labels, resolution=1):
     the memory at 2 in 3D. Shares `model`'s weights; image and field outputs keep
     `model`'s names.
     """
-    if model._config["bidir"]:
+    if model.bidir:
         raise ValueError("seg_training_model takes a unidirectional VxmDense")
-    name = model._config["name"]
+    name = model.name
     fields = keras.Model(model.inputs, [model.get_layer(f"{name}_transformer").input[1],
                                         model.outputs[0], model.outputs[-1]],
                          name=f"{name}_fields")

@@ -14,6 +14,8 @@ import itertools
 import numpy as np
 from keras import ops
 
+from vxm_tf import geometry
+
 INTERP_METHODS = ("linear", "nearest")
 
 
@@ -22,12 +24,6 @@ def check_interp_method(interp_method):
         raise ValueError(
             f"interp_method must be one of {INTERP_METHODS}, got {interp_method!r}"
         )
-
-
-def identity_grid(spatial_shape):
-    """Voxel coordinates `(*spatial, D)` float32, `ij` indexing."""
-    axes = [np.arange(n, dtype=np.float32) for n in spatial_shape]
-    return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
 
 
 def interpn(vol, loc, interp_method="linear", fill_value=None):
@@ -105,7 +101,7 @@ def transform(vol, disp, interp_method="linear", fill_value=None):
         `(B, *out_spatial, C)` float32.
     """
     disp = ops.cast(disp, "float32")
-    loc = disp + identity_grid(disp.shape[1:-1])
+    loc = disp + geometry.indices(disp.shape[1:-1], np.float32)
     return interpn(vol, loc, interp_method=interp_method, fill_value=fill_value)
 
 

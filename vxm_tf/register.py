@@ -58,6 +58,10 @@ def define_flags():
                       "intensity scaling of both images before registration (models are "
                       "trained on [0, 1])")
     instance.define_flags()
+    flags.mark_flags_as_required(["model", "fixed"])
+    flags.mark_flags_as_mutual_exclusive(["moving", "moving_list"], required=True)
+    cli.require_together("moving", "moved")
+    cli.require_together("moving_list", "out_dir")
 
 
 def check_outputs(paths, inputs=(), text=()):
@@ -196,28 +200,21 @@ def register_list(model_path, list_path, fixed_path, out_dir, normalise="minmax"
 
 
 def main(argv):
+    cli.check_args(argv)
+    instance_config = cli.call(instance.config_from_flags, FLAGS)
+    affine_config = cli.call(affine.AffineConfig, FLAGS.affine)
     if FLAGS.moving_list:
-        cli.check_args(argv, required=("model", "fixed", "out_dir"))
-        if FLAGS.moving or FLAGS.moved:
-            cli.fail("--moving_list replaces --moving / --moved (outputs go to --out_dir)")
-        try:
-            failed = register_list(FLAGS.model, FLAGS.moving_list, FLAGS.fixed, FLAGS.out_dir,
-                                   FLAGS.normalise, instance.config_from_flags(FLAGS),
-                                   affine.AffineConfig(FLAGS.affine))
-        except (ValueError, OSError) as err:
-            cli.fail(str(err))
+        if FLAGS.moved:
+            cli.fail("--moving_list replaces --moved (outputs go to --out_dir)")
+        failed = cli.call(register_list, FLAGS.model, FLAGS.moving_list, FLAGS.fixed,
+                          FLAGS.out_dir, FLAGS.normalise, instance_config, affine_config)
         if failed:
             cli.fail(f"{len(failed)} scan(s) of {FLAGS.moving_list} failed: "
                      f"{', '.join(failed)}")
         return
-    cli.check_args(argv, required=("model", "moving", "fixed", "moved"))
-    try:
-        register_files(FLAGS.model, FLAGS.moving, FLAGS.fixed, FLAGS.moved, FLAGS.warp,
-                       FLAGS.moving_seg, FLAGS.moved_seg, FLAGS.normalise,
-                       instance.config_from_flags(FLAGS), affine.AffineConfig(FLAGS.affine),
-                       FLAGS.affine_out, FLAGS.inverse_warp)
-    except (ValueError, OSError) as err:
-        cli.fail(str(err))
+    cli.call(register_files, FLAGS.model, FLAGS.moving, FLAGS.fixed, FLAGS.moved, FLAGS.warp,
+             FLAGS.moving_seg, FLAGS.moved_seg, FLAGS.normalise, instance_config,
+             affine_config, FLAGS.affine_out, FLAGS.inverse_warp)
     print(f"wrote {FLAGS.moved}")
 
 

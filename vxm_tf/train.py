@@ -9,7 +9,7 @@ from absl import flags
 from vxm_tf import cli
 
 cli.quiet_tensorflow_import()
-from vxm_tf import data, experiment, trainer  # noqa: E402
+from vxm_tf import experiment, trainer  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -21,12 +21,9 @@ def define_flags():
 
 def main(argv):
     cli.check_args(argv)
-    try:
-        config = experiment.config_from_flags(FLAGS)
-        result = trainer.train_and_evaluate(config)
-    except (experiment.ConfigError, data.DatasetError, trainer.TrainingError,
-            ValueError) as err:
-        cli.fail(str(err))
+    config = cli.call(experiment.config_from_flags, FLAGS)
+    result = cli.call(trainer.train_and_evaluate, config,
+                      errors=(ValueError, trainer.TrainingError))
     history = result["history"]
     summary = f"loss {history['loss'][-1]:.4f}"
     if history.get("val_dice"):

@@ -18,9 +18,11 @@ FLAGS = flags.FLAGS
 def define_flags():
     """Declare this entry point's flags (run as a program only)."""
     flags.DEFINE_string("moving", None, "image or label map to warp")
-    flags.DEFINE_string("warp", None, "displacement field (*shape, D) from vxm_tf.register")
+    flags.DEFINE_string("warp", None, "displacement field in world mm (vxm_tf.register "
+                        "--warp, or ANTs)")
     flags.DEFINE_string("moved", None, "output")
     flags.DEFINE_enum("interp", "linear", ("linear", "nearest"), "interpolation")
+    flags.mark_flags_as_required(["moving", "warp", "moved"])
 
 
 # below this fraction of the field's points inside the image, the image is not in the
@@ -53,11 +55,8 @@ def warp_file(moving_path, warp_path, moved_path, interp="linear"):
 
 
 def main(argv):
-    cli.check_args(argv, required=("moving", "warp", "moved"))
-    try:
-        warp_file(FLAGS.moving, FLAGS.warp, FLAGS.moved, FLAGS.interp)
-    except (ValueError, OSError) as err:
-        cli.fail(str(err))
+    cli.check_args(argv)
+    cli.call(warp_file, FLAGS.moving, FLAGS.warp, FLAGS.moved, FLAGS.interp)
     print(f"wrote {FLAGS.moved}")
 
 

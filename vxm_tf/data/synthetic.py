@@ -9,6 +9,7 @@ known labels, so the main job runs and is scored on a fresh machine with no data
 import numpy as np
 from scipy import ndimage
 
+from vxm_tf import geometry
 from vxm_tf.data.volumes import Volumes
 
 
@@ -21,13 +22,6 @@ def smooth_noise(shape, sigma, rng):
 def random_displacement(shape, amplitude, sigma, rng):
     """Smooth random displacement `(*shape, D)` in voxels, standard deviation `amplitude`."""
     return np.stack([amplitude * smooth_noise(shape, sigma, rng) for _ in shape], axis=-1)
-
-
-def warp_numpy(data, disp, order):
-    """out[x] = data[x + disp[x]] (edge voxels repeated), spline `order` 0 or 1."""
-    grid = np.meshgrid(*[np.arange(n) for n in data.shape], indexing="ij")
-    coords = [g + disp[..., d] for d, g in enumerate(grid)]
-    return ndimage.map_coordinates(data, coords, order=order, mode="nearest")
 
 
 def template_labels(shape, nb_labels, rng):
@@ -68,7 +62,7 @@ def synthetic_volumes(count, shape=(64, 64), nb_labels=8, seed=0, deformation=No
     images, segs = [], []
     for _ in range(count):
         disp = random_displacement(shape, amplitude, min(shape) / 8, rng)
-        seg = warp_numpy(template, disp, order=0)
+        seg = geometry.warp(template, disp, order=0)
         jitter = np.concatenate([[0.0], rng.normal(0, 0.03, nb_labels)])
         image = ndimage.gaussian_filter((means + jitter)[seg], 1.0)
         image = image + rng.normal(0, noise, shape)
