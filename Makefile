@@ -16,7 +16,7 @@ OASIS3D ?= ../shared/data/neurite-oasis-3d
 
 .PHONY: install test lint train tune data data3d compare robustness bench bench-model bench-data \
 	oasis3d-report tune-instance convert-original gpu-prepare gpu-check baselines clean \
-	sweep-report reports readme real-world
+	sweep-report reports readme real-world synth3d-report
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -128,6 +128,17 @@ readme: install
 
 # Every generated report (each trains or runs what it needs when its inputs are missing),
 # then the README's tables from them.
+# the 3D model trained from scratch on synthetic subjects (RUN3D, at SIZE3D^3) on the real
+# pair at its size, beside ANTs SyN at that size (make baselines) and + instance optimisation
+RUN3D ?= runs/synth3d64-ncc-seg
+SIZE3D ?= 64
+synth3d-report: install
+	$(PY) tools/report_oasis3d.py --model=$(RUN3D)/best.keras --data_dir=$(OASIS3D) \
+		--target_shape=$(SIZE3D),$(SIZE3D),$(SIZE3D) --instance_steps=50 --no_original \
+		--title="vxm_tf trained from scratch on synthetic subjects, real OASIS scans at $(SIZE3D)^3" \
+		$(if $(wildcard $(ANTS_VENV)/.installed),--ants_python=$(ANTS_VENV)/bin/python) \
+		--run=$(RUN3D) --name="vxm_tf from scratch" --out=reports/synth3d_$(SIZE3D).md
+
 # scans put into other orientations, voxel sizes and fields of view, registered back
 real-world: install
 	$(PY) tools/real_world.py --model=$(PRETRAINED) --data_dir=$(OASIS3D) --cases=3 \

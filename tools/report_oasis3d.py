@@ -17,7 +17,9 @@ this machine. Figures go to a folder beside the report.
 """
 
 import argparse
+import csv
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -84,11 +86,39 @@ def per_direction(names, rows_by_method):
     return lines
 
 
+def training_section(run_dir):
+    """The run's settings, validation Dice per epoch and training speed, from its files."""
+    run_dir = Path(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    with open(run_dir / "history.csv") as file:
+        history = list(csv.DictReader(file))
+    timing = json.loads((run_dir / "timing.json").read_text())
+    d, m, lo, t = config["data"], config["model"], config["loss"], config["train"]
+    epochs = timing["epoch_seconds"]
+    return [
+        "", f"## Training (`{run_dir}`)", "",
+        f"Data `{d['data_dir']}` ({d['train']} training, {d['val']} validation subjects), "
+        f"{lo['similarity']} + {lo['reg_weight']} x Grad + {lo.get('seg_weight', 0)} x Dice "
+        f"on the labels, int_resolution {m['int_resolution']}, lr {t['lr']} {t['schedule']}, "
+        f"{t['epochs']} epochs x {config['steps_per_epoch']} steps, batch {t['batch_size']}, "
+        f"precision {config['resolved_precision']}. Training speed on this machine: "
+        f"{timing['seconds_per_step']:.2f} s per step (the {len(epochs)} epochs of the last "
+        f"session, {sum(epochs) / 60:.0f} minutes).", "",
+        "| epoch | " + " | ".join(str(int(h["epoch"]) + 1) for h in history) + " |",
+        "|---" * (1 + len(history)) + "|",
+        "| validation Dice (synthetic) | " + " | ".join(f"{float(h['val_dice']):.4f}"
+                                                      for h in history) + " |"]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="VxmDense .h5 or .keras")
     parser.add_argument("--data_dir", required=True, help="neurite-OASIS 3D folder")
     parser.add_argument("--subjects", type=int, default=2, help="subjects (all ordered pairs)")
+    parser.add_argument("--target_shape", default="", help="resize the scans to this shape "
+                        "(e.g. 64,64,64 for a model trained at that size); default: as they are")
+    parser.add_argument("--title", default="The authors' pretrained 3D model on real OASIS "
+                        "scans")
     parser.add_argument("--instance_steps", default="10,25,50",
                         help="comma-separated step counts (0 or empty: none)")
     parser.add_argument("--instance_lr", type=float, default=instance.InstanceConfig.lr)
@@ -104,6 +134,9 @@ def main(argv=None):
                         "baselines): adds ANTs SyN, antspyx defaults, 2 threads")
     parser.add_argument("--no_original", action="store_true",
                         help="leave out the voxelmorph 0.2 run")
+    parser.add_argument("--run", help="the model's run folder: adds its training history")
+    parser.add_argument("--name", default="vxm_tf, same weights",
+                        help="the model's row in the tables")
     parser.add_argument("--out", required=True, help="markdown report")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -125,8 +158,13 @@ def main(argv=None):
             if not sep or not name or not path:
                 raise ValueError(f"--extra takes NAME=PATH, got {spec!r}")
             extras.append((name, networks.VxmDense.load(path), path))
+        try:
+            shape = tuple(int(n) for n in args.target_shape.split(",") if n.strip())
+        except ValueError:
+            raise ValueError(f"--target_shape takes comma-separated integers, got "
+                             f"{args.target_shape!r}") from None
         config = experiment.DataConfig(dataset="oasis", data_dir=args.data_dir, train=0,
-                                       val=0, test=args.subjects)
+                                       val=0, test=args.subjects, target_shape=shape)
         volumes = experiment.build_splits(config)["test"]
         if volumes is None or volumes.shape != tuple(model.inshape):
             raise ValueError(f"{args.data_dir}: volumes of shape "
@@ -144,8 +182,8 @@ def main(argv=None):
         print("ANTs SyN", flush=True)
         names.append("ANTs SyN (antspyx defaults, 2 threads)")
         results.append(ants_rows(args.ants_python, volumes, pairs))
-    for label, ic in [("vxm_tf, same weights", None)] + [
-            (f"vxm_tf + instance optimisation, {c.steps} steps", c) for c in configs]:
+    for label, ic in [(args.name, None)] + [
+            (f"{args.name} + instance optimisation, {c.steps} steps", c) for c in configs]:
         print(label, flush=True)
         start = time.perf_counter()
         results.append(evaluation.evaluate_pairs(model, volumes, pairs, instance_config=ic))
@@ -180,7 +218,7 @@ def main(argv=None):
     command = "python tools/report_oasis3d.py " + " ".join(sys.argv[1:] if argv is None
                                                            else argv)
     text = "\n".join([
-        "# The authors' pretrained 3D model on real OASIS scans", "",
+        f"# {args.title}", "",
         f"Model: `{args.model}`; data: `{args.data_dir}` ({len(volumes)} subjects, all "
         f"{len(pairs)} ordered pairs, {'x'.join(map(str, volumes.shape))} voxels, "
         f"{len(volumes.labels)} structures). Instance optimisation: "
@@ -192,7 +230,8 @@ def main(argv=None):
         "call).", *[f"\n{name}: `{path}`." for name, _, path in extras], "",
         compare.report(names, summaries, [f"{rel}/dice_per_structure.png",
                                           f"{rel}/{pair_name}"], command).rstrip("\n"),
-        *per_direction(names, [rows[0] for rows in results])]) + "\n"
+        *per_direction(names, [rows[0] for rows in results]),
+        *(training_section(args.run) if args.run else [])]) + "\n"
     evaluation.write_text(out, text)
     print(text)
 
