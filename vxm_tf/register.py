@@ -54,9 +54,10 @@ def define_flags():
                         "as an atlas's labels onto the moving scan with vxm_tf.warp")
     flags.DEFINE_string("affine_out", "", "output: the pre-alignment as a 4x4 text matrix "
                         "(RAS mm, fixed-space point -> moving-space point)")
-    flags.DEFINE_enum("normalise", "minmax", NORMALISATIONS,
+    flags.DEFINE_enum("normalise", "auto", NORMALISATIONS,
                       "intensity scaling of both images before registration (models are "
-                      "trained on [0, 1])")
+                      "trained on [0, 1]): auto keeps images already in [0, 1] as they are "
+                      "and min-max scales others")
     instance.define_flags()
     flags.mark_flags_as_required(["model", "fixed"])
     flags.mark_flags_as_mutual_exclusive(["moving", "moving_list"], required=True)
@@ -92,7 +93,7 @@ MIN_OVERLAP = 0.2
 
 
 def register_files(model_path, moving_path, fixed_path, moved_path, warp_path="",
-                   moving_seg_path="", moved_seg_path="", normalise="minmax",
+                   moving_seg_path="", moved_seg_path="", normalise="auto",
                    instance_config=None, affine_config=None, affine_path="",
                    inverse_path=""):
     """Register `moving_path` onto `fixed_path` and write the requested outputs
@@ -175,7 +176,7 @@ def read_moving_list(list_path):
     return entries
 
 
-def register_list(model_path, list_path, fixed_path, out_dir, normalise="minmax",
+def register_list(model_path, list_path, fixed_path, out_dir, normalise="auto",
                   instance_config=None, affine_config=None, log=print):
     """Register every scan of `list_path` onto `fixed_path` with one loaded model, writing
     its outputs into `out_dir`. A scan that cannot be registered is reported (one line

@@ -16,7 +16,7 @@ from vxm_tf import files, geometry
 from vxm_tf.data.datasets import Dataset, DatasetError, Subject
 from vxm_tf.io import load_volume, voxel_size
 
-NORMALISATIONS = ("none", "minmax", "percentile")
+NORMALISATIONS = ("auto", "none", "minmax", "percentile")
 MANIFEST = "manifest.json"
 
 
@@ -67,7 +67,12 @@ def resize_volume(data, shape, labels=False):
 
 
 def normalise_image(data, method="minmax"):
-    """Scale intensities to [0, 1]: 'minmax', 'percentile' (0.5 to 99.5, clipped) or 'none'."""
+    """Scale intensities to [0, 1]: 'minmax', 'percentile' (0.5 to 99.5, clipped), 'none',
+    or 'auto': as they are when already in [0, 1] (neurite-OASIS scans end near 0.8, and
+    models trained on them lose Dice when stretched to 1), else 'minmax'."""
+    if method == "auto":
+        low, high = float(np.min(data)), float(np.max(data))
+        method = "none" if 0.0 <= low and high <= 1.0 else "minmax"
     if method == "none":
         return data.astype(np.float32)
     if method not in NORMALISATIONS:
