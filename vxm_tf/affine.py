@@ -162,10 +162,10 @@ def _level(moving, moving_spacing, target_spacing):
     if np.all(factors < 1.5):
         return moving.astype(np.float32), np.eye(moving.ndim + 1)
     shape = tuple(max(int(round(n / f)), 2) for n, f in zip(moving.shape, factors))
+    back = _resize_map(shape, moving.shape)
     small = geometry.sample(_blurred(moving, factors).astype(np.float32),
-                            geometry.apply(_resize_map(shape, moving.shape),
-                                           geometry.indices(shape)), 1)
-    return small, _resize_map(shape, moving.shape)
+                            geometry.apply(back, geometry.indices(shape)), 1)
+    return small, back
 
 
 def _resize_map(small_shape, shape):
