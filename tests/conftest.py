@@ -19,17 +19,17 @@ def _float32_policy_and_seed():
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """A run directory with a tiny VxmDense trained briefly on 32x32 synthetic subjects."""
-    from vxm_tf import experiment, trainer
+    from vxm_tf import configs, trainer
 
     run_dir = tmp_path_factory.mktemp("run")
-    config = experiment.Config()
-    config.data = experiment.DataConfig(synthetic_shape=(32, 32), synthetic_labels=4,
-                                        train=6, val=3, test=3)
-    config.model = experiment.ModelConfig(nb_features=[[8, 8, 8], [8, 8, 8, 8, 8]],
-                                          int_resolution=1)
-    config.loss = experiment.LossConfig(similarity="mse", reg_weight=0.01)
-    config.train = experiment.TrainConfig(epochs=1, steps_per_epoch=200, lr=3e-3, verbose=0,
-                                          model_dir=str(run_dir))
+    config = configs.Config()
+    config.data = configs.DataConfig(synthetic_shape=(32, 32), synthetic_labels=4,
+                                     train=6, val=3, test=3)
+    config.model = configs.ModelConfig(nb_features=[[8, 8, 8], [8, 8, 8, 8, 8]],
+                                       int_resolution=1)
+    config.loss = configs.LossConfig(similarity="mse", reg_weight=0.01)
+    config.train = configs.TrainConfig(epochs=1, steps_per_epoch=200, lr=3e-3, verbose=0,
+                                       model_dir=str(run_dir))
     trainer.train_and_evaluate(config, log=lambda _: None)
     keras.config.set_dtype_policy("float32")
     return run_dir

@@ -103,13 +103,13 @@ def test_jax_backend_trains_evaluates_and_registers_without_tensorflow(tmp_path)
 
 JAX_MIRRORED = """
 import sys, keras
-from vxm_tf import experiment, trainer
-config = experiment.Config()
-config.data = experiment.DataConfig(synthetic_shape=(32, 32), synthetic_labels=4, train=4,
-                                    val=3, test=2)
-config.model = experiment.ModelConfig(nb_features=[[8, 8, 8], [8, 8, 8, 8, 8]])
-config.train = experiment.TrainConfig(epochs=1, steps_per_epoch=3, batch_size=2,
-                                      strategy="mirrored", verbose=0, model_dir=sys.argv[1])
+from vxm_tf import configs, trainer
+config = configs.Config()
+config.data = configs.DataConfig(synthetic_shape=(32, 32), synthetic_labels=4, train=4,
+                                 val=3, test=2)
+config.model = configs.ModelConfig(nb_features=[[8, 8, 8], [8, 8, 8, 8, 8]])
+config.train = configs.TrainConfig(epochs=1, steps_per_epoch=3, batch_size=2,
+                                   strategy="mirrored", verbose=0, model_dir=sys.argv[1])
 result = trainer.train_and_evaluate(config, log=lambda _: None)
 distribution = keras.distribution.distribution()
 print(type(distribution).__name__, distribution.device_mesh.devices.size,

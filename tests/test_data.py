@@ -273,13 +273,13 @@ def test_augmentation_arguments_are_checked():
 
 
 def test_scan_to_atlas_pairs_move_every_subject_onto_the_atlas(tmp_path):
-    from vxm_tf import experiment
+    from vxm_tf import configs, experiment
 
     root = fake_oasis(tmp_path / "o", [(8, 8, 8)] * 4)
     atlas = np.random.default_rng(1).random((16, 16, 16)).astype(np.float32)
     np.savez(tmp_path / "atlas.npz", vol=atlas, seg=(atlas > 0.5).astype(np.int32))
-    config = experiment.DataConfig(dataset="oasis", data_dir=str(root), train=3, test=1,
-                                   val=0, atlas=str(tmp_path / "atlas.npz"))
+    config = configs.DataConfig(dataset="oasis", data_dir=str(root), train=3, test=1,
+                                val=0, atlas=str(tmp_path / "atlas.npz"))
     splits = experiment.build_splits(config)
     train = splits["train"]
     assert train.names[-1] == "atlas" and len(train) == 4 and train.shape == (8, 8, 8)

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from vxm_tf import data, experiment, losses, trainer
+from vxm_tf import configs, data, experiment, losses, trainer
 
 TINY = ["--dataset=synthetic", "--synthetic_shape=32,32", "--synthetic_labels=4",
         "--train=4", "--val=3", "--test=2", "--enc=8,8,8", "--dec=8,8,8,8,8",
@@ -21,13 +21,13 @@ TINY = ["--dataset=synthetic", "--synthetic_shape=32,32", "--synthetic_labels=4"
 
 
 def tiny_config(tmp_path, **train):
-    config = experiment.Config()
-    config.data = experiment.DataConfig(dataset="synthetic", synthetic_shape=(32, 32),
-                                        synthetic_labels=4, train=4, val=3, test=2)
-    config.model = experiment.ModelConfig(nb_features=[[8, 8, 8], [8, 8, 8, 8, 8]])
+    config = configs.Config()
+    config.data = configs.DataConfig(dataset="synthetic", synthetic_shape=(32, 32),
+                                     synthetic_labels=4, train=4, val=3, test=2)
+    config.model = configs.ModelConfig(nb_features=[[8, 8, 8], [8, 8, 8, 8, 8]])
     defaults = dict(epochs=1, steps_per_epoch=4, val_pairs=3, verbose=0,
                     model_dir=str(tmp_path / "run"))
-    config.train = experiment.TrainConfig(**{**defaults, **train})
+    config.train = configs.TrainConfig(**{**defaults, **train})
     return config
 
 
@@ -110,7 +110,7 @@ def test_seg_supervised_view_warps_the_one_hot_moving_labels_by_the_models_field
 
 def test_seg_supervised_training_lowers_the_dice_loss_and_fine_tunes_from_a_model(tmp_path):
     config = tiny_config(tmp_path, epochs=3, steps_per_epoch=12, lr=3e-3)
-    config.loss = experiment.LossConfig(seg_weight=1.0)
+    config.loss = configs.LossConfig(seg_weight=1.0)
     result = trainer.train_and_evaluate(config, log=lambda _: None)
     dice_loss = result["history"]["vxm_dense_seg_transformer_loss"]
     assert dice_loss[-1] < dice_loss[0] < 0  # the Dice term trains the network
@@ -149,7 +149,7 @@ def test_a_run_trained_through_a_view_resumes_where_it_stopped(tmp_path, view):
     def config(name, **train):
         c = tiny_config(tmp_path / name, steps_per_epoch=3, lr=3e-3, **train)
         if view == "seg":
-            c.loss = experiment.LossConfig(seg_weight=1.0)
+            c.loss = configs.LossConfig(seg_weight=1.0)
         else:
             c.data.augmentation = data.Augmentation(intensity_shift=0.1, clean_targets=True)
         return c
@@ -234,7 +234,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
 
 
 def test_schedules_decay_to_the_final_fraction():
-    config = experiment.TrainConfig(lr=1e-3, schedule="cosine", final_lr_fraction=0.1)
+    config = configs.TrainConfig(lr=1e-3, schedule="cosine", final_lr_fraction=0.1)
     cosine = experiment.learning_rate(config, 100)
     assert float(cosine(0)) == pytest.approx(1e-3)
     assert float(cosine(100)) == pytest.approx(1e-4)
@@ -245,36 +245,80 @@ def test_schedules_decay_to_the_final_fraction():
 
 
 def test_losses_and_weights_follow_the_original_script():
-    model = experiment.ModelConfig(int_resolution=2, bidir=True)
-    loss = experiment.LossConfig(similarity="mse", reg_weight=0.01)
+    model = configs.ModelConfig(int_resolution=2, bidir=True)
+    loss = configs.LossConfig(similarity="mse", reg_weight=0.01)
     losses, weights = experiment.build_losses(loss, model)
     assert [type(x).__name__ for x in losses] == ["MSE", "MSE", "Grad"]
     assert weights == [0.5, 0.5, 0.01] and losses[2].loss_mult == 2
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--bogus=1"], "Unknown command line flag 'bogus'"),
     (["--lambda=-1"], "--lambda must be non-negative, got -1.0"),
-    (["--similarity=ssd"], "ssd"),
     (["--dataset=oasis"], "--dataset=oasis needs --data_dir"),
-    (["--dataset=oasis", "--data_dir=/nonexistent"], "/nonexistent: no subjects.txt"),
     (["--aug_clean_targets", "--bidir"], "--aug_clean_targets works with unidirectional"),
     (["--seg_weight=1", "--bidir"], "--seg_weight works with unidirectional models"),
     (["--seg_weight=1", "--aug_clean_targets"], "--seg_weight and --aug_clean_targets"),
     (["--seg_weight=-1"], "--seg_weight must be non-negative, got -1.0"),
-    (["--seg_weight=1", "--seg_resolution=3"], "--seg_resolution: seg_resolution 3 must divide"),
     (["--seg_resolution=0"], "--seg_resolution must be at least 1, got 0"),
     (["--val=1"], "--val=1: validation scores pairs and needs at least 2 subjects"),
-    (["--synthetic_shape=16,16", "--train=3", "--val=2", "--window=17"],
-     "--window=17 is larger than the images (16, 16); choose at most 16"),
     (["--init_model=/nonexistent.h5"], "--init_model=/nonexistent.h5: no such file"),
     (["--int_resolution=0"], "--int_resolution must be at least 1, got 0"),
     (["--int_resolution=-2"], "--int_resolution must be at least 1, got -2"),
     (["--svf_resolution=0"], "--svf_resolution must be at least 1, got 0"),
-    (["--int_steps=-1"], "--int_steps must be 0 or positive, got -1"),
-    (["--val_pairs=-3"], "--val_pairs must be 0 or positive, got -3"),
+    (["--int_steps=-1"], "--int_steps must be non-negative, got -1"),
+    (["--val_pairs=-3"], "--val_pairs must be non-negative, got -3"),
+    (["--steps_per_epoch=-1"], "--steps_per_epoch must be non-negative, got -1"),
+    (["--epochs=0"], "--epochs must be at least 1, got 0"),
+    (["--window=8"], "--window must be odd and at least 3, got 8"),
+    (["--window=1"], "--window must be odd and at least 3, got 1"),
+    (["--lr=0"], "--lr must be positive, got 0.0"),
+    (["--final_lr_fraction=0"], "--final_lr_fraction must be in (0, 1], got 0.0"),
     (["--target_shape=0,0"], "--target_shape entries must be positive, got 0,0"),
+    (["--target_shape=a,8"], "--target_shape must be comma-separated integers, got 'a,8'"),
     (["--synthetic_labels=0"], "--synthetic_labels must be at least 1, got 0"),
+    (["--enc=8,8"], "--enc and --dec go together"),
+    (["--aug_rotate=-5"], "augmentation rotate_deg (--aug_rotate) must be non-negative"),
+])
+def test_config_from_flags_names_the_flag(args, message):
+    """The flags come from the config dataclasses; every bad value is refused naming it."""
+    from absl import flags
+
+    flag_values = flags.FlagValues()
+    configs.define_flags(flag_values)
+    flag_values(["train", *args])
+    with pytest.raises(ValueError) as err:
+        configs.config_from_flags(flag_values)
+    assert message in str(err.value)
+
+
+def test_flags_are_the_config_fields_and_read_back_into_them():
+    from absl import flags
+
+    flag_values = flags.FlagValues()
+    configs.define_flags(flag_values)
+    flag_values(["train", "--lambda=0.3", "--aug_flip", "--target_shape=8,8",
+                 "--int_resolution=1", "--seg_weight=0.5", "--lr=3e-3", "--dataset=cache",
+                 "--data_dir=d"])
+    config = configs.config_from_flags(flag_values, training=False)
+    assert config.loss.reg_weight == 0.3 and config.loss.seg_weight == 0.5
+    assert config.data.augmentation.flip and config.data.target_shape == (8, 8)
+    assert config.model.int_resolution == 1 and config.train.lr == 3e-3
+    assert (config.data.dataset, config.data.data_dir) == ("cache", "d")
+    # the defaults of the flags are the dataclasses' defaults
+    flag_values.unparse_flags()
+    flag_values(["train"])
+    assert configs.config_from_flags(flag_values) == configs.Config()
+    assert "lambda x int_resolution" in flag_values["lambda"].help
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bogus=1"], "Unknown command line flag 'bogus'"),
+    (["--similarity=ssd"], "ssd"),
+    (["--int_steps=-1"], "--int_steps must be non-negative, got -1"),
+    (["--dataset=oasis", "--data_dir=/nonexistent"], "/nonexistent: no subjects.txt"),
+    (["--seg_weight=1", "--seg_resolution=3"], "--seg_resolution: seg_resolution 3 must divide"),
+    (["--synthetic_shape=16,16", "--train=3", "--val=2", "--window=17"],
+     "--window=17 is larger than the images (16, 16); choose at most 16"),
 ])
 def test_flag_errors_are_one_line(tmp_path, args, message):
     run = run_train([*args, f"--model_dir={tmp_path}/run"])
@@ -315,13 +359,13 @@ MIRRORED = """
 import sys, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from vxm_tf import data, experiment, losses, trainer
-config = experiment.Config()
-config.data = experiment.DataConfig(synthetic_shape=(32, 32), synthetic_labels=4, train=4,
-                                    val=3, test=2)
-config.model = experiment.ModelConfig(nb_features=[[8, 8, 8], [8, 8, 8, 8, 8]])
-config.train = experiment.TrainConfig(epochs=1, steps_per_epoch=3, batch_size=2,
-                                      strategy=sys.argv[2], verbose=0, model_dir=sys.argv[1])
+from vxm_tf import configs, data, experiment, losses, trainer
+config = configs.Config()
+config.data = configs.DataConfig(synthetic_shape=(32, 32), synthetic_labels=4, train=4,
+                                 val=3, test=2)
+config.model = configs.ModelConfig(nb_features=[[8, 8, 8], [8, 8, 8, 8, 8]])
+config.train = configs.TrainConfig(epochs=1, steps_per_epoch=3, batch_size=2,
+                                   strategy=sys.argv[2], verbose=0, model_dir=sys.argv[1])
 result = trainer.train_and_evaluate(config, log=lambda _: None)
 strategy = result["model"].distribute_strategy
 print(type(strategy).__name__, strategy.num_replicas_in_sync)
@@ -358,7 +402,7 @@ def test_multi_worker_across_processes_is_a_clear_error(tmp_path):
 
 
 def test_a_shape_that_cannot_fit_in_memory_is_refused_before_training():
-    config = experiment.Config()
+    config = configs.Config()
     trainer.check_memory((128, 128, 128), config, available=16 * 2**30)  # 5.5 GiB: fits
     with pytest.raises(trainer.TrainingError, match=r"training at 512x512x512 with "
                                                     r"--batch_size=1 needs about \d+ GiB, 16 GiB"):

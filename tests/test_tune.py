@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from vxm_tf import experiment, networks, tuning
+from vxm_tf import configs, networks, tuning
 
 TINY = ["--dataset=synthetic", "--synthetic_shape=32,32", "--synthetic_labels=4", "--train=6",
         "--val=0", "--test=0", "--enc=8,8,8", "--dec=8,8,8,8,8", "--steps_per_epoch=10",
@@ -18,11 +18,11 @@ TINY = ["--dataset=synthetic", "--synthetic_shape=32,32", "--synthetic_labels=4"
 
 
 def tiny_config():
-    config = experiment.Config()
-    config.data = experiment.DataConfig(synthetic_shape=(32, 32), synthetic_labels=4,
-                                        train=6, val=0, test=0)
-    config.model = experiment.ModelConfig(nb_features=[[8, 8, 8], [8, 8, 8, 8, 8]])
-    config.train = experiment.TrainConfig(steps_per_epoch=10, verbose=0)
+    config = configs.Config()
+    config.data = configs.DataConfig(synthetic_shape=(32, 32), synthetic_labels=4,
+                                     train=6, val=0, test=0)
+    config.model = configs.ModelConfig(nb_features=[[8, 8, 8], [8, 8, 8, 8, 8]])
+    config.train = configs.TrainConfig(steps_per_epoch=10, verbose=0)
     return config
 
 

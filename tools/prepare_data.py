@@ -20,7 +20,7 @@ from absl import flags
 from vxm_tf import cli
 
 cli.quiet_tensorflow_import()
-from vxm_tf import data, experiment  # noqa: E402
+from vxm_tf import configs, data, experiment  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -30,9 +30,9 @@ DEFAULTS = {"dataset": "oasis", "normalise": "minmax"}
 
 
 def define_flags():
-    """The entry points' data flags (one definition, `experiment.define_flags`) and
+    """The entry points' data flags (one definition, `configs.define_flags`) and
     `--out_dir`; `DEFAULTS` apply where a flag is not given."""
-    experiment.define_flags()
+    configs.define_flags()
     if "out_dir" not in FLAGS:
         flags.DEFINE_string("out_dir", "", "cache folder to write (created)")
 
@@ -49,7 +49,7 @@ def prepare(fl):
         raise ValueError(f"--dataset={fl.dataset}: prepare_data reads oasis or list datasets")
     if Path(fl.out_dir).exists() and not Path(fl.out_dir).is_dir():
         raise ValueError(f"--out_dir={fl.out_dir} is a file, not a folder")
-    config = experiment.config_from_flags(fl, training=False).data
+    config = configs.config_from_flags(fl, training=False).data
     if config.dataset == "oasis" and not config.data_dir:
         raise ValueError("--dataset=oasis needs --data_dir")
     dataset = experiment.build_dataset(config)
@@ -63,7 +63,7 @@ def main(argv=None):
     cli.check_args(cli.parse_flags(argv))
     try:
         prepare(FLAGS)
-    except (data.DatasetError, experiment.ConfigError, ValueError, OSError) as err:
+    except (data.DatasetError, configs.ConfigError, ValueError, OSError) as err:
         sys.exit(f"error: {err}")
 
 

@@ -34,7 +34,7 @@ from vxm_tf import cli
 cli.quiet_tensorflow_import()
 import compare  # noqa: E402
 
-from vxm_tf import evaluation, experiment, figures, instance, networks  # noqa: E402
+from vxm_tf import configs, evaluation, experiment, figures, instance, networks  # noqa: E402
 from vxm_tf import ops as vxm_ops  # noqa: E402
 
 HAVE_ORIGINAL = all(importlib.util.find_spec(m) for m in ("voxelmorph", "neurite", "tf_keras"))
@@ -148,7 +148,7 @@ def main(argv=None):
         except ValueError:
             raise ValueError(f"--instance_steps takes comma-separated integers, got "
                              f"{args.instance_steps!r}") from None
-        configs = [instance.InstanceConfig(n, args.instance_lr, args.instance_similarity,
+        io_configs = [instance.InstanceConfig(n, args.instance_lr, args.instance_similarity,
                                            args.instance_lambda, args.instance_smoothing)
                    for n in steps]
         model = networks.VxmDense.load(args.model)
@@ -163,8 +163,8 @@ def main(argv=None):
         except ValueError:
             raise ValueError(f"--target_shape takes comma-separated integers, got "
                              f"{args.target_shape!r}") from None
-        config = experiment.DataConfig(dataset="oasis", data_dir=args.data_dir, train=0,
-                                       val=0, test=args.subjects, target_shape=shape)
+        config = configs.DataConfig(dataset="oasis", data_dir=args.data_dir, train=0,
+                                    val=0, test=args.subjects, target_shape=shape)
         volumes = experiment.build_splits(config)["test"]
         if volumes is None or volumes.shape != tuple(model.inshape):
             raise ValueError(f"{args.data_dir}: volumes of shape "
@@ -183,7 +183,7 @@ def main(argv=None):
         names.append("ANTs SyN (antspyx defaults, 2 threads)")
         results.append(ants_rows(args.ants_python, volumes, pairs))
     for label, ic in [(args.name, None)] + [
-            (f"{args.name} + instance optimisation, {c.steps} steps", c) for c in configs]:
+            (f"{args.name} + instance optimisation, {c.steps} steps", c) for c in io_configs]:
         print(label, flush=True)
         start = time.perf_counter()
         results.append(evaluation.evaluate_pairs(model, volumes, pairs, instance_config=ic))
@@ -191,8 +191,8 @@ def main(argv=None):
         print(f"  {time.perf_counter() - start:.0f} s", flush=True)
     for name, extra, _ in extras:
         for label, ic in [(name, None)] + ([(f"{name} + instance optimisation, "
-                                             f"{configs[-1].steps} steps", configs[-1])]
-                                           if configs else []):
+                                             f"{io_configs[-1].steps} steps", io_configs[-1])]
+                                           if io_configs else []):
             print(label, flush=True)
             results.append(evaluation.evaluate_pairs(extra, volumes, pairs,
                                                      instance_config=ic))
@@ -206,8 +206,8 @@ def main(argv=None):
                          figure_dir / "dice_per_structure.png")
     i, j = pairs[0]
     inputs = (volumes.images[i][None, ..., None], volumes.images[j][None, ..., None])
-    shown = [("vxm_tf", None)] + ([(f"+{configs[-1].steps} steps", configs[-1])]
-                                   if configs else [])
+    shown = [("vxm_tf", None)] + ([(f"+{io_configs[-1].steps} steps", io_configs[-1])]
+                                   if io_configs else [])
     warps = [instance.optimise(model, *inputs, c or instance.InstanceConfig()) for _, c in shown]
     moved = [np.asarray(vxm_ops.transform(inputs[0], w))[0, ..., 0] for w in warps]
     pair_name = f"pair_{volumes.names[i]}_{volumes.names[j]}.png"

@@ -22,7 +22,7 @@ from vxm_tf import cli
 cli.quiet_tensorflow_import()
 import matplotlib.pyplot as plt  # noqa: E402
 
-from vxm_tf import evaluation, experiment, figures, files, perturb  # noqa: E402
+from vxm_tf import configs, evaluation, figures, files, perturb  # noqa: E402
 
 DEFAULT_GRID = ("brightness:-0.4,-0.2,0.2,0.4;offset:-0.2,0.2;gamma:-1,-0.5,0.5,1;"
                 "bias:0.25,0.5,0.75,1;noise:0.02,0.05,0.1")
@@ -74,7 +74,7 @@ def plot(results, identity, grid, path):
 
 def data_source(spec):
     """Where the test data come from, per the first model's run config."""
-    config = experiment.run_data_config(spec.split("=", 1)[-1])
+    config = configs.run_data_config(spec.split("=", 1)[-1])
     if config is None:
         return "data of unknown origin"
     return f"dataset {config.dataset}" + (f", `{config.data_dir}`" if config.data_dir else "")

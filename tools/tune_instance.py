@@ -22,7 +22,7 @@ import numpy as np
 from vxm_tf import cli
 
 cli.quiet_tensorflow_import()
-from vxm_tf import evaluation, experiment, instance, metrics, networks, registration  # noqa: E402
+from vxm_tf import configs, evaluation, experiment, instance, metrics, networks, registration  # noqa: E402
 
 
 def floats(text, flag):
@@ -72,7 +72,7 @@ def main(argv=None):
                 for lr, lam, sm in itertools.product(floats(args.lr, "lr"),
                                                       floats(args.reg_weight, "lambda"),
                                                       floats(args.smoothing, "smoothing"))]
-        data_config = experiment.run_data_config(args.model)
+        data_config = configs.run_data_config(args.model)
         if data_config is None:
             raise ValueError(f"{args.model}: no config.json beside it to find the validation "
                              "subjects")

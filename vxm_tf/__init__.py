@@ -16,7 +16,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("data", "evaluation", "experiment", "figures", "io", "layers", "losses",
+_SUBMODULES = ("configs", "data", "evaluation", "experiment", "figures", "io", "layers", "losses",
                "metrics", "networks", "ops", "registration", "trainer")
 
 

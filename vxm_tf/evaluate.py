@@ -21,6 +21,7 @@ cli.quiet_tensorflow_import()
 import numpy as np  # noqa: E402
 
 from vxm_tf import (  # noqa: E402
+    configs,
     data,
     evaluation,
     experiment,
@@ -37,7 +38,7 @@ FLAGS = flags.FLAGS
 
 def define_flags():
     """Declare this entry point's flags (run as a program only)."""
-    experiment.define_flags()
+    configs.define_flags()
     instance.define_flags()
     flags.DEFINE_string("model", None, "model file (.keras, or an original voxelmorph .h5)")
     flags.DEFINE_string("out_dir", "", "report folder (default: eval-<split>/ beside the "
@@ -54,8 +55,8 @@ def define_flags():
 
 def data_config(model_path, fl):
     """The run's data configuration, with any data flag given on the command line applied."""
-    config = experiment.config_from_flags(fl, training=False).data
-    saved = experiment.run_data_config(model_path)
+    config = configs.config_from_flags(fl, training=False).data
+    saved = configs.run_data_config(model_path)
     if saved is None:
         return config
     given = {f.name for f in dataclasses.fields(config)
@@ -131,7 +132,7 @@ def main(argv):
         evaluation.write_report(out_dir, *rows, summary,
                                 title=f"{Path(FLAGS.model).name} on {len(pairs)} pairs")
         draw_figures(model, volumes, moving_images, pairs, rows[1], out_dir, instance_config)
-    except (experiment.ConfigError, data.DatasetError, ValueError, OSError) as err:
+    except (configs.ConfigError, data.DatasetError, ValueError, OSError) as err:
         cli.fail(str(err))
     print(f"Dice {summary['dice_before']:.3f} -> {summary['dice_after']:.3f}, HD95 "
           f"{summary['hd95_before']:.2f} -> {summary['hd95_after']:.2f} mm, folding "

@@ -168,12 +168,12 @@ def models_and_test_pairs(specs):
     Returns `({name: VxmDense}, volumes, pairs)`; the data come from the config.json of the
     first model's run directory. Raises `ValueError` naming what is wrong.
     """
-    from vxm_tf import experiment, networks
+    from vxm_tf import configs, experiment, networks
 
     models = [spec.split("=", 1) for spec in specs]
     if not models or any(len(m) != 2 or not all(m) for m in models):
         raise ValueError(f"models are given as NAME=PATH, got {list(specs)}")
-    config = experiment.run_data_config(models[0][1])
+    config = configs.run_data_config(models[0][1])
     if config is None:
         raise ValueError(f"{models[0][1]}: no config.json beside it to find the test data")
     volumes = experiment.build_splits(config)["test"]

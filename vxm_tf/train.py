@@ -9,19 +9,19 @@ from absl import flags
 from vxm_tf import cli
 
 cli.quiet_tensorflow_import()
-from vxm_tf import experiment, trainer  # noqa: E402
+from vxm_tf import configs, trainer  # noqa: E402
 
 FLAGS = flags.FLAGS
 
 
 def define_flags():
     """Declare this entry point's flags (run as a program only)."""
-    experiment.define_flags()
+    configs.define_flags()
 
 
 def main(argv):
     cli.check_args(argv)
-    config = cli.call(experiment.config_from_flags, FLAGS)
+    config = cli.call(configs.config_from_flags, FLAGS)
     result = cli.call(trainer.train_and_evaluate, config,
                       errors=(ValueError, trainer.TrainingError))
     history = result["history"]

@@ -28,7 +28,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from vxm_tf import data, experiment, files, metrics, networks, registration
+from vxm_tf import configs, data, experiment, files, metrics, networks, registration
 
 
 class TrainingError(RuntimeError):
@@ -306,7 +306,7 @@ RESUMABLE_CHANGES = {("train", "epochs"), ("train", "resume"), ("train", "verbos
 def _recorded(config):
     """`config` as config.json records it: plain JSON values, data paths absolute."""
     recorded = json.loads(json.dumps(dataclasses.asdict(config), default=str))
-    recorded["data"] = experiment.absolute_paths(recorded["data"])
+    recorded["data"] = configs.absolute_paths(recorded["data"])
     return recorded
 
 
@@ -322,7 +322,7 @@ def check_resumed_config(run_dir, config):
     # a setting newer than the run's config.json had its default value then
     defaults = json.loads(json.dumps(dataclasses.asdict(type(config)()), default=str))
     # paths compare absolute (runs from before absolute paths hold them relative)
-    saved["data"] = experiment.absolute_paths(saved.get("data", {}))
+    saved["data"] = configs.absolute_paths(saved.get("data", {}))
     changes = []
     for section, values in current.items():
         for key, value in values.items():

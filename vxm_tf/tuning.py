@@ -18,7 +18,7 @@ import keras
 import keras_tuner
 import numpy as np
 
-from vxm_tf import data, experiment, figures, files, metrics, registration
+from vxm_tf import configs, data, experiment, figures, files, metrics, registration
 
 TUNERS = ("random", "bayesian", "hyperband", "grid")
 OBJECTIVES = ("dice", "dice_minus_folding")
@@ -35,33 +35,36 @@ class TuneConfig:
     objective: 'dice', or 'dice_minus_folding' (Dice minus folding_weight * folding %).
     """
 
-    tuner: str = "random"  # or bayesian, hyperband, grid (log-spaced lambda values)
-    trials: int = 6
-    epochs: int = 1
-    lambda_min: float = 1e-3
-    lambda_max: float = 10.0
-    tune_lr: bool = False
-    tune_window: bool = False
-    holdout: int = 4
-    holdout_pairs: int = 12
-    objective: str = "dice"
-    folding_weight: float = 0.1
-    directory: str = "runs/tune"
-    seed: int = 0
+    tuner: str = configs.option("random", "search algorithm (grid: log-spaced lambda "
+                                "values)", choices=TUNERS)
+    trials: int = configs.option(6, "trials (random and bayesian)")
+    epochs: int = configs.option(1, "epochs per trial", flag="tune_epochs")
+    lambda_min: float = configs.option(1e-3, "lambda range, lower end (log-uniform)")
+    lambda_max: float = configs.option(10.0, "lambda range, upper end")
+    tune_lr: bool = configs.option(False, "also search the learning rate")
+    tune_window: bool = configs.option(False, "also search the NCC window")
+    holdout: int = configs.option(4, "training subjects held out to score trials")
+    holdout_pairs: int = configs.option(12, "held-out pairs scored")
+    objective: str = configs.option("dice", "what trials maximise", choices=OBJECTIVES)
+    folding_weight: float = configs.option(0.1, "dice_minus_folding: Dice points lost per % "
+                                           "of folded voxels")
+    directory: str = configs.option("runs/tune", "tuning folder (resumable)",
+                                    flag="tune_dir")
+    seed: int = 0  # the training flag --seed
 
 
 def check_tune_config(tune):
     if not 0 < tune.lambda_min <= tune.lambda_max:
-        raise experiment.ConfigError(
+        raise configs.ConfigError(
             f"--lambda_min and --lambda_max must satisfy 0 < min <= max, got "
             f"{tune.lambda_min} and {tune.lambda_max}")
     if tune.tuner not in TUNERS:
-        raise experiment.ConfigError(f"--tuner must be one of {TUNERS}, got {tune.tuner!r}")
+        raise configs.ConfigError(f"--tuner must be one of {TUNERS}, got {tune.tuner!r}")
     if tune.objective not in OBJECTIVES:
-        raise experiment.ConfigError(f"--objective must be one of {OBJECTIVES}, got "
+        raise configs.ConfigError(f"--objective must be one of {OBJECTIVES}, got "
                                      f"{tune.objective!r}")
     if tune.trials < 1 or tune.epochs < 1 or tune.holdout < 2:
-        raise experiment.ConfigError(
+        raise configs.ConfigError(
             f"--trials and --tune_epochs must be positive and --holdout at least 2, got "
             f"{tune.trials}, {tune.epochs}, {tune.holdout}")
 
@@ -137,7 +140,7 @@ class VxmHyperModel(keras_tuner.HyperModel):
 def split_holdout(volumes, count):
     """Training volumes split into (train, holdout): the last `count` subjects held out."""
     if count >= len(volumes) - 1:
-        raise experiment.ConfigError(f"--holdout {count} leaves fewer than 2 of the "
+        raise configs.ConfigError(f"--holdout {count} leaves fewer than 2 of the "
                                      f"{len(volumes)} training subjects to train on")
 
     def part(index):
@@ -202,16 +205,16 @@ def run_search(config, tune, log=print):
     """Search as configured; on the chief (or alone) write the outputs. Returns the rows."""
     check_tune_config(tune)
     if config.loss.seg_weight or config.train.init_model:
-        raise experiment.ConfigError("--seg_weight and --init_model are for training runs, "
+        raise configs.ConfigError("--seg_weight and --init_model are for training runs, "
                                      "not tuning")
     if config.data.augmentation.clean_targets:
-        raise experiment.ConfigError("--aug_clean_targets is for training runs; tuning "
+        raise configs.ConfigError("--aug_clean_targets is for training runs; tuning "
                                      "trains plain models")
     keras.utils.set_random_seed(tune.seed)
     Path(tune.directory).mkdir(parents=True, exist_ok=True)
     volumes = experiment.build_splits(config.data)["train"]
     if volumes.segs is None:
-        raise experiment.ConfigError("tuning scores trials by Dice and needs segmentations")
+        raise configs.ConfigError("tuning scores trials by Dice and needs segmentations")
     train, holdout = split_holdout(volumes, tune.holdout)
     steps = config.train.steps_per_epoch or len(experiment.split_pairs(train))
     tuner = make_tuner(tune, VxmHyperModel(config, tune, train, holdout, steps))

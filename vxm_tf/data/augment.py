@@ -5,7 +5,7 @@ left-right flip also swaps Left-* and Right-* labels, found by name. Draws come 
 `numpy.random.Generator` given, so a seed fixes the result.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from scipy import ndimage
@@ -15,7 +15,8 @@ from vxm_tf.perturb import smooth_field
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Augmentation strengths; all zero / False (the default) is no augmentation.
+    """Augmentation strengths; all zero / False (the default) is no augmentation. The
+    fields' metadata are their training flags (`vxm_tf.configs`).
 
     rotate_deg: maximum absolute rotation per axis pair, degrees (uniform).
     flip: flip along `flip_axis` with probability 0.5 (axis 0 is left-right in
@@ -31,25 +32,35 @@ class Augmentation:
         augmented (so it never rewards matching a brightness change).
     """
 
-    rotate_deg: float = 0.0
-    flip: bool = False
+    rotate_deg: float = field(default=0.0, metadata={
+        "flag": "aug_rotate", "help": "augmentation: max rotation, degrees"})
+    flip: bool = field(default=False, metadata={
+        "flag": "aug_flip", "help": "augmentation: random left-right flip"})
     flip_axis: int = 0
-    intensity_shift: float = 0.0
-    intensity_scale: float = 0.0
-    gamma: float = 0.0
-    bias: float = 0.0
-    noise: float = 0.0
-    clean_targets: bool = False
+    intensity_shift: float = field(default=0.0, metadata={
+        "flag": "aug_shift", "help": "augmentation: max intensity offset"})
+    intensity_scale: float = field(default=0.0, metadata={
+        "flag": "aug_scale", "help": "augmentation: max relative contrast"})
+    gamma: float = field(default=0.0, metadata={
+        "flag": "aug_gamma", "help": "augmentation: max absolute log-gamma"})
+    bias: float = field(default=0.0, metadata={
+        "flag": "aug_bias", "help": "augmentation: max bias-field strength (log scale)"})
+    noise: float = field(default=0.0, metadata={
+        "flag": "aug_noise", "help": "augmentation: noise standard deviation"})
+    clean_targets: bool = field(default=False, metadata={
+        "flag": "aug_clean_targets", "help": "augmentation: the similarity loss compares "
+        "the scans without their intensity changes (unidirectional training only)"})
 
     def __post_init__(self):
+        flag = {f.name: f.metadata.get("flag") for f in fields(self)}
         for name in ("rotate_deg", "intensity_shift", "intensity_scale", "gamma", "bias",
                      "noise"):
             if getattr(self, name) < 0:
-                raise ValueError(f"augmentation {name} must be non-negative, got "
-                                 f"{getattr(self, name)}")
+                raise ValueError(f"augmentation {name} (--{flag[name]}) must be "
+                                 f"non-negative, got {getattr(self, name)}")
         if self.intensity_scale >= 1:
-            raise ValueError(f"augmentation intensity_scale must be below 1, got "
-                             f"{self.intensity_scale}")
+            raise ValueError(f"augmentation intensity_scale (--aug_scale) must be below 1, "
+                             f"got {self.intensity_scale}")
 
     @property
     def enabled(self):

@@ -1,0 +1,292 @@
+"""What a run is: the config dataclasses, the flags derived from them, and their checks.
+
+Each parameter is written once, as a dataclass field whose metadata holds its flag's help
+(and name, where the flag is called otherwise, and choices); `define_flags()` declares the
+flags from those fields and `config_from_flags(FLAGS)` reads them back into a `Config`.
+Fields without metadata (the original's U-Net options) are not flags.
+`vxm_tf.experiment` builds data, model and losses from a `Config` and knows nothing of absl.
+"""
+
+import json
+import os
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+
+from absl import flags
+
+from vxm_tf import data
+
+DATASETS = ("synthetic", "oasis", "list", "cache")
+SIMILARITIES = ("ncc", "mse", "hybrid")
+SCHEDULES = ("constant", "cosine", "exponential", "plateau")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+class ConfigError(ValueError):
+    """Flags that are inconsistent; the message names them."""
+
+
+def option(default, help, flag=None, choices=None):
+    """A dataclass field that is also a flag (`flag`: its name when not the field's)."""
+    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices})
+
+
+def flag_name(f):
+    return f.metadata.get("flag") or f.name
+
+
+def define_flags_of(cls, flag_values=flags.FLAGS):
+    """Declare one absl flag per field of `cls` that has a help text; the flag's type
+    follows the default (bool, int, float, str, or a tuple of ints as a list flag)."""
+    fv = {"flag_values": flag_values}
+    for f in fields(cls):
+        if "help" not in f.metadata:
+            continue
+        name, help_text, default = flag_name(f), f.metadata["help"], f.default
+        assert default is not MISSING, f"{cls.__name__}.{f.name}: a flag needs a default"
+        if f.metadata.get("choices"):
+            flags.DEFINE_enum(name, default, f.metadata["choices"], help_text, **fv)
+        elif isinstance(default, bool):
+            flags.DEFINE_bool(name, default, help_text, **fv)
+        elif isinstance(default, int):
+            flags.DEFINE_integer(name, default, help_text, **fv)
+        elif isinstance(default, float):
+            flags.DEFINE_float(name, default, help_text, **fv)
+        elif isinstance(default, tuple):
+            flags.DEFINE_list(name, [str(v) for v in default], help_text, **fv)
+        else:
+            flags.DEFINE_string(name, default, help_text, **fv)
+
+
+def ints(values, name):
+    """Comma-separated integers of the list flag `--name` as a tuple (empty entries
+    dropped); `ConfigError` naming the flag otherwise."""
+    try:
+        return tuple(int(v) for v in values if str(v).strip())
+    except ValueError:
+        raise ConfigError(f"--{name} must be comma-separated integers, got "
+                          f"{','.join(map(str, values))!r}") from None
+
+
+def values_from_flags(cls, fl, **given):
+    """`cls(...)` from the parsed flags of its flag fields (and `given` for the others)."""
+    for f in fields(cls):
+        if "help" in f.metadata:
+            value = fl[flag_name(f)].value
+            given[f.name] = ints(value, flag_name(f)) if isinstance(f.default, tuple) else value
+    return cls(**given)
+
+
+@dataclass
+class DataConfig:
+    dataset: str = option("synthetic", "synthetic (no files), neurite-OASIS folder, image "
+                          "list, or a folder written by tools/prepare_data.py",
+                          choices=DATASETS)
+    data_dir: str = option("", "neurite-OASIS or cache folder")
+    seg: str = option("default", "OASIS segmentation: default (seg35 3D, seg24 2D), seg35, "
+                      "seg24, seg4, or none")
+    img_list: str = option("", "list dataset: one subject per line")
+    img_prefix: str = option("", "list dataset: prefix of every entry")
+    img_suffix: str = option("", "list dataset: image suffix of every entry")
+    seg_suffix: str = option("", "list dataset: segmentation suffix")
+    label_table: str = option("", "list dataset: FreeSurfer colour table")
+    target_shape: tuple = option((), "resize every volume to this shape, e.g. 128,128,128")
+    normalise: str = option("none", "intensity normalisation applied when loading",
+                            choices=("none", "minmax", "percentile"))
+    train: int = option(48, "training subjects (the first ones)")
+    test: int = option(11, "test subjects (after the training ones)")
+    val: int = option(4, "validation subjects (after the test ones)")
+    train_list: str = option("", "file of training subject names (replaces --train)")
+    test_list: str = option("", "file of test subject names (replaces --test)")
+    val_list: str = option("", "file of validation subject names (replaces --val)")
+    atlas: str = option("", "scan-to-atlas: register every subject to this volume")
+    synthetic_shape: tuple = option((64, 64), "synthetic dataset: spatial shape")
+    synthetic_labels: int = option(8, "synthetic dataset: labels")
+    augmentation: data.Augmentation = field(default_factory=data.Augmentation)
+
+
+# DataConfig fields that name files or folders: a run's config.json records them absolute,
+# so `evaluate --model=<run>/best.keras` works from any directory
+PATH_FIELDS = ("data_dir", "img_list", "img_prefix", "label_table", "train_list",
+               "test_list", "val_list", "atlas")
+
+
+def absolute_paths(values):
+    """A copy of a DataConfig's dict with `PATH_FIELDS` made absolute (relative to the
+    current directory; an `img_prefix` keeps its trailing separator)."""
+    values = dict(values)
+    for name in PATH_FIELDS:
+        path = values.get(name)
+        if path:
+            absolute = os.path.abspath(os.path.expanduser(path))
+            values[name] = absolute + (os.sep if path.endswith(("/", os.sep)) else "")
+    return values
+
+
+@dataclass
+class ModelConfig:
+    nb_features: list | int | None = None  # from --enc and --dec
+    nb_levels: int | None = None
+    feat_mult: float = 1
+    conv_per_level: int = 1
+    int_steps: int = option(7, "scaling-and-squaring steps (0: no integration)")
+    int_resolution: int = option(2, "integration voxel size factor: the velocity field is "
+                                 "integrated at 1/int_resolution of the image size, and "
+                                 "the smoothness loss is multiplied by it (as the "
+                                 "original's loss_mult)")
+    svf_resolution: int = option(1, "velocity field voxel size factor")
+    bidir: bool = option(False, "bidirectional cost")
+
+
+@dataclass
+class LossConfig:
+    similarity: str = option("ncc", "image similarity loss", choices=SIMILARITIES)
+    reg_weight: float = option(1.0, "weight of the Grad smoothness loss; the loss applied "
+                               "is lambda x int_resolution x Grad (the original's "
+                               "loss_mult)", flag="lambda")
+    window: int = option(9, "NCC window, voxels per axis (odd, at least 3)")
+    image_sigma: float = option(1.0, "MSE noise sigma (loss / sigma^2)")
+    grad_penalty: str = option("l2", "Grad penalty", choices=("l1", "l2"))
+    hybrid_ncc_weight: float = option(1.0, "hybrid: NCC weight")
+    hybrid_mse_weight: float = option(1.0, "hybrid: MSE weight")
+    seg_weight: float = option(0.0, "semi-supervised: weight of a soft Dice loss between "
+                               "the warped moving segmentation (one-hot, linear) and the "
+                               "fixed one, over the training subjects' labels (--seg "
+                               "chooses the labelling); 0: unsupervised")
+    seg_resolution: int = option(1, "semi-supervised: the Dice loss compares the "
+                                 "segmentations at 1/seg_resolution of the image size "
+                                 "(one-hot maps average-pooled, the field resized): 2 needs "
+                                 "1/8 of that term's memory")
+
+
+@dataclass
+class TrainConfig:
+    lr: float = option(1e-4, "Adam learning rate")
+    schedule: str = option("constant", "learning-rate schedule", choices=SCHEDULES)
+    final_lr_fraction: float = option(0.01, "cosine / exponential: final learning rate as "
+                                      "a fraction of --lr")
+    epochs: int = option(5, "training epochs")
+    steps_per_epoch: int = option(0, "0: one pass over the pairs")
+    batch_size: int = option(1, "pairs per step")
+    steps_per_execution: int = option(1, "training steps per compiled call (fewer Python "
+                                      "round trips)")
+    precision: str = option("auto", "auto: mixed_float16 on GPU, else float32",
+                            choices=PRECISIONS)
+    strategy: str = option("default", "tf.distribute strategy", choices=STRATEGIES)
+    seed: int = option(0, "random seed (data order, augmentation, weights)")
+    val_pairs: int = option(12, "validation pairs scored each epoch")
+    model_dir: str = option("runs/default", "run directory")
+    init_model: str = option("", "start from this model's weights (.keras or an original "
+                             "voxelmorph .h5), e.g. to fine-tune the authors' pretrained "
+                             "model; its architecture replaces the model flags")
+    resume: bool = option(False, "continue from the run directory's last checkpoint")
+    verbose: int = option(1, "0 silent, 1 progress bar, 2 one line per epoch")
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def define_flags(flag_values=flags.FLAGS):
+    """Declare the flags shared by train, evaluate and tune (idempotent)."""
+    if "similarity" in flag_values:
+        return
+    for cls in (DataConfig, data.Augmentation, ModelConfig, LossConfig, TrainConfig):
+        define_flags_of(cls, flag_values)
+    flags.DEFINE_string("enc", "", "U-Net encoder features, e.g. 16,32,32,32 (default "
+                        "original)", flag_values=flag_values)
+    flags.DEFINE_string("dec", "", "U-Net decoder features, e.g. 32,32,32,32,32,16,16",
+                        flag_values=flag_values)
+
+
+def config_from_flags(fl, training=True):
+    """Plain `Config` from parsed absl flags; raises `ConfigError` on inconsistency
+    (`training` False: for scoring, which needs no training subjects)."""
+    enc, dec = ints(fl.enc.split(","), "enc"), ints(fl.dec.split(","), "dec")
+    if bool(enc) != bool(dec):
+        raise ConfigError("--enc and --dec go together (both or neither)")
+    augmentation = values_from_flags(data.Augmentation, fl)
+    config = Config(
+        data=values_from_flags(DataConfig, fl, augmentation=augmentation),
+        model=values_from_flags(ModelConfig, fl,
+                                nb_features=[list(enc), list(dec)] if enc else None),
+        loss=values_from_flags(LossConfig, fl),
+        train=values_from_flags(TrainConfig, fl))
+    check_config(config, training)
+    return config
+
+
+def _at_least(minimum, what, pairs):
+    for name, value in pairs:
+        if value < minimum:
+            raise ConfigError(f"--{name} must be {what}, got {value}")
+
+
+def check_config(config, training=True):
+    """Raise `ConfigError` naming the flag for values that cannot work together."""
+    d, m, lo, t = config.data, config.model, config.loss, config.train
+    if d.dataset in ("oasis", "cache") and not d.data_dir:
+        raise ConfigError(f"--dataset={d.dataset} needs --data_dir")
+    if d.dataset == "list" and not d.img_list:
+        raise ConfigError("--dataset=list needs --img_list")
+    if d.dataset == "synthetic" and len(d.synthetic_shape) not in (2, 3):
+        raise ConfigError(f"--synthetic_shape must be 2D or 3D, got {d.synthetic_shape}")
+    if d.target_shape and len(d.target_shape) not in (2, 3):
+        raise ConfigError(f"--target_shape must be 2D or 3D, got {d.target_shape}")
+    _at_least(0, "non-negative", (
+        ("lambda", lo.reg_weight), ("train", d.train), ("test", d.test), ("val", d.val),
+        ("hybrid_ncc_weight", lo.hybrid_ncc_weight),
+        ("hybrid_mse_weight", lo.hybrid_mse_weight), ("seg_weight", lo.seg_weight),
+        ("int_steps", m.int_steps), ("val_pairs", t.val_pairs),
+        ("steps_per_epoch", t.steps_per_epoch)))
+    _at_least(1, "at least 1", (
+        ("epochs", t.epochs), ("batch_size", t.batch_size),
+        ("steps_per_execution", t.steps_per_execution),
+        ("int_resolution", m.int_resolution), ("svf_resolution", m.svf_resolution),
+        ("seg_resolution", lo.seg_resolution), ("synthetic_labels", d.synthetic_labels)))
+    for name, value in (("lr", t.lr), ("image_sigma", lo.image_sigma)):
+        if value <= 0:
+            raise ConfigError(f"--{name} must be positive, got {value}")
+    if lo.window < 3 or lo.window % 2 == 0:
+        raise ConfigError(f"--window must be odd and at least 3, got {lo.window}")
+    for name, shape in (("target_shape", d.target_shape),
+                        ("synthetic_shape", d.synthetic_shape)):
+        if any(n < 1 for n in shape):
+            raise ConfigError(f"--{name} entries must be positive, got "
+                              f"{','.join(map(str, shape))}")
+    if not 0 < t.final_lr_fraction <= 1:
+        raise ConfigError(f"--final_lr_fraction must be in (0, 1], got {t.final_lr_fraction}")
+    if d.atlas and d.dataset == "synthetic":
+        raise ConfigError("--atlas needs a dataset of files, not --dataset=synthetic")
+    if d.augmentation.clean_targets and m.bidir:
+        raise ConfigError("--aug_clean_targets works with unidirectional models, not --bidir")
+    if lo.seg_weight and m.bidir:
+        raise ConfigError("--seg_weight works with unidirectional models, not --bidir")
+    if lo.seg_weight and d.augmentation.clean_targets:
+        raise ConfigError("--seg_weight and --aug_clean_targets do not go together")
+    if lo.seg_weight and d.seg == "none":
+        raise ConfigError("--seg_weight needs segmentations, not --seg=none")
+    if t.init_model and not Path(t.init_model).is_file():
+        raise ConfigError(f"--init_model={t.init_model}: no such file")
+    if training and d.val == 1 and not d.val_list:
+        raise ConfigError("--val=1: validation scores pairs and needs at least 2 subjects; "
+                          "use --val=0 (no validation, no best.keras) or 2 or more")
+    if training and d.train < 2 and not d.train_list and not d.atlas:
+        raise ConfigError(f"--train needs at least 2 subjects to make pairs, got {d.train}")
+
+
+def run_data_config(model_path):
+    """The `DataConfig` a model was trained with, from the config.json of its run
+    directory (beside the model file); None when there is none."""
+    path = Path(model_path).parent / "config.json"
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())["data"]
+    saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+    saved["augmentation"] = data.Augmentation()  # evaluation never augments
+    return DataConfig(**saved)
