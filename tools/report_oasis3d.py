@@ -149,8 +149,8 @@ def main(argv=None):
             raise ValueError(f"--instance_steps takes comma-separated integers, got "
                              f"{args.instance_steps!r}") from None
         io_configs = [instance.InstanceConfig(n, args.instance_lr, args.instance_similarity,
-                                           args.instance_lambda, args.instance_smoothing)
-                   for n in steps]
+                                              args.instance_lambda, args.instance_smoothing)
+                      for n in steps]
         model = networks.VxmDense.load(args.model)
         extras = []
         for spec in args.extra:
@@ -207,7 +207,7 @@ def main(argv=None):
     i, j = pairs[0]
     inputs = (volumes.images[i][None, ..., None], volumes.images[j][None, ..., None])
     shown = [("vxm_tf", None)] + ([(f"+{io_configs[-1].steps} steps", io_configs[-1])]
-                                   if io_configs else [])
+                                  if io_configs else [])
     warps = [instance.optimise(model, *inputs, c or instance.InstanceConfig()) for _, c in shown]
     moved = [np.asarray(vxm_ops.transform(inputs[0], w))[0, ..., 0] for w in warps]
     pair_name = f"pair_{volumes.names[i]}_{volumes.names[j]}.png"
