@@ -16,7 +16,8 @@ OASIS3D ?= ../shared/data/neurite-oasis-3d
 
 .PHONY: install test lint train tune data data3d compare robustness bench bench-model bench-data \
 	oasis3d-report tune-instance convert-original gpu-prepare gpu-check baselines clean \
-	sweep-report reports readme real-world synth3d-report selection-report training-report
+	sweep-report reports readme real-world synth3d-report selection-report training-report \
+	beyond-report
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +69,16 @@ training-report: $(foreach r,$(TRAINING_RUNS),runs/oasis2d-$(r)/eval-test/summar
 		--command="make training-report   # trains and evaluates the runs it lacks:" \
 		$(foreach r,$(TRAINING_RUNS),--command="make train DATA=oasis2d LOSS=$(r) && \
 		python -m vxm_tf.evaluate --model=runs/oasis2d-$(r)/best.keras")
+
+# Beyond the original (reports/beyond_original.md): the NCC model and the same trained
+# with a Dice loss on the training subjects' labels (flags/seg.cfg), each alone and with
+# 10 to 100 instance-optimisation steps, on the test pairs.
+runs/oasis2d-ncc-seg/best.keras: | install
+	$(MAKE) train DATA=oasis2d LOSS=ncc RUN=runs/oasis2d-ncc-seg ARGS=--flagfile=flags/seg.cfg
+beyond-report: runs/oasis2d-ncc/best.keras runs/oasis2d-ncc-seg/best.keras
+	$(PY) tools/report_beyond.py --models unsupervised=runs/oasis2d-ncc/best.keras \
+		semi-supervised=runs/oasis2d-ncc-seg/best.keras --instance_steps=10,25,50,100 \
+		--out=reports/beyond_original.md
 
 # The same models trained with intensity augmentation (flags/intensity_aug.cfg); -augclean:
 # the similarity loss compares the scans without their intensity changes.
@@ -162,7 +173,7 @@ real-world: install
 	$(PY) tools/real_world.py --model=$(PRETRAINED) --data_dir=$(OASIS3D) --cases=3 \
 		--out=reports/real_world.md
 
-reports: selection-report training-report compare robustness tune-instance oasis3d-report \
+reports: selection-report training-report beyond-report compare robustness tune-instance oasis3d-report \
 	sweep-report real-world synth3d-report
 	$(MAKE) readme
 

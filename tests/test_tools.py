@@ -14,6 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import compare  # noqa: E402
 import fetch_oasis  # noqa: E402
 import prepare_data  # noqa: E402
+import report_beyond  # noqa: E402
+import report_selection  # noqa: E402
 import robustness  # noqa: E402
 import sync_readme  # noqa: E402
 from fixtures import fake_oasis  # noqa: E402
@@ -163,6 +165,38 @@ def test_compare_writes_the_report_with_figures(trained_run, tmp_path):
     figures = sorted(p.name for p in (tmp_path / "report").iterdir())
     assert "dice_per_structure.png" in figures and len(figures) == 2
     assert "![report/dice_per_structure.png](report/dice_per_structure.png)" in text
+
+
+def test_beyond_report_scores_each_model_with_and_without_instance_steps(trained_run,
+                                                                         tmp_path):
+    model = str(trained_run / "best.keras")
+    report_beyond.main(["--models", f"plain={model}", "--instance_steps=3",
+                        "--out", str(tmp_path / "beyond.md")])
+    text = (tmp_path / "beyond.md").read_text()
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1] for line in text.splitlines()
+            if line.startswith("| plain")}
+    assert set(rows) == {"plain", "plain + 3 instance steps"}
+    plain, optimised = (float(rows[k].split()[0]) for k in ("plain", "plain + 3 instance steps"))
+    assert optimised != plain  # the instance steps changed the registration
+    assert "best validation Dice" in text  # read from the run folder
+    assert (tmp_path / "beyond" / "dice_per_structure.png").stat().st_size > 1000
+
+
+def test_selection_table_comes_from_the_run_folders(tmp_path):
+    for n, (_, name, _, _) in enumerate(report_selection.VARIANTS):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "history.csv").write_text(f"epoch,val_dice\n0,{0.5 + n / 100}\n")
+        (run / "timing.json").write_text(json.dumps({"seconds_per_step": 0.05 + n / 1000}))
+    text = report_selection.report(tmp_path)
+    kept = [line for line in text.splitlines() if line.startswith("| **")]
+    assert len(kept) == 2  # the kept flagfile of each table, in bold
+    last = len(report_selection.VARIANTS) - 1
+    assert f"| **{0.5 + last / 100:.3f}** | {0.05 + last / 1000:.3f} |" in kept[-1]
+    assert "--flagfile=flags/ncc.cfg" in text and "--val=6 --val_pairs=30" in text
+    (tmp_path / report_selection.VARIANTS[0][1] / "history.csv").write_text("epoch\n")
+    with pytest.raises(ValueError, match="no finished run for blog"):
+        report_selection.report(tmp_path)
 
 
 def test_robustness_grid_and_report(trained_run, tmp_path):

@@ -1,0 +1,100 @@
+"""Beyond the original: test-time instance optimisation and segmentation-supervised
+training, side by side on the test pairs (`make beyond-report` ->
+reports/beyond_original.md).
+
+    python tools/report_beyond.py --models unsupervised=runs/oasis2d-ncc/best.keras \
+        semi-supervised=runs/oasis2d-ncc-seg/best.keras --instance_steps=10,25,50,100 \
+        --out=reports/beyond_original.md
+
+Each model is scored alone and with each number of instance-optimisation steps (the
+settings of `vxm_tf.instance.InstanceConfig`, chosen on validation subjects by `make
+tune-instance`, never on the test pairs), by the same code as `vxm_tf.evaluate`: Dice over
+the labels, HD95, folding, SD log det J, seconds per pair (batch 1, this machine). The test
+data are those of the first model's run (its config.json).
+"""
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from vxm_tf import cli
+
+cli.quiet_tensorflow_import()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import compare  # noqa: E402
+
+from vxm_tf import evaluation, figures, instance  # noqa: E402
+
+
+def training_line(name, model_path):
+    """How a model was trained, from its run folder (nothing when it has none)."""
+    run = Path(model_path).parent
+    try:
+        config = json.loads((run / "config.json").read_text())
+        with open(run / "history.csv", newline="") as file:
+            history = list(csv.DictReader(file))
+    except (OSError, ValueError):
+        return f"- {name}: `{model_path}`."
+    lo, t = config["loss"], config["train"]
+    best = max(float(h["val_dice"]) for h in history)
+    return (f"- {name}: `{model_path}`: {lo['similarity']} + {lo['reg_weight']} x Grad"
+            f" + {lo.get('seg_weight', 0)} x soft Dice of the training subjects' labels, "
+            f"{len(history)} epochs, lr {t['lr']} {t['schedule']}; best validation Dice "
+            f"{best:.4f} (validation subjects, kept as best.keras).")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", required=True, help="NAME=PATH ...")
+    parser.add_argument("--instance_steps", default="10,25,50,100",
+                        help="comma-separated instance-optimisation step counts")
+    parser.add_argument("--out", required=True, help="markdown report")
+    parser.add_argument("--title", default="Beyond the original: instance optimisation and "
+                        "segmentation-supervised training (neurite-OASIS 2D)")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        sys.exit(f"error: {out}: folder {out.parent} does not exist")
+    try:
+        steps = [int(s) for s in args.instance_steps.split(",") if s.strip()]
+        io_configs = [instance.InstanceConfig(steps=n) for n in steps if n]
+        models, volumes, pairs = evaluation.models_and_test_pairs(args.models)
+    except ValueError as err:
+        sys.exit(f"error: {err}")
+    names, summaries, label_rows = [], [], {}
+    for name, model in models.items():
+        for config in [None, *io_configs]:
+            label = name if config is None else f"{name} + {config.steps} instance steps"
+            print(f"{label}: {len(pairs)} pairs", flush=True)
+            pair_rows, rows = evaluation.evaluate_pairs(model, volumes, pairs,
+                                                        instance_config=config)
+            names.append(label)
+            summaries.append(evaluation.summarise(pair_rows, rows))
+            label_rows[label] = rows
+    figure_dir = out.with_suffix("")
+    figure_dir.mkdir(exist_ok=True)
+    figures.dice_boxplot({"identity": next(iter(label_rows.values())), **label_rows},
+                         figure_dir / "dice_per_structure.png")
+    default = instance.InstanceConfig()
+    command = "python tools/report_beyond.py " + " ".join(sys.argv[1:] if argv is None
+                                                          else argv)
+    text = "\n".join([
+        f"# {args.title}", "",
+        f"Test pairs: every ordered pair of the test subjects of the first model's run "
+        f"({len(volumes)} subjects, {len(pairs)} pairs, {len(volumes.labels)} labels). "
+        f"Instance optimisation: {default.similarity} + {default.reg_weight:g} x Grad of "
+        f"the correction (smoothed by a running mean of {default.smoothing} voxels, twice), "
+        f"Adam lr {default.lr:g}, from the network's field at its integration grid "
+        "(settings chosen on validation pairs: reports/instance_sweep_oasis2d.md).", "",
+        *[training_line(name, path) for name, path in
+          (spec.split("=", 1) for spec in args.models)], "",
+        compare.report(names, summaries, [f"{figure_dir.name}/dice_per_structure.png"],
+                       command).rstrip("\n")]) + "\n"
+    evaluation.write_text(out, text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
