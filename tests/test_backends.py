@@ -128,3 +128,63 @@ def test_jax_mirrored_is_data_parallel_over_the_local_devices(tmp_path):
                          capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.split()[-3:] == ["DataParallel", "2", "1"]
+
+
+JAX_PROCESS = """
+import sys, keras
+from vxm_tf import configs, trainer
+config = configs.Config()
+config.data = configs.DataConfig(synthetic_shape=(32, 32), synthetic_labels=4, train=4,
+                                 val=3, test=2)
+config.model = configs.ModelConfig(nb_features=[[8, 8, 8], [8, 8, 8, 8, 8]])
+config.train = configs.TrainConfig(epochs=2, steps_per_epoch=3, batch_size=2, lr=1e-3,
+                                   strategy=sys.argv[2], verbose=0, model_dir=sys.argv[1])
+result = trainer.train_and_evaluate(config, log=lambda _: None)
+print("processes", trainer.process_shard()[1], "val_dice", result["history"]["val_dice"][-1])
+"""
+
+
+def _weights(path):
+    import keras
+
+    return [np.asarray(w) for w in keras.saving.load_model(path).weights]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None,
+                    reason="jax is not installed (the test extra installs it)")
+def test_two_jax_processes_train_as_one_process_on_the_same_global_batch(tmp_path):
+    """jax.distributed over 127.0.0.1 (gloo on CPU): each process feeds half of every
+    batch of 2 pairs; both end with the weights of one process fed whole batches."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    blocker = Path(__file__).with_name("no_tensorflow")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
+           "PYTHONPATH": os.pathsep.join([str(blocker), str(Path(__file__).parents[1])])}
+    env.pop("XLA_FLAGS", None)
+    cluster = {"KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{port}",
+               "KERAS_DISTRIBUTION_NUM_PROCESSES": "2"}
+    workers = [subprocess.Popen(
+        [sys.executable, "-c", JAX_PROCESS, str(tmp_path / "multi"), "multi_worker"],
+        env={**env, **cluster, "KERAS_DISTRIBUTION_PROCESS_ID": str(k)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(2)]
+    single = subprocess.run([sys.executable, "-c", JAX_PROCESS, str(tmp_path / "single"),
+                             "default"], capture_output=True, text=True, env=env, timeout=600)
+    outputs = [w.communicate(timeout=600) for w in workers]
+    reports = []  # the scripts' last lines (gloo prints its own lines before)
+    for worker, (stdout, stderr) in zip(workers, outputs):
+        assert worker.returncode == 0, stderr[-3000:]
+        reports.append(stdout.strip().splitlines()[-1].split())
+        assert reports[-1][:2] == ["processes", "2"]
+    assert single.returncode == 0, single.stderr[-3000:]
+    chief = _weights(tmp_path / "multi" / "last.keras")
+    other = _weights(tmp_path / "multi" / "worker-1" / "last.keras")
+    alone = _weights(tmp_path / "single" / "last.keras")
+    for a, b, c in zip(chief, other, alone):
+        np.testing.assert_array_equal(a, b)  # the processes stay in step
+        np.testing.assert_allclose(a, c, atol=1e-5)  # and train as one
+    assert any(np.abs(c).max() > 0 for c in alone)
+    # the run is the chief's: validation Dice as a single process scores it
+    assert reports[0][-1] == single.stdout.split()[-1]

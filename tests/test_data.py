@@ -190,6 +190,30 @@ def test_pair_sequence_gives_the_tf_data_batches_and_resumes_where_it_stopped():
         data.PairSource(volumes, data.all_pairs(3), batch_size=0, flow_shape=(16, 16, 2))
 
 
+def test_process_shards_make_up_the_global_batch():
+    """In a multi-process run each process feeds its slice of every batch: the slices, in
+    process order, are the batch one process would feed (augmentation included)."""
+    volumes = data.synthetic_volumes(4, (16, 16), nb_labels=3)
+    aug = data.Augmentation(rotate_deg=10, noise=0.05)
+
+    def source(shard=(0, 1)):
+        return data.PairSource(volumes, data.all_pairs(4), batch_size=4, seed=3,
+                               augmentation=aug, flow_shape=(16, 16, 2), repeat=True,
+                               shard=shard)
+    whole = source()
+    parts = [source((k, 2)) for k in range(2)]
+    for index in (0, 3, 7):  # batches within and across passes over the 12 pairs
+        (moving, fixed), _ = whole.batch(index)
+        halves = [part.batch(index)[0] for part in parts]
+        assert halves[0][0].shape[0] == 2
+        np.testing.assert_array_equal(np.concatenate([h[0] for h in halves]), moving)
+        np.testing.assert_array_equal(np.concatenate([h[1] for h in halves]), fixed)
+        assert not np.array_equal(halves[0][0], halves[1][0])
+    with pytest.raises(ValueError, match="shard"):
+        data.PairSource(volumes, data.all_pairs(4), batch_size=3, flow_shape=(16, 16, 2),
+                        repeat=True, shard=(0, 2))
+
+
 def test_bidirectional_targets():
     volumes = data.synthetic_volumes(2, (16, 16))
     ds = data.pair_dataset(volumes, [(0, 1)], flow_shape=(16, 16, 2), bidir=True)

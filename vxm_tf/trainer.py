@@ -60,6 +60,10 @@ def resolve_precision(precision):
     return "mixed_float16" if has_gpu() else "float32"
 
 
+MULTI_PROCESS_ENV = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
+                     "KERAS_DISTRIBUTION_PROCESS_ID")
+
+
 def make_strategy(name):
     """The scope models are built in for `--strategy=name`.
 
@@ -68,12 +72,18 @@ def make_strategy(name):
     (keras-team/keras#20585), so a TF_CONFIG cluster of more than one task stops here with
     `TrainingError` rather than deep inside TensorFlow.
     JAX: `mirrored` sets `keras.distribution.DataParallel` over the local devices (the
-    batch is split between them); `multi_worker` is not available.
+    batch is split between them); `multi_worker` joins the processes named by the
+    `KERAS_DISTRIBUTION_*` variables (`jax.distributed`, through
+    `keras.distribution.initialize`; on CPUs with gloo collectives) and trains data
+    parallel over all their devices: each process feeds its own part of every global
+    batch of `--batch_size` pairs (`process_shard`).
     """
     if keras.backend.backend() != "tensorflow":
         if name == "multi_worker":
-            raise TrainingError(f"--strategy=multi_worker needs the TensorFlow backend; under "
-                                f"{keras.backend.backend()} use --strategy=mirrored")
+            if keras.backend.backend() != "jax":
+                raise TrainingError(f"--strategy=multi_worker needs the TensorFlow or JAX "
+                                    f"backend, not {keras.backend.backend()}")
+            _join_jax_processes()
         if name == "mirrored":
             keras.distribution.set_distribution(keras.distribution.DataParallel())
         return contextlib.nullcontext()
@@ -90,10 +100,38 @@ def make_strategy(name):
             raise TrainingError(
                 f"--strategy=multi_worker: TF_CONFIG names {tasks} tasks, but Keras 3 cannot "
                 "train across processes with MultiWorkerMirroredStrategy "
-                "(keras-team/keras#20585); use --strategy=mirrored on one machine, or "
-                "spread a lambda search over machines with vxm_tf.tune")
+                "(keras-team/keras#20585); use --strategy=mirrored on one machine, "
+                "KERAS_BACKEND=jax for several processes, or spread a lambda search over "
+                "machines with vxm_tf.tune")
         return tf.distribute.MultiWorkerMirroredStrategy().scope()
     return tf.distribute.get_strategy().scope()
+
+
+def _join_jax_processes():
+    missing = [name for name in MULTI_PROCESS_ENV if not os.environ.get(name)]
+    if missing:
+        raise TrainingError("--strategy=multi_worker under JAX needs " + ", ".join(missing)
+                            + " (the processes' host:port list, their number, this one's "
+                            "index)")
+    import jax
+
+    if not jax.distributed.is_initialized():  # before any JAX computation
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        keras.distribution.initialize()
+    distribution = keras.distribution.DataParallel()
+    distribution.auto_shard_dataset = False  # each process feeds its part (process_shard)
+    keras.distribution.set_distribution(distribution)
+
+
+def process_shard():
+    """(this process's index, number of processes) of a multi-process JAX run, else
+    (0, 1)."""
+    if keras.backend.backend() == "jax" and isinstance(
+            keras.distribution.distribution(), keras.distribution.DataParallel):
+        import jax
+
+        return jax.process_index(), jax.process_count()
+    return 0, 1
 
 
 _atomic_json = files.write_json
@@ -379,6 +417,12 @@ def train_and_evaluate(config, log=print):
     The run directory is locked for the duration (`lock_run_dir`)."""
     scope = make_strategy(config.train.strategy)  # first: collectives set up at start
     run_dir = Path(config.train.model_dir)
+    index, count = process_shard()
+    if count > 1 and config.train.batch_size % count:
+        raise TrainingError(f"--batch_size={config.train.batch_size} must be a multiple of "
+                            f"the {count} processes: each feeds an equal part of a batch")
+    if index:  # the chief (process 0) writes --model_dir; the others a folder inside it
+        run_dir = run_dir / f"worker-{index}"
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = lock_run_dir(run_dir)
@@ -436,13 +480,19 @@ def _train(config, log, scope, run_dir):
     _atomic_json(run_dir / "versions.json", _versions())
     flow_shape = tuple(model.outputs[-1].shape[1:])
     seg_targets = bool(config.loss.seg_weight)
+    shard = process_shard()
     train_ds = data.fit_data(data.PairSource(
         train, pairs, batch_size=t.batch_size, seed=t.seed,
         augmentation=config.data.augmentation, flow_shape=flow_shape,
-        bidir=config.model.bidir, repeat=True, seg_targets=seg_targets), steps, initial_epoch)
+        bidir=config.model.bidir, repeat=True, seg_targets=seg_targets, shard=shard),
+        steps, initial_epoch)
 
     callbacks, val_ds = [], None
-    if val is not None and len(val) > 1 and (val.segs is not None or not seg_targets):
+    if shard[1] > 1 and val is not None and val.segs is not None:
+        # validation Dice only (each process scores the same pairs; no val_loss)
+        val_pairs = experiment.split_pairs(val, limit=t.val_pairs, seed=t.seed, atlas=atlas)
+        callbacks.append(ValidationDice(val, val_pairs, model))
+    elif val is not None and len(val) > 1 and (val.segs is not None or not seg_targets):
         val_pairs = experiment.split_pairs(val, limit=t.val_pairs, seed=t.seed, atlas=atlas)
         val_ds = data.fit_data(data.PairSource(
             val, val_pairs, batch_size=t.batch_size, shuffle=False, flow_shape=flow_shape,

@@ -38,11 +38,14 @@ class PairSource:
             (`networks.seg_training_model`).
         repeat: an endless stream of pairs (pass after pass, batches spanning passes);
             otherwise one pass, its last batch smaller unless `drop_remainder`.
+        shard: (index, count): this process's part of every batch in a multi-process run,
+            the `index`-th of `count` equal slices (`batch_size` pairs is the global batch,
+            that all the processes' parts make in process order).
     """
 
     def __init__(self, volumes, pairs, batch_size=1, shuffle=True, seed=0, augmentation=None,
                  flow_shape=None, bidir=False, with_segs=False, repeat=False,
-                 drop_remainder=False, seg_targets=False):
+                 drop_remainder=False, seg_targets=False, shard=(0, 1)):
         pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
         if len(pairs) == 0:
             raise ValueError("no pairs to stream")
@@ -51,6 +54,10 @@ class PairSource:
                              f"[{pairs.min()}, {pairs.max()}]")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not 0 <= shard[0] < shard[1] or batch_size % shard[1] or (
+                shard[1] > 1 and not repeat):
+            raise ValueError(f"shard {shard}: a repeating stream whose batch_size "
+                             f"({batch_size}) the shard count divides")
         if (with_segs or seg_targets) and volumes.segs is None:
             raise ValueError("segmentations are needed, and these volumes have none")
         if not with_segs and flow_shape is None:
@@ -67,6 +74,7 @@ class PairSource:
         self.shuffle, self.seed, self.repeat = shuffle, int(seed), repeat
         self.flow_shape = None if flow_shape is None else tuple(flow_shape)
         self.bidir, self.with_segs, self.drop_remainder = bidir, with_segs, drop_remainder
+        self.shard = tuple(shard)
         self.lr_table = left_right_swap(volumes.label_names) if volumes.label_names else None
         self._orders = {}
 
@@ -94,7 +102,9 @@ class PairSource:
         first = index * self.batch_size
         count = self.batch_size if self.repeat else min(self.batch_size,
                                                         len(self.pairs) - first)
-        return [divmod(g, len(self.pairs)) for g in range(first, first + count)]
+        part = count // self.shard[1]
+        first += self.shard[0] * part
+        return [divmod(g, len(self.pairs)) for g in range(first, first + part)]
 
     def _subject(self, k, rng):
         """Subject `k` augmented: (image, seg, image before intensity changes)."""
