@@ -173,7 +173,9 @@ class TrainConfig:
                                       "round trips)")
     precision: str = option("auto", "auto: mixed_float16 on GPU, else float32",
                             choices=PRECISIONS)
-    strategy: str = option("default", "tf.distribute strategy", choices=STRATEGIES)
+    strategy: str = option("default", "mirrored: data parallel over this machine's "
+                           "devices; multi_worker: over several processes (JAX backend, "
+                           "KERAS_DISTRIBUTION_* variables)", choices=STRATEGIES)
     seed: int = option(0, "random seed (data order, augmentation, weights)")
     val_pairs: int = option(12, "validation pairs scored each epoch")
     model_dir: str = option("runs/default", "run directory")
