@@ -1,8 +1,10 @@
 """`python -m vxm_tf.register` and `vxm_tf.warp` on NIfTI files of another size."""
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -11,6 +13,9 @@ from scipy import ndimage
 
 from vxm_tf import affine, data, geometry, io, metrics, networks, register, registration, warp
 from vxm_tf.data.synthetic import random_displacement
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cli_batch  # noqa: E402
 
 AFFINE = np.array([[-1.2, 0, 0, 30], [0, 0, 1.1, -20], [0, -1.2, 0, 25], [0, 0, 0, 1]])
 
@@ -177,7 +182,7 @@ def run_register(args):
                           capture_output=True, text=True, env=env, timeout=600)
 
 
-@pytest.mark.parametrize("make_args, message", [
+ERROR_CASES = [
     (lambda r, p, t: [f"--model={t}/notes.keras", f"--moving={p}/moving.nii.gz",
                       f"--fixed={p}/fixed.nii.gz", f"--moved={t}/out.nii.gz"],
      "notes.keras: not a readable Keras model file"),
@@ -224,22 +229,51 @@ def run_register(args):
                       f"--fixed={t}/raw.nii.gz", f"--moved={t}/out.nii.gz",
                       "--normalise=none"],
      "raw.nii.gz: intensities 0..4095, but models train and register on [0, 1]"),
-])
-def test_register_errors_are_one_line_and_write_nothing(trained_run, pair, tmp_path,
-                                                        make_args, message):
-    (tmp_path / "notes.keras").write_text("not a model")
-    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), np.eye(4)),
-             str(tmp_path / "vol3d.nii.gz"))
-    nib.save(nib.Nifti1Image(np.zeros((40, 40), np.float32), np.eye(4)),
-             str(tmp_path / "blank.nii.gz"))
-    raw = np.random.default_rng(0).integers(0, 4096, (40, 40)).astype(np.int16)
-    raw[0, 0], raw[0, 1] = 0, 4095
-    nib.save(nib.Nifti1Image(raw, np.eye(4)), str(tmp_path / "raw.nii.gz"))
-    run = run_register(make_args(trained_run, pair, tmp_path))
+]
+
+
+@pytest.fixture(scope="module")
+def error_runs(trained_run, pair, tmp_path_factory):
+    """Every case of ERROR_CASES through `register`'s command line, in one process
+    (tests/cli_batch.py), each in its own folder: [(folder, result)]."""
+    folders = []
+    for n in range(len(ERROR_CASES)):
+        folder = tmp_path_factory.mktemp(f"case{n}")
+        (folder / "notes.keras").write_text("not a model")
+        nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), np.eye(4)),
+                 str(folder / "vol3d.nii.gz"))
+        nib.save(nib.Nifti1Image(np.zeros((40, 40), np.float32), np.eye(4)),
+                 str(folder / "blank.nii.gz"))
+        raw = np.random.default_rng(0).integers(0, 4096, (40, 40)).astype(np.int16)
+        raw[0, 0], raw[0, 1] = 0, 4095
+        nib.save(nib.Nifti1Image(raw, np.eye(4)), str(folder / "raw.nii.gz"))
+        folders.append(folder)
+    runs = [make_args(trained_run, pair, folder)
+            for (make_args, _), folder in zip(ERROR_CASES, folders)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    batch = subprocess.run([sys.executable, str(Path(__file__).with_name("cli_batch.py")),
+                            "vxm_tf.register"], input=json.dumps(runs), capture_output=True,
+                           text=True, env=env, timeout=900)
+    results = cli_batch.parse(batch.stdout)
+    assert len(results) == len(runs), batch.stderr[-3000:]
+    return list(zip(folders, results))
+
+
+@pytest.mark.parametrize("case", range(len(ERROR_CASES)))
+def test_register_errors_are_one_line_and_write_nothing(error_runs, case):
+    folder, result = error_runs[case]
+    lines = [line for line in result["stderr"].splitlines() if line.strip()]
+    assert result["code"] == 2 and len(lines) == 1, result["stderr"][-2000:]
+    assert ERROR_CASES[case][1] in lines[0]
+    assert not (folder / "out.nii.gz").exists()
+
+
+def test_one_bad_case_through_the_real_command_line(tmp_path):
+    """The batch runner's results are what a real `python -m vxm_tf.register` gives."""
+    run = run_register([f"--model={tmp_path}/absent.keras", "--moving=a.nii.gz",
+                        "--fixed=b.nii.gz", f"--moved={tmp_path}/out.nii.gz"])
     lines = [line for line in run.stderr.splitlines() if line.strip()]
-    assert run.returncode == 2 and len(lines) == 1, run.stderr[-2000:]
-    assert message in lines[0]
-    assert not (tmp_path / "out.nii.gz").exists()
+    assert run.returncode == 2 and len(lines) == 1 and "absent.keras: no such file" in lines[0]
 
 
 def test_outputs_get_the_umasks_permissions(trained_run, pair, tmp_path):

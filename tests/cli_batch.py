@@ -1,0 +1,51 @@
+"""Run an entry point once per argument list, all in one process: the CLI tests start one
+Python (and import TensorFlow once) for a table of cases instead of one per case.
+
+    python tests/cli_batch.py vxm_tf.register < runs.json
+
+`runs.json` is a JSON list of argument lists. Each run goes through the entry point's own
+`cli.run` path (absl parsing, one-line errors, `sys.exit`), with the flags reset to their
+defaults in between; for each, one line `CLI_BATCH {"code": ..., "stderr": ...}` on stdout
+(an exception that escapes is reported as code "traceback").
+"""
+
+import contextlib
+import importlib
+import io
+import json
+import sys
+import traceback
+
+from absl import app, flags
+
+from vxm_tf import cli
+
+MARK = "CLI_BATCH "
+
+
+def run_all(module_name, runs):
+    module = importlib.import_module(module_name)
+    module.define_flags()
+    for args in runs:
+        flags.FLAGS.unparse_flags()
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            try:
+                app.run(module.main, argv=[module_name, *args], flags_parser=cli.parse_flags)
+                code = 0
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+            except Exception:  # noqa: BLE001 - the test shows it
+                code = "traceback"
+                stderr.write(traceback.format_exc())
+        print(MARK + json.dumps({"code": code, "stderr": stderr.getvalue()}), flush=True)
+
+
+def parse(stdout):
+    """The runs' results from the batch's stdout, in order."""
+    return [json.loads(line[len(MARK):]) for line in stdout.splitlines()
+            if line.startswith(MARK)]
+
+
+if __name__ == "__main__":
+    run_all(sys.argv[1], json.loads(sys.stdin.read()))
