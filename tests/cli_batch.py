@@ -13,6 +13,8 @@ import contextlib
 import importlib
 import io
 import json
+import os
+import subprocess
 import sys
 import traceback
 
@@ -45,6 +47,22 @@ def parse(stdout):
     """The runs' results from the batch's stdout, in order."""
     return [json.loads(line[len(MARK):]) for line in stdout.splitlines()
             if line.startswith(MARK)]
+
+
+def run(module_name, runs, timeout=900):
+    """Each argument list of `runs` through `module_name`'s command line, in one new
+    Python process: a list of {"code", "stderr", "lines"} ("lines": stderr's non-blank
+    lines)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    batch = subprocess.run([sys.executable, __file__, module_name], input=json.dumps(runs),
+                           capture_output=True, text=True, env=env, timeout=timeout)
+    results = parse(batch.stdout)
+    if len(results) != len(runs):
+        raise AssertionError(f"the batch stopped after {len(results)} of {len(runs)} runs: "
+                             f"{batch.stderr[-3000:]}")
+    for result in results:
+        result["lines"] = [line for line in result["stderr"].splitlines() if line.strip()]
+    return results
 
 
 if __name__ == "__main__":

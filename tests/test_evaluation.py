@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import cli_batch
 import numpy as np
 import pytest
 
@@ -52,7 +53,7 @@ def test_evaluate_reads_the_run_config_and_writes_the_report(trained_run):
     assert "Dice" in run.stdout.splitlines()[-1]
 
 
-@pytest.mark.parametrize("make_args, message", [
+EVALUATE_ERRORS = [
     (lambda d, t: [f"--model={t}/notes.keras"], "notes.keras"),
     (lambda d, t: [f"--model={d}/best.keras", "--synthetic_shape=16,16,16"],
      "the model registers 2D images, the data are 3D (16, 16, 16)"),
@@ -63,29 +64,32 @@ def test_evaluate_reads_the_run_config_and_writes_the_report(trained_run):
     (lambda d, t: [f"--model={d}/best.keras", f"--out_dir={t}/missing/report"],
      "does not exist"),
     (lambda d, t: [], "Flag --model must have a value"),
-])
-def test_evaluate_errors_are_one_line(trained_run, tmp_path, make_args, message):
+]
+
+
+def test_evaluate_errors_are_one_line(trained_run, tmp_path):
     (tmp_path / "notes.keras").write_text("not a model")
-    run = run_evaluate(make_args(trained_run, tmp_path))
-    lines = [line for line in run.stderr.splitlines() if line.strip()]
-    assert run.returncode == 2 and len(lines) == 1, run.stderr[-2000:]
-    assert message in lines[0]
+    results = cli_batch.run("vxm_tf.evaluate", [make_args(trained_run, tmp_path)
+                                                for make_args, _ in EVALUATE_ERRORS])
+    for (_, message), result in zip(EVALUATE_ERRORS, results):
+        assert result["code"] == 2 and len(result["lines"]) == 1, result["stderr"][-2000:]
+        assert message in result["lines"][0]
     assert not (tmp_path / "missing").exists()
 
 
 def test_perturbation_moves_only_the_registered_result(trained_run, tmp_path):
-    clean = run_evaluate([f"--model={trained_run}/best.keras", f"--out_dir={tmp_path}/a",
-                          "--figures=0", "--surface=false"])
-    bright = run_evaluate([f"--model={trained_run}/best.keras", f"--out_dir={tmp_path}/b",
-                           "--figures=0", "--surface=false", "--perturb=gamma:1,bias:1"])
-    assert clean.returncode == bright.returncode == 0, bright.stderr[-2000:]
+    model, quick = f"--model={trained_run}/best.keras", ["--figures=0", "--surface=false"]
+    clean, bright, bad = cli_batch.run("vxm_tf.evaluate", [
+        [model, f"--out_dir={tmp_path}/a", *quick],
+        [model, f"--out_dir={tmp_path}/b", *quick, "--perturb=gamma:1,bias:1"],
+        [model, "--perturb=contrast:1"]])
+    assert clean["code"] == bright["code"] == 0, bright["stderr"][-2000:]
     a = json.loads((tmp_path / "a" / "summary.json").read_text())
     b = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert a["dice_before"] == b["dice_before"]
     assert a["dice_after"] != b["dice_after"]
-    bad = run_evaluate([f"--model={trained_run}/best.keras", "--perturb=contrast:1"])
-    lines = [line for line in bad.stderr.splitlines() if line.strip()]
-    assert bad.returncode == 2 and len(lines) == 1 and "unknown perturbation" in lines[0]
+    assert bad["code"] == 2 and len(bad["lines"]) == 1
+    assert "unknown perturbation" in bad["lines"][0]
 
 
 def test_label_metrics_need_segmentations():

@@ -1,11 +1,10 @@
 """`python -m vxm_tf.register` and `vxm_tf.warp` on NIfTI files of another size."""
 
-import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
+import cli_batch
 import nibabel as nib
 import numpy as np
 import pytest
@@ -13,9 +12,6 @@ from scipy import ndimage
 
 from vxm_tf import affine, data, geometry, io, metrics, networks, register, registration, warp
 from vxm_tf.data.synthetic import random_displacement
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import cli_batch  # noqa: E402
 
 AFFINE = np.array([[-1.2, 0, 0, 30], [0, 0, 1.1, -20], [0, -1.2, 0, 25], [0, 0, 0, 1]])
 
@@ -250,21 +246,15 @@ def error_runs(trained_run, pair, tmp_path_factory):
         folders.append(folder)
     runs = [make_args(trained_run, pair, folder)
             for (make_args, _), folder in zip(ERROR_CASES, folders)]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    batch = subprocess.run([sys.executable, str(Path(__file__).with_name("cli_batch.py")),
-                            "vxm_tf.register"], input=json.dumps(runs), capture_output=True,
-                           text=True, env=env, timeout=900)
-    results = cli_batch.parse(batch.stdout)
-    assert len(results) == len(runs), batch.stderr[-3000:]
+    results = cli_batch.run("vxm_tf.register", runs)
     return list(zip(folders, results))
 
 
 @pytest.mark.parametrize("case", range(len(ERROR_CASES)))
 def test_register_errors_are_one_line_and_write_nothing(error_runs, case):
     folder, result = error_runs[case]
-    lines = [line for line in result["stderr"].splitlines() if line.strip()]
-    assert result["code"] == 2 and len(lines) == 1, result["stderr"][-2000:]
-    assert ERROR_CASES[case][1] in lines[0]
+    assert result["code"] == 2 and len(result["lines"]) == 1, result["stderr"][-2000:]
+    assert ERROR_CASES[case][1] in result["lines"][0]
     assert not (folder / "out.nii.gz").exists()
 
 

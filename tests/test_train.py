@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import cli_batch
 import keras
 import numpy as np
 import pytest
@@ -311,7 +312,7 @@ def test_flags_are_the_config_fields_and_read_back_into_them():
     assert "lambda x int_resolution" in flag_values["lambda"].help
 
 
-@pytest.mark.parametrize("args, message", [
+TRAIN_ERRORS = [
     (["--bogus=1"], "Unknown command line flag 'bogus'"),
     (["--similarity=ssd"], "ssd"),
     (["--int_steps=-1"], "--int_steps must be non-negative, got -1"),
@@ -319,14 +320,16 @@ def test_flags_are_the_config_fields_and_read_back_into_them():
     (["--seg_weight=1", "--seg_resolution=3"], "--seg_resolution: seg_resolution 3 must divide"),
     (["--synthetic_shape=16,16", "--train=3", "--val=2", "--window=17"],
      "--window=17 is larger than the images (16, 16); choose at most 16"),
-])
-def test_flag_errors_are_one_line(tmp_path, args, message):
-    run = run_train([*args, f"--model_dir={tmp_path}/run"])
-    assert run.returncode == 2
-    lines = [line for line in run.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, run.stderr
-    assert message in lines[0]
-    assert not (tmp_path / "run").exists()  # refused before anything was written
+]
+
+
+def test_flag_errors_are_one_line(tmp_path):
+    results = cli_batch.run("vxm_tf.train", [[*args, f"--model_dir={tmp_path}/run{n}"]
+                                             for n, (args, _) in enumerate(TRAIN_ERRORS)])
+    for (_, message), result in zip(TRAIN_ERRORS, results):
+        assert result["code"] == 2 and len(result["lines"]) == 1, result["stderr"][-2000:]
+        assert message in result["lines"][0]
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
 
 
 def test_kill_then_resume_reaches_the_epoch_count_once_each(tmp_path):

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 
+import cli_batch
 import keras
 import numpy as np
 import pytest
@@ -98,18 +99,20 @@ def test_holdout_score_subtracts_the_folding_of_a_folding_field():
         scores["dice"]["val_dice"] - 0.5 * folding)
 
 
-@pytest.mark.parametrize("args, message", [
+TUNE_ERRORS = [
     (["--lambda_min=-1"], "0 < min <= max, got -1.0 and 10.0"),
     (["--lambda_min=5", "--lambda_max=1"], "0 < min <= max, got 5.0 and 1.0"),
     (["--tuner=sobol"], "sobol"),
     (["--aug_clean_targets"], "--aug_clean_targets is for training runs"),
-])
-def test_bad_search_flags_are_one_line(tmp_path, args, message):
-    proc = run_tune([*args, f"--tune_dir={tmp_path}/t"])
-    _, err = proc.communicate(timeout=300)
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert proc.returncode == 2 and len(lines) == 1, err[-2000:]
-    assert message in lines[0]
+]
+
+
+def test_bad_search_flags_are_one_line(tmp_path):
+    results = cli_batch.run("vxm_tf.tune", [[*args, f"--tune_dir={tmp_path}/t"]
+                                            for args, _ in TUNE_ERRORS])
+    for (_, message), result in zip(TUNE_ERRORS, results):
+        assert result["code"] == 2 and len(result["lines"]) == 1, result["stderr"][-2000:]
+        assert message in result["lines"][0]
 
 
 def free_port():
