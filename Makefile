@@ -27,8 +27,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
+# TEST_JOBS pytest workers (pytest-xdist): the suite is mostly single-threaded start-ups
+TEST_JOBS ?= 2
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS) --durations=25
 
 train: install
 	$(PY) -m vxm_tf.train --flagfile=flags/$(DATA).cfg --flagfile=flags/$(LOSS).cfg \
