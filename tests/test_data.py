@@ -292,8 +292,11 @@ def test_clean_targets_keep_the_scans_without_intensity_changes():
 
 
 def test_augmentation_arguments_are_checked():
-    with pytest.raises(ValueError, match="rotate_deg must be non-negative, got -5"):
+    with pytest.raises(ValueError, match=r"rotate_deg \(--aug_rotate\) must be non-negative, "
+                                         "got -5"):
         data.Augmentation(rotate_deg=-5)
+    with pytest.raises(ValueError, match=r"intensity_scale \(--aug_scale\) must be below 1"):
+        data.Augmentation(intensity_scale=1.5)
 
 
 def test_scan_to_atlas_pairs_move_every_subject_onto_the_atlas(tmp_path):
