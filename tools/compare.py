@@ -21,6 +21,12 @@ cli.quiet_tensorflow_import()
 from vxm_tf import evaluation, figures  # noqa: E402
 
 
+def command_line(script, argv=None):
+    """How a report tool was run (`argv`: its arguments, default the program's), for the
+    report's Command section."""
+    return f"python tools/{script} " + " ".join(sys.argv[1:] if argv is None else argv)
+
+
 def report(names, summaries, figure_names, command):
     first = summaries[0]
     lines = [f"{first['pairs']} test pairs; mean (standard deviation) over pairs.", "",
@@ -81,7 +87,7 @@ def main(argv=None):
                             figure_dir / name, titles=names,
                             title=f"{volumes.names[i]} -> {volumes.names[j]}")
         figure_names.append(f"{rel}/{name}")
-    command = "python tools/compare.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("compare.py", argv)
     text = f"# {args.title}\n\n" + report(names, [s for s, _ in results], figure_names,
                                           command)
     evaluation.write_text(out, text)

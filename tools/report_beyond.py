@@ -77,17 +77,14 @@ def main(argv=None):
     figure_dir.mkdir(exist_ok=True)
     figures.dice_boxplot({"identity": next(iter(label_rows.values())), **label_rows},
                          figure_dir / "dice_per_structure.png")
-    default = instance.InstanceConfig()
-    command = "python tools/report_beyond.py " + " ".join(sys.argv[1:] if argv is None
-                                                          else argv)
+    command = compare.command_line("report_beyond.py", argv)
     text = "\n".join([
         f"# {args.title}", "",
         f"Test pairs: every ordered pair of the test subjects of the first model's run "
         f"({len(volumes)} subjects, {len(pairs)} pairs, {len(volumes.labels)} labels). "
-        f"Instance optimisation: {default.similarity} + {default.reg_weight:g} x Grad of "
-        f"the correction (smoothed by a running mean of {default.smoothing} voxels, twice), "
-        f"Adam lr {default.lr:g}, from the network's field at its integration grid "
-        "(settings chosen on validation pairs: reports/instance_sweep_oasis2d.md).", "",
+        f"Instance optimisation: {instance.InstanceConfig().describe()}, from the network's "
+        "field at its integration grid (settings chosen on validation pairs: "
+        "reports/instance_sweep_oasis2d.md).", "",
         *[training_line(name, path) for name, path in
           (spec.split("=", 1) for spec in args.models)], "",
         compare.report(names, summaries, [f"{figure_dir.name}/dice_per_structure.png"],

@@ -215,16 +215,15 @@ def main(argv=None):
                         figure_dir / pair_name, titles=[n for n, _ in shown],
                         title=f"{volumes.names[i]} -> {volumes.names[j]}")
     rel = figure_dir.name
-    command = "python tools/report_oasis3d.py " + " ".join(sys.argv[1:] if argv is None
-                                                           else argv)
+    settings = instance.InstanceConfig(0, args.instance_lr, args.instance_similarity,
+                                       args.instance_lambda, args.instance_smoothing)
+    command = compare.command_line("report_oasis3d.py", argv)
     text = "\n".join([
         f"# {args.title}", "",
         f"Model: `{args.model}`; data: `{args.data_dir}` ({len(volumes)} subjects, all "
         f"{len(pairs)} ordered pairs, {'x'.join(map(str, volumes.shape))} voxels, "
         f"{len(volumes.labels)} structures). Instance optimisation: "
-        f"{args.instance_similarity} + {args.instance_lambda:g} x Grad of the correction "
-        f"(smoothed by a running mean of {args.instance_smoothing} voxels, twice), Adam lr "
-        f"{args.instance_lr:g}, at the model's integration grid (half resolution): the "
+        f"{settings.describe()}, at the model's integration grid (half resolution): the "
         "settings chosen on the 2D validation subjects (reports/instance_sweep_oasis2d.md), "
         "not on these scans. Seconds per pair on this machine (batch 1, after a warm-up "
         "call).", *[f"\n{name}: `{path}`." for name, _, path in extras], "",

@@ -22,6 +22,9 @@ import numpy as np
 from vxm_tf import cli
 
 cli.quiet_tensorflow_import()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import compare  # noqa: E402
+
 from vxm_tf import configs, evaluation, experiment, instance, metrics, networks, registration  # noqa: E402
 
 
@@ -91,8 +94,7 @@ def main(argv=None):
               f"Dice {rows[-1][1]:.4f} folding {rows[-1][2]:.3f}%", flush=True)
     allowed = [r for r in rows if r[2] < args.max_folding]
     best = max(allowed, key=lambda r: r[1]) if allowed else None
-    command = "python tools/tune_instance.py " + " ".join(sys.argv[1:] if argv is None
-                                                          else argv)
+    command = compare.command_line("tune_instance.py", argv)
     lines = [f"# Instance optimisation settings on validation pairs ({args.similarity}, "
              f"{args.steps} steps)", "",
              f"Model `{args.model}`{training_state(args.model)}; its validation split: "

@@ -56,6 +56,11 @@ class InstanceConfig:
             raise ValueError(f"--instance_smoothing must be a positive integer, got "
                              f"{self.smoothing}")
 
+    def describe(self):
+        """The settings in words, for reports."""
+        return (f"{self.similarity} + {self.reg_weight:g} x Grad of the correction (smoothed "
+                f"by a running mean of {self.smoothing} voxels, twice), Adam lr {self.lr:g}")
+
 
 def define_flags():
     """The instance-optimisation flags of `register` and `evaluate` (idempotent)."""
