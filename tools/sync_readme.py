@@ -3,12 +3,13 @@ no figure in the README is typed by hand or drifts from its report.
 
 A block in the README
 
-    <!-- table: reports/oasis2d_training.md 3 -->
+    <!-- table: reports/oasis2d_training.md 1 -->
     ...
     <!-- end table -->
 
-is replaced by the third markdown table of that report. `--check` changes nothing and
-exits 1 when a block differs from its report (what the test suite runs).
+is replaced by the first markdown table of that report (the number counts its tables).
+`--check` changes nothing and exits 1 when a block differs from its report (what the test
+suite runs).
 """
 
 import argparse
