@@ -332,3 +332,30 @@ def test_raw_scanner_intensities_and_blank_images_are_refused_by_name(tmp_path):
     for normalise in ("none", "minmax", "percentile"):
         with pytest.raises(data.DatasetError, match=f"{subjects[2].image}: a blank image"):
             data.load_volumes(subjects[2:], normalise=normalise)
+
+
+def test_a_memory_budget_reads_subjects_on_demand_and_gives_the_same_data(tmp_path):
+    """Lazy volumes (`cache_bytes`) index like the arrays of eager loading, hold at most
+    the budget (one subject here) and still check every subject up front."""
+    dataset = data.oasis_dataset(fake_oasis(tmp_path / "o", [(8, 10, 6)] * 5))
+    eager = data.load_volumes(dataset.subjects, label_names=dataset.label_names)
+    one = eager.images[0].nbytes + eager.segs[0].nbytes
+    lazy = data.load_volumes(dataset.subjects, label_names=dataset.label_names,
+                             cache_bytes=one)
+    assert isinstance(lazy.images, data.LazyStack) and lazy.shape == eager.shape
+    assert lazy.labels == eager.labels and len(lazy) == 5
+    np.testing.assert_array_equal(lazy.voxel_sizes, eager.voxel_sizes)
+    for key in (3, -1, slice(1, 4), [4, 0, 2], (slice(0, 2), ..., None), (2, ..., None)):
+        np.testing.assert_array_equal(lazy.images[key], eager.images[key])
+        np.testing.assert_array_equal(lazy.segs[key], eager.segs[key])
+    np.testing.assert_array_equal(np.asarray(lazy.images), eager.images)
+    assert lazy.images.cache.nbytes <= one  # the others were let go
+    source = dict(flow_shape=(8, 10, 6, 3), batch_size=2, seed=1, repeat=True,
+                  augmentation=data.Augmentation(rotate_deg=5, noise=0.01), seg_targets=True)
+    for k in range(4):
+        for a, b in zip(data.PairSource(lazy, data.all_pairs(5), **source).batch(k)[0],
+                        data.PairSource(eager, data.all_pairs(5), **source).batch(k)[0]):
+            np.testing.assert_array_equal(a, b)
+    odd = data.oasis_dataset(fake_oasis(tmp_path / "p", [(8, 10, 6)] * 2 + [(6, 6, 6)]))
+    with pytest.raises(data.DatasetError, match="differs from"):
+        data.load_volumes(odd.subjects, cache_bytes=one)

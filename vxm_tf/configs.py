@@ -103,6 +103,9 @@ class DataConfig:
     atlas: str = option("", "scan-to-atlas: register every subject to this volume")
     synthetic_shape: tuple = option((64, 64), "synthetic dataset: spatial shape")
     synthetic_labels: int = option(8, "synthetic dataset: labels")
+    cache_mb: int = option(2048, "memory for the loaded subjects of each split, MiB: "
+                           "every subject is read and checked once, kept while this allows "
+                           "and read again when needed (0: all kept, however many)")
     augmentation: data.Augmentation = field(default_factory=data.Augmentation)
 
 
@@ -245,7 +248,7 @@ def check_config(config, training=True):
         ("hybrid_ncc_weight", lo.hybrid_ncc_weight),
         ("hybrid_mse_weight", lo.hybrid_mse_weight), ("seg_weight", lo.seg_weight),
         ("int_steps", m.int_steps), ("val_pairs", t.val_pairs),
-        ("steps_per_epoch", t.steps_per_epoch)))
+        ("steps_per_epoch", t.steps_per_epoch), ("cache_mb", d.cache_mb)))
     _at_least(1, "at least 1", (
         ("epochs", t.epochs), ("batch_size", t.batch_size),
         ("steps_per_execution", t.steps_per_execution),

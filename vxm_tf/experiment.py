@@ -35,7 +35,9 @@ def build_splits(config):
                                    config.train_list or None, config.test_list or None,
                                    config.val_list or None)
     target = config.target_shape or None
-    splits = {split: data.load_volumes(subs, target, config.normalise, dataset.label_names)
+    budget = config.cache_mb * 2**20 if config.cache_mb else None
+    splits = {split: data.load_volumes(subs, target, config.normalise, dataset.label_names,
+                                       cache_bytes=budget)
               if subs else None for split, subs in subjects.items()}
     if config.atlas:
         splits = {split: data.append_atlas(volumes, config.atlas, config.normalise)

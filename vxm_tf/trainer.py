@@ -338,7 +338,7 @@ def lock_run_dir(run_dir):
 
 # settings a resumed run may change: how long and how verbosely it trains
 RESUMABLE_CHANGES = {("train", "epochs"), ("train", "resume"), ("train", "verbose"),
-                     ("train", "model_dir")}
+                     ("train", "model_dir"), ("data", "cache_mb")}
 
 
 def _recorded(config):

@@ -16,6 +16,7 @@ from vxm_tf.data.datasets import (
 from vxm_tf.data.pairs import PairSequence, PairSource, fit_data
 from vxm_tf.data.synthetic import synthetic_volumes
 from vxm_tf.data.volumes import (
+    LazyStack,
     Volumes,
     append_atlas,
     cached_dataset,
@@ -25,7 +26,7 @@ from vxm_tf.data.volumes import (
 )
 
 __all__ = [
-    "Augmentation", "Dataset", "DatasetError", "PairSequence", "PairSource", "Subject",
+    "Augmentation", "Dataset", "DatasetError", "LazyStack", "PairSequence", "PairSource", "Subject",
     "Volumes", "all_pairs", "append_atlas", "atlas_pairs", "augment", "cached_dataset",
     "fit_data", "left_right_swap", "list_dataset", "load_volumes", "oasis_dataset",
     "pair_dataset", "prepare_cache", "read_label_table", "resize_volume", "split_subjects",

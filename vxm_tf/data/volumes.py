@@ -1,11 +1,16 @@
 """Subjects loaded into memory: resize, normalise, check, and the preprocessing cache.
 
 A split of N subjects is held as one `Volumes` (N images, N segmentations): the pair
-pipeline indexes into it, so memory grows with N, never with the N^2 pairs.
+pipeline indexes into it, so memory grows with N, never with the N^2 pairs. With a memory
+budget (`load_volumes(..., cache_bytes=)`) the images and segmentations are `LazyStack`s:
+every subject is read and checked once up front, then kept only while the budget allows
+and read again when needed, so memory no longer grows with N either.
 """
 
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,16 +25,95 @@ NORMALISATIONS = ("auto", "none", "minmax", "percentile")
 MANIFEST = "manifest.json"
 
 
+class SubjectCache:
+    """`loaders[k]()` -> (image, seg or None) of subject k, kept in a least-recently-used
+    cache of at most `cache_bytes` (the last one read is always kept); thread-safe, as
+    the pair source's workers share it."""
+
+    def __init__(self, loaders, cache_bytes):
+        self.loaders, self.cache_bytes = list(loaders), int(cache_bytes)
+        self._cache, self._lock = OrderedDict(), threading.Lock()
+
+    def __len__(self):
+        return len(self.loaders)
+
+    def get(self, k):
+        with self._lock:
+            if k in self._cache:
+                self._cache.move_to_end(k)
+                return self._cache[k]
+        arrays = self.loaders[k]()
+        self.put(k, arrays)
+        return arrays
+
+    def put(self, k, arrays):
+        with self._lock:
+            self._cache[k] = arrays
+            self._cache.move_to_end(k)
+            while len(self._cache) > 1 and self.nbytes > self.cache_bytes:
+                self._cache.popitem(last=False)
+
+    @property
+    def nbytes(self):
+        return sum(a.nbytes for arrays in self._cache.values() for a in arrays
+                   if a is not None)
+
+
+class LazyStack:
+    """Part `part` (0: images, 1: segmentations) of a `SubjectCache`, indexed like the
+    stacked `(N, *shape)` array: an int gives one subject, a slice or a list of ints a
+    stacked copy; a tuple key applies its other entries to that result."""
+
+    def __init__(self, cache, part, shape, dtype):
+        self.cache, self.part = cache, part
+        self.item_shape, self.dtype = tuple(shape), np.dtype(dtype)
+
+    @property
+    def shape(self):
+        return (len(self.cache), *self.item_shape)
+
+    @property
+    def ndim(self):
+        return 1 + len(self.item_shape)
+
+    def __len__(self):
+        return len(self.cache)
+
+    def item(self, k):
+        k = range(len(self.cache))[k]  # negative indices; IndexError past the end
+        return np.asarray(self.cache.get(k)[self.part], self.dtype)
+
+    def __getitem__(self, key):
+        key, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+        if isinstance(key, (int, np.integer)):
+            out = self.item(int(key))
+        else:
+            index = (range(len(self))[key] if isinstance(key, slice)
+                     else np.asarray(key, dtype=np.int64).ravel().tolist())
+            out = (np.stack([self.item(int(k)) for k in index]) if len(index)
+                   else np.empty((0, *self.item_shape), self.dtype))
+        return out[rest] if rest else out
+
+    def __iter__(self):
+        return (self.item(k) for k in range(len(self)))
+
+    def __array__(self, dtype=None, copy=None):
+        return np.stack(list(self)).astype(dtype or self.dtype, copy=False)
+
+
 @dataclass
 class Volumes:
     """Images `(N, *spatial)` float32, segmentations `(N, *spatial)` int32 or None,
-    label names `{id: name}` and each subject's voxel size in mm, `(N, D)`."""
+    label names `{id: name}` and each subject's voxel size in mm, `(N, D)`. Images and
+    segmentations are arrays, or `LazyStack`s read on demand (`label_ids` then holds the
+    labels found when they were first read)."""
 
     names: list
     images: np.ndarray
     segs: np.ndarray | None = None
     label_names: dict = field(default_factory=dict)
     voxel_sizes: np.ndarray | None = None
+    label_ids: list | None = None
 
     def __post_init__(self):
         if self.voxel_sizes is None:
@@ -44,6 +128,8 @@ class Volumes:
         """Label ids present in any segmentation, background (0) excluded."""
         if self.segs is None:
             return []
+        if self.label_ids is not None:
+            return list(self.label_ids)
         return [int(v) for v in np.unique(self.segs) if v != 0]
 
     def __len__(self):
@@ -124,27 +210,47 @@ def load_subject(subject, target_shape=None, normalise="none"):
     return normalise_image(data, normalise), seg_data, affine, lost
 
 
-def load_volumes(subjects, target_shape=None, normalise="none", label_names=None):
-    """Load subjects into one `Volumes`; all must share a shape unless `target_shape` is set."""
+def load_volumes(subjects, target_shape=None, normalise="none", label_names=None,
+                 cache_bytes=None):
+    """Load subjects into one `Volumes`; all must share a shape unless `target_shape` is set.
+
+    `cache_bytes`: None holds every subject in memory; a number makes the images and
+    segmentations `LazyStack`s over a `SubjectCache` of that many bytes (each subject is
+    still read and checked here, once)."""
     if not subjects:
         raise DatasetError("empty subject list")
-    images, segs, voxels = [], [], []
-    for subject in subjects:
+    cache = None if cache_bytes is None else SubjectCache(
+        [lambda s=s: load_subject(s, target_shape, normalise)[:2] for s in subjects],
+        cache_bytes)
+    images, segs, voxels, found = [], [], [], set()
+    first = None
+    for k, subject in enumerate(subjects):
         image, seg, affine, _ = load_subject(subject, target_shape, normalise)
         voxels.append(voxel_size(affine, image.ndim))
-        if images and image.shape != images[0].shape:
+        if first is not None and image.shape != first[0].shape:
             raise DatasetError(f"{subject.image}: shape {image.shape} differs from "
-                               f"{subjects[0].image} shape {images[0].shape}; set a target "
+                               f"{subjects[0].image} shape {first[0].shape}; set a target "
                                "shape to resize all subjects")
-        images.append(image)
-        segs.append(seg)
-    has_segs = [s is not None for s in segs]
-    if any(has_segs) and not all(has_segs):
-        missing = subjects[has_segs.index(False)].image
-        raise DatasetError(f"{missing}: no segmentation, while other subjects have one")
-    return Volumes([s.name for s in subjects], np.stack(images),
-                   np.stack(segs) if all(has_segs) else None, dict(label_names or {}),
-                   np.asarray(voxels))
+        if first is None:
+            first = (image, seg)
+        if first[1] is not None and seg is None or first[1] is None and seg is not None:
+            missing = subject.image if seg is None else subjects[0].image
+            raise DatasetError(f"{missing}: no segmentation, while other subjects have one")
+        if cache is None:
+            images.append(image)
+            segs.append(seg)
+        else:
+            cache.put(k, (image, seg))
+            if seg is not None:
+                found.update(int(v) for v in np.unique(seg) if v != 0)
+    names, voxels = [s.name for s in subjects], np.asarray(voxels)
+    if cache is None:
+        return Volumes(names, np.stack(images), None if first[1] is None else np.stack(segs),
+                       dict(label_names or {}), voxels)
+    image, seg = first
+    return Volumes(names, LazyStack(cache, 0, image.shape, image.dtype),
+                   None if seg is None else LazyStack(cache, 1, seg.shape, seg.dtype),
+                   dict(label_names or {}), voxels, sorted(found))
 
 
 def append_atlas(volumes, atlas_path, normalise="none"):
