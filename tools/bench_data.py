@@ -6,7 +6,7 @@ Synthetic volumes at 160x192 (the neurite-OASIS slice) and 128^3, streamed as al
 pairs, batch 1, with and without augmentation (rotation 10 degrees, flip, gamma, noise).
 Compares with the model's training-step rate from bench/model.json when present (the data
 side should deliver at least 10x the pairs the model consumes). Then the data memory: peak
-RSS of a fresh process that loads 20 or 400 subjects (64^3 npz files, as a prepared cache
+memory of a fresh process that loads 20 or 400 subjects (64^3 npz files, as a prepared cache
 holds them) and streams 200 augmented batches of pairs, with every subject in memory and
 with the default budget (`--cache_mb`), each measured in its own process. Writes JSON and
 markdown.
@@ -56,19 +56,29 @@ def write_subjects(folder, count):
                  seg=rng.integers(0, 8, MEMORY_SHAPE).astype(np.int16))
 
 
+def rss_mib():
+    """This process's resident memory now, MiB (Linux)."""
+    with open("/proc/self/statm") as file:
+        return int(file.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def memory_worker(folder, count, cache_mb):
     """In this process: load `count` subjects of `folder` (all of them kept when
-    `cache_mb` is 0), stream 200 augmented batches; print the peak RSS in MiB."""
+    `cache_mb` is 0), stream 200 augmented batches; print the peak RSS in MiB and what
+    the data added to the process's memory before loading (imports done)."""
     subjects = [data.Subject(f"s{k:04d}", str(Path(folder) / f"s{k:04d}.npz"),
                              str(Path(folder) / f"s{k:04d}.npz")) for k in range(count)]
+    before = rss_mib()
     volumes = data.load_volumes(subjects, cache_bytes=cache_mb * 2**20 if cache_mb else None)
     source = data.PairSource(volumes, data.all_pairs(count), batch_size=1, repeat=True,
                              augmentation=data.Augmentation(gamma=0.2, noise=0.02),
                              flow_shape=(32, 32, 32, 3))
+    largest = rss_mib()
     for k in range(200):
         source.batch(k)
+        largest = max(largest, rss_mib())
     print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                      / 1024}))
+                      / 1024, "data_mib": largest - before}))
 
 
 def memory_rows(default_mb):
@@ -80,8 +90,8 @@ def memory_rows(default_mb):
                 run = subprocess.run([sys.executable, __file__, "--memory_worker", folder,
                                       str(count), str(cache_mb)], capture_output=True,
                                      text=True, check=True)
-                peak = json.loads(run.stdout.strip().splitlines()[-1])["peak_rss_mib"]
-                rows.append({"subjects": count, "cache_mb": cache_mb, "peak_rss_mib": peak})
+                result = json.loads(run.stdout.strip().splitlines()[-1])
+                rows.append({"subjects": count, "cache_mb": cache_mb, **result})
                 print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -128,13 +138,15 @@ def main():
         lines.append(f"| {'x'.join(map(str, r['shape']))} | {r['augmentation']} | "
                      f"{r['pairs_per_s']:.1f} | {model} | {ratio} |")
     memory = memory_rows(args.memory_budget_mb)
-    lines += ["", f"Data memory: peak RSS of a process that loads the subjects "
+    lines += ["", f"Data memory: a process loads the subjects "
               f"({'x'.join(map(str, MEMORY_SHAPE))} npz files) and streams 200 augmented "
               "batches; 'all' keeps every subject in memory (`--cache_mb=0`), a budget reads "
-              "the others again when needed.", "",
-              "| subjects | subjects kept | peak RSS (MiB) |", "|---|---|---|"]
+              "the others again when needed. Data: the largest resident memory while loading "
+              "and streaming, less the process's before loading (its imports); peak: the "
+              "process's peak RSS, TensorFlow's import included.", "",
+              "| subjects | subjects kept | data (MiB) | peak RSS (MiB) |", "|---|---|---|---|"]
     lines += [f"| {r['subjects']} | {'all' if not r['cache_mb'] else str(r['cache_mb']) + ' MiB'}"
-              f" | {r['peak_rss_mib']:.0f} |" for r in memory]
+              f" | {r['data_mib']:.0f} | {r['peak_rss_mib']:.0f} |" for r in memory]
     table = "\n".join(lines) + "\n"
     print(table)
     if args.out:
