@@ -6,12 +6,29 @@ command-line entry points start without importing TensorFlow first.
 
 import importlib
 import os
+import sys
+import warnings
 
 # TensorFlow turns its oneDNN kernels on only for CPUs with AVX-512 or AMX; on the others
 # (the AVX2 AMD EPYC of our developer machines) its own 3D convolution gradients run 3.8x
 # slower and take 2.3x the memory (tools/bench_model.py at 64^3: 6.8 -> 1.77 s per step,
 # 3.7 -> 1.6 GiB). vxm_tf asks for oneDNN unless the user chose; it has to be set before
 # TensorFlow is imported, so `import vxm_tf` before `import keras` / `tensorflow`.
+
+
+def _cpu_has_avx512():
+    try:
+        with open("/proc/cpuinfo") as file:
+            return " avx512f" in file.read()
+    except OSError:
+        return True  # not Linux: nothing known, nothing said
+
+
+if ("tensorflow" in sys.modules and "TF_ENABLE_ONEDNN_OPTS" not in os.environ
+        and not _cpu_has_avx512()):
+    warnings.warn("TensorFlow was imported before vxm_tf, without oneDNN on this CPU: 3D "
+                  "training runs about 4x slower; import vxm_tf before keras/tensorflow, or "
+                  "set TF_ENABLE_ONEDNN_OPTS=1", stacklevel=2)
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"
