@@ -39,8 +39,9 @@ def steps_for(shape):
 
 
 def build_vxm_tf(shape):
-    import vxm_tf  # before keras: it asks TensorFlow for oneDNN (run_worker sets it too)
-    import keras
+    import keras  # TF_ENABLE_ONEDNN_OPTS comes from run_worker, whatever the import order
+
+    import vxm_tf
     import vxm_tf.losses
     import vxm_tf.networks
 
