@@ -58,6 +58,26 @@ def test_steps_bring_the_moved_image_closer_with_a_smooth_field(pairs, similarit
     assert max(metrics.folding_percent(w) for w in warp) < 1.0
 
 
+def test_more_steps_lower_the_pairs_loss_monotonically(pairs):
+    """On the known deformation of `pairs`, each longer run (every call starts afresh from
+    the network's field, so N steps are the first N of a longer run) ends with a lower
+    similarity + smoothness loss of the correction it optimises."""
+    model = tiny_model(int_resolution=1)
+    moving, fixed = pairs
+    start = model.register(moving, fixed)
+    config = instance.InstanceConfig(steps=0, lr=0.2, similarity="ncc", reg_weight=1.0,
+                                     smoothing=3)
+    similarity, smoothness = losses.NCC(), losses.Grad("l2")
+    values = []
+    for steps in (0, 5, 10, 20, 40):
+        warp = instance.optimise(model, moving, fixed,
+                                 instance.InstanceConfig(**{**vars(config), "steps": steps}))
+        moved = vxm_ops.transform(moving, warp)
+        values.append(float(similarity(fixed, moved))
+                      + config.reg_weight * float(smoothness(np.zeros_like(warp), warp - start)))
+    assert all(b < a for a, b in zip(values, values[1:])), values
+
+
 def test_each_batch_starts_afresh_and_pairs_do_not_mix(pairs):
     """The compiled optimiser is reused: a second call gives the first call's answer, and a
     pair optimised in a batch of two moves as it does alone (Adam is per-voxel)."""

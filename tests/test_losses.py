@@ -73,6 +73,20 @@ def test_dice_of_identical_and_disjoint_maps():
     assert float(losses.Dice()(onehot, disjoint)) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_dice_loss_is_minus_the_hand_counted_dice_of_partial_overlaps():
+    """Two labels drawn by hand: label 1 a 4x4 square against the same square moved by one
+    column (overlap 12 of 16 + 16 voxels), label 2 a 2x2 square against a 2x4 rectangle
+    containing it (4 of 4 + 8)."""
+    true, pred = np.zeros((1, 10, 10, 2), "float32"), np.zeros((1, 10, 10, 2), "float32")
+    true[0, 1:5, 1:5, 0], pred[0, 1:5, 2:6, 0] = 1, 1
+    true[0, 6:8, 6:8, 1], pred[0, 6:8, 4:8, 1] = 1, 1
+    by_hand = np.mean([2 * 12 / (16 + 16), 2 * 4 / (4 + 8)])
+    assert float(losses.Dice()(true, pred)) == pytest.approx(-by_hand, rel=1e-6)
+    seg = np.zeros((1, 10, 10, 1), "int32")
+    seg[0, 1:5, 1:5, 0], seg[0, 6:8, 6:8, 0] = 4, 9  # the same maps as label ids
+    assert float(losses.Dice([4, 9])(seg, pred)) == pytest.approx(-by_hand, rel=1e-6)
+
+
 def test_dice_of_label_ids_one_hot_encodes_the_listed_labels():
     seg = np.random.default_rng(1).integers(0, 4, (2, 8, 8, 1))
     onehot = np.eye(4, dtype="float32")[seg[..., 0]]

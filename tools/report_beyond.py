@@ -39,9 +39,11 @@ def training_line(name, model_path):
         return f"- {name}: `{model_path}`."
     lo, t = config["loss"], config["train"]
     best = max(float(h["val_dice"]) for h in history)
+    epochs = f"{len(history)} epoch{'s' if len(history) != 1 else ''}"
+    start = f" from `{t['init_model']}`" if t.get("init_model") else ""
     return (f"- {name}: `{model_path}`: {lo['similarity']} + {lo['reg_weight']} x Grad"
             f" + {lo.get('seg_weight', 0)} x soft Dice of the training subjects' labels, "
-            f"{len(history)} epochs, lr {t['lr']} {t['schedule']}; best validation Dice "
+            f"{epochs}{start}, lr {t['lr']} {t['schedule']}; best validation Dice "
             f"{best:.4f} (validation subjects, kept as best.keras).")
 
 
