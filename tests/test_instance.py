@@ -137,6 +137,6 @@ def test_instance_losses_are_the_package_losses():
     """The objective is built from vxm_tf.losses (no private copy of NCC or Grad)."""
     model = tiny_model()
     optimiser, _ = instance._optimiser(model, (1, 24, 24, 2),
-                                       instance.InstanceConfig(5, similarity="ncc"))
+                                       instance.InstanceConfig(5, similarity="ncc"), 0)
     kinds = {type(loss) for loss in optimiser.loss}
     assert kinds == {losses.NCC, losses.Grad}

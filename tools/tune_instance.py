@@ -1,7 +1,7 @@
 """Choose the instance-optimisation settings on validation subjects (`make tune-instance`).
 
     python tools/tune_instance.py --model runs/oasis2d-ncc/best.keras --steps 50 \
-        --lr 0.3,1 --lambda 4,8,16 --smoothing 1,3 \
+        --space velocity,displacement --lr 0.3,1 --lambda 0.25,1,4,16 --smoothing 3 \
         --out reports/instance_sweep_oasis2d.md
 
 Registers every ordered pair of the validation split of the data the model was trained on
@@ -60,9 +60,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="run's best.keras (with config.json)")
     parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--space", default="velocity,displacement",
+                        help=f"comma-separated, of {instance.SPACES}")
     parser.add_argument("--lr", default="0.3,1")
-    parser.add_argument("--lambda", dest="reg_weight", default="4,8,16")
-    parser.add_argument("--smoothing", default="1,3")
+    parser.add_argument("--lambda", dest="reg_weight", default="0.25,1,4,16")
+    parser.add_argument("--smoothing", default="3")
     parser.add_argument("--similarity", default="ncc")
     parser.add_argument("--max_folding", type=float, default=0.1)
     parser.add_argument("--out", required=True, help="markdown report")
@@ -71,10 +73,11 @@ def main(argv=None):
     if not out.parent.is_dir():
         sys.exit(f"error: {out}: folder {out.parent} does not exist")
     try:
-        grid = [instance.InstanceConfig(args.steps, lr, args.similarity, lam, int(sm))
-                for lr, lam, sm in itertools.product(floats(args.lr, "lr"),
-                                                      floats(args.reg_weight, "lambda"),
-                                                      floats(args.smoothing, "smoothing"))]
+        grid = [instance.InstanceConfig(args.steps, lr, args.similarity, lam, int(sm), space)
+                for space, lr, lam, sm in itertools.product(
+                    [v.strip() for v in args.space.split(",") if v.strip()],
+                    floats(args.lr, "lr"), floats(args.reg_weight, "lambda"),
+                    floats(args.smoothing, "smoothing"))]
         data_config = configs.run_data_config(args.model)
         if data_config is None:
             raise ValueError(f"{args.model}: no config.json beside it to find the validation "
@@ -90,7 +93,8 @@ def main(argv=None):
     rows = []
     for config in grid:
         rows.append((config, *score(model, volumes, pairs, config)))
-        print(f"lr {config.lr} lambda {config.reg_weight} smoothing {config.smoothing}: "
+        print(f"{config.space} lr {config.lr} lambda {config.reg_weight} smoothing "
+              f"{config.smoothing}: "
               f"Dice {rows[-1][1]:.4f} folding {rows[-1][2]:.3f}%", flush=True)
     allowed = [r for r in rows if r[2] < args.max_folding]
     best = max(allowed, key=lambda r: r[1]) if allowed else None
@@ -100,15 +104,17 @@ def main(argv=None):
              f"Model `{args.model}`{training_state(args.model)}; its validation split: "
              f"{len(volumes)} subjects, "
              f"{len(pairs)} ordered pairs, all registered in one batch.", "",
-             "| lr | lambda | smoothing | val Dice | folding (%) | s / batch |",
-             "|---|---|---|---|---|---|",
-             f"| network alone | | | {base[0]:.4f} | {base[1]:.3f} | {base[2]:.2f} |"]
+             "| space | lr | lambda | smoothing | val Dice | folding (%) | s / batch |",
+             "|---|---|---|---|---|---|---|",
+             f"| network alone | | | | {base[0]:.4f} | {base[1]:.3f} | {base[2]:.2f} |"]
     for config, dice, folding, seconds in rows:
         mark = " **chosen**" if best is not None and config == best[0] else ""
-        lines.append(f"| {config.lr:g} | {config.reg_weight:g} | {config.smoothing} | "
+        lines.append(f"| {config.space} | {config.lr:g} | {config.reg_weight:g} | "
+                     f"{config.smoothing} | "
                      f"{dice:.4f}{mark} | {folding:.3f} | {seconds:.2f} |")
     lines += ["", (f"Chosen (highest Dice with folding < {args.max_folding}%): "
-                   f"`--instance_lr={best[0].lr:g} --instance_lambda={best[0].reg_weight:g} "
+                   f"`--instance_space={best[0].space} --instance_lr={best[0].lr:g} "
+                   f"--instance_lambda={best[0].reg_weight:g} "
                    f"--instance_smoothing={best[0].smoothing}`" if best else
                    f"No setting kept folding under {args.max_folding}%."),
               "", "Command:", "", "```sh", command, "```"]

@@ -1,14 +1,16 @@
 """Test-time instance optimisation: refine a network's deformation pair by pair.
 
-Starting from what `VxmDense` predicts for a batch of pairs (its integrated field, before
-the final resize), a few Adam steps minimise an objective of the kind it was trained on,
-similarity of the moved and fixed images plus the Grad smoothness of the correction made
-to the network's displacement, for these pairs alone (ConvexAdam, uniGradICON and the
-Learn2Reg leaders do this). The displacement is optimised at the network's integration
-resolution, against images resampled to that grid, so one step costs a fraction of a
-network call; the result is brought to full resolution exactly as the network does it.
-The displacement, not the velocity, is optimised: back-propagating through scaling and
-squaring costs several times more per step on a CPU.
+Starting from what `VxmDense` predicts for a batch of pairs (its velocity field, or its
+displacement when it does not integrate, before the final resize), a few Adam steps
+minimise an objective of the kind it was trained on, similarity of the moved and fixed
+images plus the Grad smoothness of the correction made to the network's field, for these
+pairs alone (ConvexAdam, uniGradICON and the Learn2Reg leaders do this). The field is
+optimised at the network's integration resolution, against images resampled to that grid,
+so one step costs a fraction of a network call; the result is brought to full resolution
+exactly as the network does it. By default the velocity is corrected and integrated at
+every step (scaling and squaring, unrolled): several times the cost of correcting the
+integrated displacement, which remains an option (`space`), but the deformation stays
+diffeomorphic, so the smoothness weight can be low (reports/instance_sweep_oasis2d.md).
 
 Everything is a small Keras model trained with `train_on_batch` (keras.ops only), so it
 runs on every backend and device; the compiled step is kept per model and batch shape.
@@ -24,22 +26,27 @@ from vxm_tf import losses
 from vxm_tf import ops as vxm_ops
 
 SIMILARITIES = ("ncc", "mse")
+SPACES = ("displacement", "velocity")
 
 
 @dataclass(frozen=True)
 class InstanceConfig:
     """`steps` Adam steps of rate `lr` (voxels of the field's grid) per batch of pairs on
     `similarity` (NCC with a 9-voxel window, or MSE) + `reg_weight` x Grad (l2) of the
-    correction to the network's displacement; 0 steps keeps the network's prediction
-    exactly. The correction is smoothed twice by a running mean of `smoothing` voxels
-    (1: not smoothed)."""
-    # lr, reg_weight and smoothing: chosen on the 2D validation subjects (highest Dice with
-    # folding under 0.1%, 50 steps; make tune-instance, reports/instance_sweep_oasis2d.md)
+    correction to the network's field; 0 steps keeps the network's prediction exactly.
+    The correction is smoothed twice by a running mean of `smoothing` voxels (1: not
+    smoothed). `space`: what is corrected, the network's velocity (its deformation stays
+    the exponential of a smooth field, so it rarely folds; models without integration
+    fall back to their displacement) or its integrated displacement."""
+    # space, lr, reg_weight and smoothing: chosen on the 2D validation subjects (highest
+    # Dice with folding under 0.1%, 50 steps; make tune-instance,
+    # reports/instance_sweep_oasis2d.md)
     steps: int = 0
     lr: float = 0.3
     similarity: str = "ncc"
-    reg_weight: float = 16.0
+    reg_weight: float = 0.25
     smoothing: int = 3
+    space: str = "velocity"
 
     def __post_init__(self):
         if int(self.steps) != self.steps or self.steps < 0:
@@ -52,14 +59,17 @@ class InstanceConfig:
                              f"{self.similarity!r}")
         if not self.reg_weight >= 0:
             raise ValueError(f"--instance_lambda must be non-negative, got {self.reg_weight}")
+        if self.space not in SPACES:
+            raise ValueError(f"--instance_space must be one of {SPACES}, got {self.space!r}")
         if int(self.smoothing) != self.smoothing or self.smoothing < 1:
             raise ValueError(f"--instance_smoothing must be a positive integer, got "
                              f"{self.smoothing}")
 
     def describe(self):
         """The settings in words, for reports."""
-        return (f"{self.similarity} + {self.reg_weight:g} x Grad of the correction (smoothed "
-                f"by a running mean of {self.smoothing} voxels, twice), Adam lr {self.lr:g}")
+        return (f"{self.similarity} + {self.reg_weight:g} x Grad of the correction to the "
+                f"network's {self.space} (smoothed by a running mean of {self.smoothing} "
+                f"voxels, twice), Adam lr {self.lr:g}")
 
 
 def define_flags():
@@ -79,23 +89,28 @@ def define_flags():
     flags.DEFINE_integer("instance_smoothing", c.smoothing, "instance optimisation: width "
                          "(voxels) of the running mean applied twice to the correction of "
                          "the network's field (1: none)")
+    flags.DEFINE_enum("instance_space", c.space, SPACES, "instance optimisation: correct "
+                      "the network's velocity (then integrated: diffeomorphic) or its "
+                      "integrated displacement")
 
 
 def config_from_flags(fl):
     return InstanceConfig(fl.instance_steps, fl.instance_lr, fl.instance_similarity,
-                          fl.instance_lambda, fl.instance_smoothing)
+                          fl.instance_lambda, fl.instance_smoothing, fl.instance_space)
 
 
 class _Displacement(keras.layers.Layer):
-    """A batch of displacement fields: the network's (fixed) plus a smooth correction, the
-    trainable weight passed twice through a running mean of `smoothing` voxels per axis
-    (as ConvexAdam smooths its field), so that Adam's per-voxel steps move neighbours
-    together. Warps the moving images; also returns the smoothed correction, which the
-    smoothness loss regularises (the network's own field is kept as it is)."""
+    """A batch of fields: the network's (fixed) plus a smooth correction, the trainable
+    weight passed twice through a running mean of `smoothing` voxels per axis (as
+    ConvexAdam smooths its field), so that Adam's per-voxel steps move neighbours together.
+    With `int_steps`, the field is a velocity, integrated by scaling and squaring.
+    Warps the moving images; also returns the smoothed correction, which the smoothness
+    loss regularises (the network's own field is kept as it is)."""
 
-    def __init__(self, shape, smoothing=1, **kwargs):
+    def __init__(self, shape, smoothing=1, int_steps=0, **kwargs):
         super().__init__(dtype="float32", **kwargs)
         self.smoothing = smoothing
+        self.int_steps = int_steps
         self.initial = self.add_weight(shape=shape, initializer="zeros", name="initial",
                                        trainable=False)
         self.correction = self.add_weight(shape=shape, initializer="zeros", name="correction")
@@ -108,7 +123,12 @@ class _Displacement(keras.layers.Layer):
                 smooth = ops.concatenate([losses.box_sum(smooth[..., d:d + 1], window)
                                           for d in range(smooth.shape[-1])], axis=-1)
             smooth = smooth / float(np.prod(window)) ** 2
-        return vxm_ops.transform(moving, self.initial + smooth), smooth
+        field = self.initial + smooth
+        if self.int_steps:  # a velocity: the deformation is its exponential
+            field = field / 2.0 ** self.int_steps
+            for _ in range(self.int_steps):  # unrolled: XLA differentiates no while loop
+                field = field + vxm_ops.transform(field, field)
+        return vxm_ops.transform(moving, field), smooth
 
     def reset(self, field):
         self.initial.assign(field)
@@ -131,16 +151,17 @@ def _downsample(images, shape):
     return vxm_ops.resize(images, 1.0 / factor)
 
 
-def _optimiser(model, field_shape, config):
+def _optimiser(model, field_shape, config, int_steps):
     """The compiled per-shape optimisation model, cached on `model`."""
     cache = model.__dict__.setdefault("_instance_optimisers", {})
     key = (tuple(field_shape), config.similarity, config.reg_weight, config.lr,
-           config.smoothing)
+           config.smoothing, int_steps)
     if key not in cache:
         similarity = losses.NCC() if config.similarity == "ncc" else losses.MSE()
         inputs = keras.Input(batch_size=field_shape[0],
                              shape=(*field_shape[1:-1], model.inputs[0].shape[-1]))
-        displacement = _Displacement(field_shape, config.smoothing, name="displacement")
+        displacement = _Displacement(field_shape, config.smoothing, int_steps,
+                                     name="displacement")
         moved, field = displacement(inputs)
         optimiser = keras.Model(inputs, [moved, field])
         # Keras averages the losses over the batch: weigh by its size, so that each pair's
@@ -163,11 +184,12 @@ def optimise(model, moving, fixed, config):
     if config.steps == 0:
         return model.register(moving, fixed)
     field = ops.convert_to_numpy(model.predict_on_batch([moving, fixed])[-1])
-    int_steps = model.int_steps
-    if int_steps:
-        field = ops.convert_to_numpy(vxm_ops.integrate_svf(field, int_steps))
+    velocity = config.space == "velocity" and model.int_steps
+    if model.int_steps and not velocity:
+        field = ops.convert_to_numpy(vxm_ops.integrate_svf(field, model.int_steps))
     grid = field.shape[1:-1]
-    optimiser, displacement = _optimiser(model, field.shape, config)
+    optimiser, displacement = _optimiser(model, field.shape, config,
+                                         model.int_steps if velocity else 0)
     displacement.reset(field)
     for variable in optimiser.optimizer.variables:  # a fresh Adam: zero moments and count
         if "learning_rate" not in variable.path:
@@ -177,7 +199,10 @@ def optimise(model, moving, fixed, config):
     for _ in range(config.steps):
         optimiser.train_on_batch(small_moving, [small_fixed, zeros])
     _, correction = displacement(small_moving)
-    return field_to_displacement(model, field + ops.convert_to_numpy(correction))
+    field = field + ops.convert_to_numpy(correction)
+    if velocity:
+        field = ops.convert_to_numpy(vxm_ops.integrate_svf(field, model.int_steps))
+    return field_to_displacement(model, field)
 
 
 def field_to_displacement(model, disp):
