@@ -29,7 +29,8 @@ def main(argv):
     if history.get("val_dice"):
         summary += (f", validation Dice {history['val_dice'][-1]:.4f} (best "
                     f"{max(history['val_dice']):.4f}, kept as best.keras)")
-    print(f"done: {result['run_dir']}: {len(history['loss'])} epochs, {summary}")
+    epochs = len(history["loss"])
+    print(f"done: {result['run_dir']}: {epochs} epoch{'' if epochs == 1 else 's'}, {summary}")
 
 
 if __name__ == "__main__":
