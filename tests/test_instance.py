@@ -40,15 +40,16 @@ def test_zero_steps_is_the_network_exactly(pairs):
         model.register(moving, fixed))
 
 
-@pytest.mark.parametrize("similarity", ["ncc", "mse"])
-@pytest.mark.parametrize("int_resolution", [1, 2])
+@pytest.mark.parametrize("similarity, int_resolution, space", [
+    ("ncc", 1, "velocity"), ("ncc", 2, "velocity"), ("mse", 2, "velocity"),
+    ("ncc", 2, "displacement"), ("mse", 1, "displacement")])
 def test_steps_bring_the_moved_image_closer_with_a_smooth_field(pairs, similarity,
-                                                                 int_resolution):
+                                                                 int_resolution, space):
     model = tiny_model(int_resolution)  # an untrained network: its field is ~0
     moving, fixed = pairs
     start = model.register(moving, fixed)
     config = instance.InstanceConfig(steps=40, lr=0.2, similarity=similarity,
-                                     reg_weight=1.0, smoothing=3)
+                                     reg_weight=1.0, smoothing=3, space=space)
     warp = instance.optimise(model, moving, fixed, config)
     assert warp.shape == start.shape == (2, 48, 48, 2)
     before = [mse(moving[k:k + 1], fixed[k:k + 1], start[k:k + 1]) for k in range(2)]
@@ -99,6 +100,7 @@ def test_each_batch_starts_afresh_and_pairs_do_not_mix(pairs):
     (dict(similarity="dice"), "--instance_similarity must be one of"),
     (dict(reg_weight=-1.0), "--instance_lambda must be non-negative"),
     (dict(smoothing=0), "--instance_smoothing must be a positive integer, got 0"),
+    (dict(space="warp"), "--instance_space must be one of"),
 ])
 def test_config_errors_name_the_flag(kwargs, message):
     with pytest.raises(ValueError, match=message):
