@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 
+import vxm_tf
 from vxm_tf import configs, data, experiment, losses, trainer
 
 TINY = ["--dataset=synthetic", "--synthetic_shape=32,32", "--synthetic_labels=4",
@@ -51,6 +52,9 @@ def test_one_epoch_writes_a_complete_run_directory(tmp_path):
         assert (run / name).exists(), name
     assert json.loads((run / "state.json").read_text())["epoch"] == 2
     assert history_epochs(run) == [0, 1]
+    timing = json.loads((run / "timing.json").read_text())
+    assert len(timing["epoch_seconds"]) == 2 and timing["seconds_per_step"] > 0
+    assert timing["device"] == f"{vxm_tf.cpu_model()}, {os.cpu_count()} CPU cores"  # no GPU
     assert any((run / "tensorboard").rglob("*tfevents*"))
     assert 0 < result["history"]["val_dice"][-1] <= 1
     best = trainer.load_trained(run, "best")

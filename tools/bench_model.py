@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vxm_tf import cpu_model
+
 DEFAULT_SHAPES = ("160x192", "64x64x64", "128x128x128")
 IMPLS = ("vxm_tf", "voxelmorph-0.2")
 
@@ -90,17 +92,6 @@ def worker(impl, shape):
                       "train_step_s": float(np.median(train_times)),
                       "register_s": float(np.median(register_times)),
                       "train_steps_timed": steps, "peak_rss_gib": round(peak_gib, 3)}))
-
-
-def cpu_model():
-    """The CPU's model name (Linux), else the architecture."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def run_worker(impl, shape_text):

@@ -10,7 +10,7 @@ the model file; ANTs SyN (antspyx defaults, 2 threads, `--ants_python` of `make
 baselines`); vxm_tf with the same weights; and vxm_tf plus test-time instance
 optimisation for each number of steps (`--instance_*` settings, fixed beforehand, never
 chosen on these scans); and each `--extra` model (e.g. the authors' model fine-tuned on
-synthetic subjects by tools/gpu_finetune.sh), alone and with the largest instance setting.
+synthetic subjects by tools/gpu_train.sh finetune), alone and with the largest instance setting.
 Every method is scored by the same code (`vxm_tf.evaluation`):
 Dice over the 35 structures, HD95 in mm, folding, SD log det J and seconds per pair on
 this machine. Figures go to a folder beside the report.
@@ -86,8 +86,9 @@ def per_direction(names, rows_by_method):
     return lines
 
 
-def training_section(run_dir):
-    """The run's settings, validation Dice per epoch and training speed, from its files."""
+def training_section(run_dir, trained_on=None):
+    """The run's settings, validation Dice per epoch and training speed, from its files;
+    first those of the run it started from (`--init_model` in a run folder), if any."""
     run_dir = Path(run_dir)
     config = json.loads((run_dir / "config.json").read_text())
     with open(run_dir / "history.csv") as file:
@@ -95,14 +96,19 @@ def training_section(run_dir):
     timing = json.loads((run_dir / "timing.json").read_text())
     d, m, lo, t = config["data"], config["model"], config["loss"], config["train"]
     epochs = timing["epoch_seconds"]
+    device = timing.get("device") or trained_on or "the machine that trained it (not recorded)"
+    start = Path(t.get("init_model") or "")
+    earlier = (training_section(start.parent, trained_on)
+               if (start.parent / "history.csv").is_file() else [])
     return [
-        "", f"## Training (`{run_dir}`)", "",
-        f"Data `{d['data_dir']}` ({d['train']} training, {d['val']} validation subjects), "
+        *earlier, "", f"## Training (`{run_dir}`)", "",
+        (f"Started from `{start}`. " if t.get("init_model") else "")
+        + f"Data `{d['data_dir']}` ({d['train']} training, {d['val']} validation subjects), "
         f"{lo['similarity']} + {lo['reg_weight']} x Grad + {lo.get('seg_weight', 0)} x Dice "
         f"on the labels, int_resolution {m['int_resolution']}, lr {t['lr']} {t['schedule']}, "
         f"{t['epochs']} epochs x {config['steps_per_epoch']} steps, batch {t['batch_size']}, "
-        f"precision {config['resolved_precision']}. Training speed on this machine: "
-        f"{timing['seconds_per_step']:.2f} s per step (the {len(epochs)} epochs of the last "
+        f"precision {config['resolved_precision']}. Training speed on {device}: "
+        f"{timing['seconds_per_step']:.3f} s per step (the {len(epochs)} epochs of the last "
         f"session, {sum(epochs) / 60:.0f} minutes).", "",
         "| epoch | " + " | ".join(str(int(h["epoch"]) + 1) for h in history) + " |",
         "|---" * (1 + len(history)) + "|",
@@ -135,6 +141,8 @@ def main(argv=None):
     parser.add_argument("--no_original", action="store_true",
                         help="leave out the voxelmorph 0.2 run")
     parser.add_argument("--run", help="the model's run folder: adds its training history")
+    parser.add_argument("--trained_on", help="the training device, where the run's "
+                        "timing.json does not name it (runs before vxm_tf recorded it)")
     parser.add_argument("--name", default="vxm_tf, same weights",
                         help="the model's row in the tables")
     parser.add_argument("--out", required=True, help="markdown report")
@@ -230,7 +238,7 @@ def main(argv=None):
         compare.report(names, summaries, [f"{rel}/dice_per_structure.png",
                                           f"{rel}/{pair_name}"], command).rstrip("\n"),
         *per_direction(names, [rows[0] for rows in results]),
-        *(training_section(args.run) if args.run else [])]) + "\n"
+        *(training_section(args.run, args.trained_on) if args.run else [])]) + "\n"
     evaluation.write_text(out, text)
     print(text)
 

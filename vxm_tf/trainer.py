@@ -28,6 +28,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+import vxm_tf
 from vxm_tf import configs, data, experiment, files, metrics, networks, registration
 
 
@@ -263,7 +264,29 @@ class StepTimer(keras.callbacks.Callback):
         _atomic_json(self.path, {"seconds_per_step": float(np.median(steady)),
                                  "steps_per_second": float(1 / np.median(steady)),
                                  "epoch_seconds": self.epoch_seconds,
-                                 "steps_per_epoch": self.steps})
+                                 "steps_per_epoch": self.steps,
+                                 "device": device_description()})
+
+
+def device_description():
+    """What trains: the first accelerator's name and how many there are, else the CPU."""
+    try:
+        if keras.backend.backend() == "jax":
+            import jax
+
+            devices = jax.devices()
+            if devices[0].platform != "cpu":
+                return f"{len(devices)} x {devices[0].device_kind}"
+        elif keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            if gpus:
+                details = tf.config.experimental.get_device_details(gpus[0])
+                return f"{len(gpus)} x {details.get('device_name', 'GPU')}"
+    except (ImportError, RuntimeError):
+        pass
+    return f"{vxm_tf.cpu_model()}, {os.cpu_count()} CPU cores"
 
 
 def _versions():

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# 3D training on the lent GPU machine (JAX, no TensorFlow), on T1-like subjects rendered
+# there from the SynthSeg label maps aligned to neurite-OASIS (tools/synth_from_labels.py).
+# No real scan is used in training; the result is scored on the real pair afterwards, here
+# (make synth3d-report / make oasis3d-report).
+#
+#   here:   make gpu-prepare GPU_TRAINING=1    (label maps and the 2D intensity subjects too)
+#   there:  bash tools/gpu_train.sh MODE "$OUT" [seconds]   with .whl and .device carried
+#
+# MODE scratch:  the 3D issue's model from scratch at 128^3 (flags/synth3d.cfg, ncc.cfg,
+#                synth3d_seg.cfg), 8 renders per map, 8 epochs of 1,000 steps. Continued
+#                (reports/synth3d_128.md's model) by SEED=1 bash tools/gpu_train.sh scratch
+#                OUT 330 --init_model=<first run>/best.keras --lr=2.5e-4 --epochs=6
+# MODE finetune: the authors' pretrained model fine-tuned semi-supervised at full resolution
+#                (160x192x224), 4 renders per map.
+# SEED (environment) draws other renders (a continued run); SHAPE, RENDERS and MAPS and train flags after [seconds] shrink it for a
+# smoke test on CPU: SHAPE=32,32,32 RENDERS=1 MAPS=4 bash tools/gpu_train.sh scratch /tmp/o
+# 200 --train=2 --val=2 --epochs=1 --steps_per_epoch=2
+# Everything ends within [seconds] (default 300): training stops at that deadline, keeping
+# its last completed epoch's checkpoints. OUT/MODE/ receives best.keras, config.json,
+# history.csv and timing.json (the device tool brings back 8 files at most).
+set -u
+MODE=${1:?usage: gpu_train.sh scratch|finetune OUT [seconds]}
+OUT=${2:-runs}
+BUDGET=${3:-300}
+shift 3 2>/dev/null || shift $#   # the rest goes to vxm_tf.train (a CPU smoke test shrinks it)
+case "$MODE" in
+    scratch)
+        shape=128,128,128 renders=8
+        args=(--flagfile=flags/synth3d.cfg --flagfile=flags/ncc.cfg
+              --flagfile=flags/synth3d_seg.cfg --train=144 --val=16 --epochs=8
+              --steps_per_epoch=1000) ;;
+    finetune)
+        shape=160,192,224 renders=4
+        args=(--dataset=cache --train=72 --val=8 --test=0 --val_pairs=4
+              --init_model=.device/vxm_dense_brain_T1_3D_mse.h5 --similarity=ncc --lambda=1
+              --seg_weight=1 --lr=1e-4 --epochs=8 --steps_per_epoch=150) ;;
+    *) echo "error: MODE must be scratch or finetune, not '$MODE'"; exit 2 ;;
+esac
+if ! python3 -c "import keras, nibabel" 2>/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || { echo "error: cannot install the wheels in .whl/"; exit 1; }
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export KERAS_BACKEND=jax PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+mkdir -p "$OUT"
+start=$(date +%s)
+data=/tmp/synth3d-$MODE
+python3 tools/synth_from_labels.py --label_dir .device/synthseg-label-maps \
+    --reference .device/neurite-oasis-3d/OASIS_OAS1_0001_MR1 \
+    --intensity_dir .device/neurite-oasis-2d --out_dir "$data" \
+    --target_shape "${SHAPE:-$shape}" --renders "${RENDERS:-$renders}" --maps "${MAPS:-0}" \
+    --val_maps 2 --seed "${SEED:-0}" --workers "$(nproc)" | tail -2 || exit 1
+echo "rendered in $(( $(date +%s) - start )) s"
+timeout $(( BUDGET - $(date +%s) + start )) python3 -m vxm_tf.train "${args[@]}" --data_dir="$data" "$@" \
+    --precision=auto --verbose=2 --model_dir="$OUT/$MODE" 2>&1 | grep -v "^I0000\|^W0000\|WARNING: All log" | tee "$OUT/train.log"
+echo "exit ${PIPESTATUS[0]} after $(( $(date +%s) - start )) s"
+rm -f "$OUT/$MODE/last.keras" "$OUT/$MODE/last_optimizer.npz" "$OUT/$MODE/model.keras" \
+    "$OUT/$MODE/state.json" "$OUT/$MODE/versions.json"
