@@ -209,13 +209,23 @@ def test_resume_refuses_changed_settings_and_keeps_the_config(tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["epochs"] == 2
 
 
-def test_mixed_bfloat16_trains_on_cpu_with_float32_warps(tmp_path):
-    result = trainer.train_and_evaluate(tiny_config(tmp_path, precision="mixed_bfloat16"),
-                                        log=lambda _: None)
+@pytest.mark.parametrize("precision,compute", [("mixed_bfloat16", "bfloat16"),
+                                               ("mixed_float16", "float16")])
+def test_mixed_precision_trains_the_3d_configuration_on_cpu_with_float32_warps(
+        tmp_path, precision, compute):
+    # the synth3d configuration in small: 3D, semi-supervised, integration at half size
+    config = tiny_config(tmp_path, precision=precision, steps_per_epoch=2, val_pairs=2)
+    config.data = configs.DataConfig(dataset="synthetic", synthetic_shape=(16, 16, 16),
+                                     synthetic_labels=4, train=3, val=2, test=0)
+    config.model = configs.ModelConfig(nb_features=[[4, 4, 4], [4, 4, 4, 4, 4]],
+                                       int_resolution=2)
+    config.loss = configs.LossConfig(similarity="ncc", seg_weight=1.0)
+    result = trainer.train_and_evaluate(config, log=lambda _: None)
     model = result["model"]
-    assert model.get_layer("vxm_dense_unet_enc_conv_0_0").compute_dtype == "bfloat16"
+    assert model.get_layer("vxm_dense_unet_enc_conv_0_0").compute_dtype == compute
     assert model.get_layer("vxm_dense_transformer").output.dtype == "float32"
     assert np.isfinite(result["history"]["loss"]).all()
+    assert 0 < result["history"]["val_dice"][-1] <= 1
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):

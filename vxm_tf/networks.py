@@ -56,6 +56,20 @@ def _conv_block(x, nb_feat, name, activate=True):
     return x
 
 
+def _pooling_dtype(ndims):
+    """The pooling layers' dtype policy: the global one, except that TensorFlow has no
+    float16 MaxPool3D kernel on CPUs, so under mixed_float16 there 3D pooling runs in
+    float32 (the same maxima; the next convolution casts back)."""
+    policy = keras.config.dtype_policy()
+    if (ndims == 3 and policy.compute_dtype == "float16"
+            and keras.backend.backend() == "tensorflow"):
+        import tensorflow as tf
+
+        if not tf.config.list_physical_devices("GPU"):
+            return "float32"
+    return None
+
+
 def unet_graph(x, encoder, decoder, nb_conv_per_level=1, nb_upsample_skips=0, name="unet"):
     """Apply the VoxelMorph U-Net to tensor `x` (B, *spatial, C); returns the last features.
 
@@ -71,7 +85,8 @@ def unet_graph(x, encoder, decoder, nb_conv_per_level=1, nb_upsample_skips=0, na
             x = _conv_block(x, encoder[level * nb_conv_per_level + conv],
                             f"{name}_enc_conv_{level}_{conv}")
         skips.append(x)
-        x = getattr(keras.layers, f"MaxPooling{ndims}D")(2, name=f"{name}_enc_pooling_{level}")(x)
+        x = getattr(keras.layers, f"MaxPooling{ndims}D")(
+            2, name=f"{name}_enc_pooling_{level}", dtype=_pooling_dtype(ndims))(x)
     for level in range(nb_levels - 1):
         real_level = nb_levels - level - 2
         for conv in range(nb_conv_per_level):
