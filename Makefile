@@ -78,9 +78,13 @@ training-report: $(foreach r,$(TRAINING_RUNS),runs/oasis2d-$(r)/eval-test/summar
 runs/oasis2d-ncc-seg/best.keras: runs/oasis2d-ncc/best.keras
 	$(MAKE) train DATA=oasis2d LOSS=ncc RUN=runs/oasis2d-ncc-seg \
 		ARGS="--flagfile=flags/seg_finetune.cfg --init_model=$<"
-beyond-report: runs/oasis2d-ncc/best.keras runs/oasis2d-ncc-seg/best.keras
+# The semi-supervised model's instance optimisation keeps the settings chosen on its own
+# validation pairs (reports/instance_sweep_oasis2d_seg.json); the unsupervised one vxm_tf's
+# defaults (chosen on its validation pairs by tune-instance).
+beyond-report: runs/oasis2d-ncc/best.keras reports/instance_sweep_oasis2d_seg.json
 	$(PY) tools/report_beyond.py --models unsupervised=runs/oasis2d-ncc/best.keras \
 		semi-supervised=runs/oasis2d-ncc-seg/best.keras --instance_steps=10,25,50,100 \
+		--instance_settings semi-supervised=reports/instance_sweep_oasis2d_seg.json \
 		--out=reports/beyond_original.md
 
 # The same models trained with intensity augmentation (flags/intensity_aug.cfg); -augclean:
@@ -120,10 +124,14 @@ convert-original: install
 	$(PY) tools/convert_original.py $(PRETRAINED) models/vxm_dense_brain_T1_3D_mse.keras
 
 # Instance-optimisation settings chosen on the 2D validation subjects (trains the NCC
-# model if missing); the 3D report uses the chosen setting.
-tune-instance: runs/oasis2d-ncc/best.keras
+# model if missing): vxm_tf's defaults; the semi-supervised model's own (velocity, the
+# step count the beyond report holds under 1 s per pair).
+tune-instance: runs/oasis2d-ncc/best.keras reports/instance_sweep_oasis2d_seg.json
 	$(PY) tools/tune_instance.py --model=runs/oasis2d-ncc/best.keras \
 		--out=reports/instance_sweep_oasis2d.md
+reports/instance_sweep_oasis2d_seg.json: runs/oasis2d-ncc-seg/best.keras
+	$(PY) tools/tune_instance.py --model=$< --steps=10 --space=velocity --lr=0.3 \
+		--lambda=0.25,1,4,16 --out=reports/instance_sweep_oasis2d_seg.md
 
 # The pretrained model on the real 3D pairs: voxelmorph 0.2, vxm_tf, + instance optimisation.
 # ANTs SyN, the classical baseline, in its own environment (antspyx pins older numpy and
@@ -137,7 +145,7 @@ $(ANTS_VENV)/.installed:
 
 baselines: $(ANTS_VENV)/.installed
 
-# FINETUNED: the authors' model fine-tuned by tools/gpu_finetune.sh (on the GPU machine;
+# FINETUNED: the authors' model fine-tuned by tools/gpu_train.sh finetune (on the GPU machine;
 # its run folder copied here), scored beside it when present.
 FINETUNED ?= runs/gpu-finetune/best.keras
 oasis3d-report: install
@@ -161,14 +169,19 @@ readme: install
 # Every generated report (each trains or runs what it needs when its inputs are missing),
 # then the README's tables from them.
 # the 3D model trained from scratch on synthetic subjects (RUN3D, at SIZE3D^3) on the real
-# pair at its size, beside ANTs SyN at that size (make baselines) and + instance optimisation
-RUN3D ?= runs/synth3d64-ncc-seg
-SIZE3D ?= 64
+# pair at its size, beside ANTs SyN at that size (make baselines) and + instance optimisation.
+# The 128^3 run was trained on the lent GPU (tools/gpu_train.sh scratch, its folder copied
+# to runs/); TRAINED_ON names the device where its timing.json does not. The 64^3 report:
+# make synth3d-report RUN3D=runs/synth3d64-ncc-seg SIZE3D=64
+RUN3D ?= runs/synth3d128-ncc-seg
+SIZE3D ?= 128
+TRAINED_ON ?=
 synth3d-report: install
 	$(PY) tools/report_oasis3d.py --model=$(RUN3D)/best.keras --data_dir=$(OASIS3D) \
-		--target_shape=$(SIZE3D),$(SIZE3D),$(SIZE3D) --instance_steps=50 --no_original \
+		--target_shape=$(SIZE3D),$(SIZE3D),$(SIZE3D) --instance_steps=10,50 --no_original \
 		--title="vxm_tf trained from scratch on synthetic subjects, real OASIS scans at $(SIZE3D)^3" \
 		$(if $(wildcard $(ANTS_VENV)/.installed),--ants_python=$(ANTS_VENV)/bin/python) \
+		$(if $(TRAINED_ON),--trained_on="$(TRAINED_ON)") \
 		--run=$(RUN3D) --name="vxm_tf from scratch" --out=reports/synth3d_$(SIZE3D).md
 
 # scans put into other orientations, voxel sizes and fields of view, registered back
@@ -194,7 +207,7 @@ bench: bench-model bench-data
 # The GPU machine (JAX, no TensorFlow): gpu-prepare here puts the wheels it lacks in .whl/
 # and the model and real 3D pair in .device/ (both git-ignored, carried by the device
 # tool); gpu-check is what runs there (bash tools/gpu_check.sh OUT), bench/gpu.md its table.
-# GPU_TRAINING=1 also carries what tools/gpu_finetune.sh renders its training subjects from.
+# GPU_TRAINING=1 also carries what tools/gpu_train.sh renders its training subjects from.
 GPU_WHEELS := keras==3.15.1 namex==0.1.0 optree==0.20.0 nibabel==5.4.2
 gpu-prepare:
 	mkdir -p .whl .device

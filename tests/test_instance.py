@@ -142,3 +142,21 @@ def test_instance_losses_are_the_package_losses():
                                        instance.InstanceConfig(5, similarity="ncc"), 0)
     kinds = {type(loss) for loss in optimiser.loss}
     assert kinds == {losses.NCC, losses.Grad}
+
+
+def test_settings_file_round_trip_and_errors(tmp_path):
+    chosen = instance.InstanceConfig(steps=50, lr=0.5, reg_weight=4.0, smoothing=1,
+                                     space="displacement")
+    path = tmp_path / "sweep.json"
+    instance.save_settings(path, chosen, val_dice=0.78)
+    loaded = instance.load_settings(path, steps=10)
+    assert loaded == instance.InstanceConfig(steps=10, lr=0.5, reg_weight=4.0, smoothing=1,
+                                             space="displacement")
+    with pytest.raises(ValueError, match="cannot read"):
+        instance.load_settings(tmp_path / "absent.json", 10)
+    (tmp_path / "bad.json").write_text('{"lr": 0.3}')
+    with pytest.raises(ValueError, match="bad.json: instance settings lack similarity"):
+        instance.load_settings(tmp_path / "bad.json", 10)
+    (tmp_path / "neg.json").write_text(path.read_text().replace('"lr": 0.5', '"lr": -1'))
+    with pytest.raises(ValueError, match="neg.json: --instance_lr must be positive"):
+        instance.load_settings(tmp_path / "neg.json", 10)

@@ -20,7 +20,7 @@ import robustness  # noqa: E402
 import sync_readme  # noqa: E402
 from fixtures import fake_oasis  # noqa: E402
 
-from vxm_tf import evaluation  # noqa: E402
+from vxm_tf import evaluation, instance  # noqa: E402
 
 
 def make_tar(path, files):
@@ -170,16 +170,24 @@ def test_compare_writes_the_report_with_figures(trained_run, tmp_path):
 def test_beyond_report_scores_each_model_with_and_without_instance_steps(trained_run,
                                                                          tmp_path):
     model = str(trained_run / "best.keras")
-    report_beyond.main(["--models", f"plain={model}", "--instance_steps=3",
+    # B keeps its own settings: a rate so small that its 3 steps change nothing visible
+    settings = tmp_path / "b.json"
+    instance.save_settings(settings, instance.InstanceConfig(lr=1e-9))
+    report_beyond.main(["--models", f"plain={model}", f"B={model}", "--instance_steps=3",
+                        "--instance_settings", f"B={settings}",
                         "--out", str(tmp_path / "beyond.md")])
     text = (tmp_path / "beyond.md").read_text()
-    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1] for line in text.splitlines()
-            if line.startswith("| plain")}
-    assert set(rows) == {"plain", "plain + 3 instance steps"}
-    plain, optimised = (float(rows[k].split()[0]) for k in ("plain", "plain + 3 instance steps"))
-    assert optimised != plain  # the instance steps changed the registration
+    rows = {line.split(" | ")[0][2:]: float(line.split(" | ")[1].split()[0])
+            for line in text.splitlines() if line.startswith(("| plain", "| B"))}
+    assert set(rows) == {"plain", "plain + 3 instance steps", "B", "B + 3 instance steps"}
+    assert rows["plain + 3 instance steps"] != rows["plain"]  # the steps changed it
+    assert rows["B + 3 instance steps"] == rows["B"] == rows["plain"]
+    assert "- B: ncc + 0.25 x Grad" in text and f"`{settings}`" in text
     assert "best validation Dice" in text  # read from the run folder
     assert (tmp_path / "beyond" / "dice_per_structure.png").stat().st_size > 1000
+    with pytest.raises(SystemExit, match="--instance_settings names C, not among"):
+        report_beyond.main(["--models", f"plain={model}", "--instance_settings",
+                            f"C={settings}", "--out", str(tmp_path / "c.md")])
 
 
 def test_selection_table_comes_from_the_run_folders(tmp_path):

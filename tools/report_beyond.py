@@ -4,11 +4,13 @@ reports/beyond_original.md).
 
     python tools/report_beyond.py --models unsupervised=runs/oasis2d-ncc/best.keras \
         semi-supervised=runs/oasis2d-ncc-seg/best.keras --instance_steps=10,25,50,100 \
+        --instance_settings semi-supervised=reports/instance_sweep_oasis2d_seg.json \
         --out=reports/beyond_original.md
 
-Each model is scored alone and with each number of instance-optimisation steps (the
-settings of `vxm_tf.instance.InstanceConfig`, chosen on validation subjects by `make
-tune-instance`, never on the test pairs), by the same code as `vxm_tf.evaluate`: Dice over
+Each model is scored alone and with each number of instance-optimisation steps, with the
+settings chosen on its own validation pairs (`--instance_settings NAME=JSON`, written by
+tools/tune_instance.py; `make tune-instance`), or else `vxm_tf.instance.InstanceConfig`'s
+defaults, never on the test pairs, by the same code as `vxm_tf.evaluate`: Dice over
 the labels, HD95, folding, SD log det J, seconds per pair (batch 1, this machine). The test
 data are those of the first model's run (its config.json).
 """
@@ -52,6 +54,9 @@ def main(argv=None):
     parser.add_argument("--models", nargs="+", required=True, help="NAME=PATH ...")
     parser.add_argument("--instance_steps", default="10,25,50,100",
                         help="comma-separated instance-optimisation step counts")
+    parser.add_argument("--instance_settings", nargs="*", default=[],
+                        help="NAME=JSON ...: a model's own instance settings "
+                        "(tools/tune_instance.py's choice on its validation pairs)")
     parser.add_argument("--out", required=True, help="markdown report")
     parser.add_argument("--title", default="Beyond the original: instance optimisation and "
                         "segmentation-supervised training (neurite-OASIS 2D)")
@@ -60,14 +65,24 @@ def main(argv=None):
     if not out.parent.is_dir():
         sys.exit(f"error: {out}: folder {out.parent} does not exist")
     try:
-        steps = [int(s) for s in args.instance_steps.split(",") if s.strip()]
-        io_configs = [instance.InstanceConfig(steps=n) for n in steps if n]
+        steps = [int(s) for s in args.instance_steps.split(",") if s.strip() and int(s)]
+        settings = dict(spec.split("=", 1) for spec in args.instance_settings if "=" in spec)
+        if len(settings) != len(args.instance_settings):
+            raise ValueError("--instance_settings takes NAME=JSON, got "
+                             f"{' '.join(args.instance_settings)}")
         models, volumes, pairs = evaluation.models_and_test_pairs(args.models)
+        unknown = set(settings) - set(models)
+        if unknown:
+            raise ValueError(f"--instance_settings names {', '.join(sorted(unknown))}, not "
+                             f"among --models ({', '.join(models)})")
+        io_configs = {name: [instance.load_settings(settings[name], n) if name in settings
+                             else instance.InstanceConfig(steps=n) for n in steps]
+                      for name in models}
     except ValueError as err:
         sys.exit(f"error: {err}")
     names, summaries, label_rows = [], [], {}
     for name, model in models.items():
-        for config in [None, *io_configs]:
+        for config in [None, *io_configs[name]]:
             label = name if config is None else f"{name} + {config.steps} instance steps"
             print(f"{label}: {len(pairs)} pairs", flush=True)
             pair_rows, rows = evaluation.evaluate_pairs(model, volumes, pairs,
@@ -80,13 +95,19 @@ def main(argv=None):
     figures.dice_boxplot({"identity": next(iter(label_rows.values())), **label_rows},
                          figure_dir / "dice_per_structure.png")
     command = compare.command_line("report_beyond.py", argv)
+
+    def origin(name):
+        return (f"`{settings[name]}`" if name in settings else
+                "vxm_tf's defaults, chosen by `make tune-instance`: "
+                "reports/instance_sweep_oasis2d.md")
     text = "\n".join([
         f"# {args.title}", "",
         f"Test pairs: every ordered pair of the test subjects of the first model's run "
         f"({len(volumes)} subjects, {len(pairs)} pairs, {len(volumes.labels)} labels). "
-        f"Instance optimisation: {instance.InstanceConfig().describe()}, from the network's "
-        "field at its integration grid (settings chosen on validation pairs: "
-        "reports/instance_sweep_oasis2d.md).", "",
+        "Instance optimisation, from the network's field at its integration grid, with "
+        "settings chosen on each model's validation pairs (never the test pairs):", "",
+        *[f"- {name}: {configs[0].describe()} "
+          f"({origin(name)})." for name, configs in io_configs.items() if configs], "",
         *[training_line(name, path) for name, path in
           (spec.split("=", 1) for spec in args.models)], "",
         compare.report(names, summaries, [f"{figure_dir.name}/dice_per_structure.png"],

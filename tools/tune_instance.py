@@ -7,7 +7,9 @@
 Registers every ordered pair of the validation split of the data the model was trained on
 (its run's config.json; never the test split) with each combination of settings, all pairs
 in one batch, and writes a table of validation Dice, folding and seconds per batch; the
-chosen setting is the highest Dice among those with folding under `--max_folding` percent.
+chosen setting is the highest Dice among those with folding under `--max_folding` percent,
+also written beside the table as JSON (`--out` with .json), which `tools/report_beyond.py
+--instance_settings` reads to score the model with its own settings.
 """
 
 import argparse
@@ -41,7 +43,8 @@ def training_state(model_path):
     if not path.exists():
         return ""
     state = json.loads(path.read_text())
-    return (f" (its run: {state['epoch']} epochs trained, best validation Dice "
+    epochs = f"{state['epoch']} epoch{'s' if state['epoch'] != 1 else ''}"
+    return (f" (its run: {epochs} trained, best validation Dice "
             f"{state['best_val_dice']:.4f})")
 
 
@@ -119,6 +122,10 @@ def main(argv=None):
                    f"No setting kept folding under {args.max_folding}%."),
               "", "Command:", "", "```sh", command, "```"]
     evaluation.write_text(out, "\n".join(lines) + "\n")
+    if best is not None:
+        instance.save_settings(out.with_suffix(".json"), best[0], model=args.model,
+                               chosen_with_steps=args.steps, val_dice=round(best[1], 4),
+                               folding_percent=round(best[2], 4))
     print("\n".join(lines))
 
 

@@ -16,13 +16,16 @@ Everything is a small Keras model trained with `train_on_batch` (keras.ops only)
 runs on every backend and device; the compiled step is kept per model and batch shape.
 """
 
+import dataclasses
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
 from keras import ops
 
-from vxm_tf import losses
+from vxm_tf import files, losses
 from vxm_tf import ops as vxm_ops
 
 SIMILARITIES = ("ncc", "mse")
@@ -70,6 +73,34 @@ class InstanceConfig:
         return (f"{self.similarity} + {self.reg_weight:g} x Grad of the correction to the "
                 f"network's {self.space} (smoothed by a running mean of {self.smoothing} "
                 f"voxels, twice), Adam lr {self.lr:g}")
+
+
+SETTINGS = ("lr", "similarity", "reg_weight", "smoothing", "space")
+
+
+def save_settings(path, config, **extra):
+    """Write `config`'s settings (all but the step count) as JSON, with `extra` fields (what
+    chose them): what `load_settings` reads back for a model of its own."""
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if k in SETTINGS}
+    files.write_text(path, json.dumps({**fields, **extra}, indent=1) + "\n")
+
+
+def load_settings(path, steps):
+    """`InstanceConfig` of `steps` steps with the settings in `path` (`save_settings`'s JSON,
+    e.g. chosen for one model on its validation pairs by tools/tune_instance.py)."""
+    try:
+        saved = json.loads(Path(path).read_text())
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read instance settings ({err.strerror})") from None
+    except ValueError:
+        raise ValueError(f"{path}: not a JSON file of instance settings") from None
+    missing = [k for k in SETTINGS if not isinstance(saved, dict) or k not in saved]
+    if missing:
+        raise ValueError(f"{path}: instance settings lack {', '.join(missing)}")
+    try:
+        return InstanceConfig(steps, **{k: saved[k] for k in SETTINGS})
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: {err}") from None
 
 
 def define_flags():
