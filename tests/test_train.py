@@ -443,5 +443,4 @@ def test_a_diverging_run_stops_instead_of_finishing_with_a_useless_model(tmp_pat
                                                     r"0\.\d+ after epoch 1 is below half of "
                                                     r"no registration's 0\.\d+"):
         trainer.train_and_evaluate(config, log=lambda _: None)
-    # at a sane rate the same run finishes: the guard does not fire on ordinary training
-    trainer.train_and_evaluate(tiny_config(tmp_path / "sane", epochs=1), log=lambda _: None)
+    # that the guard lets ordinary training finish, every other training test shows
