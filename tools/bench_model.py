@@ -4,7 +4,8 @@
     python tools/bench_model.py --shapes 160x192 --impls vxm_tf   (a quick look)
 
 Each (implementation, shape) runs in its own process, so peak memory (max RSS) is its own
-and the original (tf-keras) never shares a process with Keras 3. Both run the same way:
+and the original (tf-keras) never shares a process with Keras 3. All run the same way
+(vxm_tf-svf2: vxm_tf with svf_resolution=2, the original's unet_half_res):
 VxmDense with default features, int_steps 7, int_resolution 2, NCC + Grad('l2') with
 weights [1, 1], Adam 1e-4, batch 1, `train_on_batch` on random images; registration is
 `predict_on_batch` of the model from (moving, fixed) to the full-resolution warp. Times are
@@ -28,7 +29,9 @@ import numpy as np
 from vxm_tf import cpu_model
 
 DEFAULT_SHAPES = ("160x192", "64x64x64", "128x128x128")
-IMPLS = ("vxm_tf", "voxelmorph-0.2")
+# vxm_tf-svf2: the same network with svf_resolution=2 (the original's unet_half_res, the
+# design of the authors' 3D brain model): no full-resolution decoder convolutions
+IMPLS = ("vxm_tf", "vxm_tf-svf2", "voxelmorph-0.2")
 
 
 def steps_for(shape):
@@ -40,14 +43,15 @@ def steps_for(shape):
     return 5, 30
 
 
-def build_vxm_tf(shape):
+def build_vxm_tf(shape, svf_resolution=1):
     import keras  # TF_ENABLE_ONEDNN_OPTS comes from run_worker, whatever the import order
 
     import vxm_tf
     import vxm_tf.losses
     import vxm_tf.networks
 
-    model = vxm_tf.networks.VxmDense(shape, int_steps=7, int_resolution=2)
+    model = vxm_tf.networks.VxmDense(shape, int_steps=7, int_resolution=2,
+                                     svf_resolution=svf_resolution)
     model.compile(keras.optimizers.Adam(1e-4),
                   loss=[vxm_tf.losses.NCC(), vxm_tf.losses.Grad("l2", loss_mult=2)],
                   loss_weights=[1.0, 1.0])
@@ -69,8 +73,10 @@ def build_original(shape):
 
 def worker(impl, shape):
     """Time one implementation at one shape in this process; print a JSON line."""
-    build = build_vxm_tf if impl == "vxm_tf" else build_original
-    model, registration, version = build(shape)
+    if impl == "voxelmorph-0.2":
+        model, registration, version = build_original(shape)
+    else:
+        model, registration, version = build_vxm_tf(shape, 2 if impl == "vxm_tf-svf2" else 1)
     rng = np.random.default_rng(0)
     moving = rng.random((1, *shape, 1), dtype=np.float32)
     fixed = rng.random((1, *shape, 1), dtype=np.float32)
@@ -98,7 +104,7 @@ def run_worker(impl, shape_text):
     # the same TensorFlow kernels for both: oneDNN, which TensorFlow leaves off on CPUs
     # without AVX-512 (vxm_tf turns it on; the original would run 3.8x slower there)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TF_ENABLE_ONEDNN_OPTS="1")
-    if impl != "vxm_tf":
+    if impl == "voxelmorph-0.2":
         env["TF_USE_LEGACY_KERAS"] = "1"
     cmd = [sys.executable, __file__, "--worker", impl, "--shapes", shape_text]
     run = subprocess.run(cmd, capture_output=True, text=True, env=env)
