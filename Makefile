@@ -175,7 +175,7 @@ readme: install
 # make synth3d-report RUN3D=runs/synth3d64-ncc-seg SIZE3D=64
 RUN3D ?= runs/synth3d128-ncc-seg
 SIZE3D ?= 128
-TRAINED_ON ?=
+TRAINED_ON ?= $(if $(filter runs/synth3d128-ncc-seg,$(RUN3D)),1 x NVIDIA H200 (the lent GPU machine; tools/gpu_train.sh scratch))
 synth3d-report: install
 	$(PY) tools/report_oasis3d.py --model=$(RUN3D)/best.keras --data_dir=$(OASIS3D) \
 		--target_shape=$(SIZE3D),$(SIZE3D),$(SIZE3D) --instance_steps=10,50 --no_original \
