@@ -154,6 +154,13 @@ def test_settings_file_round_trip_and_errors(tmp_path):
                                              space="displacement")
     with pytest.raises(ValueError, match="cannot read"):
         instance.load_settings(tmp_path / "absent.json", 10)
+    # settings recorded as another model's choice are refused for this one
+    mine = tmp_path / "mine.json"
+    instance.save_settings(mine, chosen, model=str(tmp_path / "a" / "best.keras"))
+    assert instance.load_settings(mine, 10, tmp_path / "a" / ".." / "a" / "best.keras") == loaded
+    with pytest.raises(ValueError, match=r"mine.json: instance settings chosen for .*a/best"
+                                         r"\.keras, not .*b/best\.keras"):
+        instance.load_settings(mine, 10, tmp_path / "b" / "best.keras")
     (tmp_path / "bad.json").write_text('{"lr": 0.3}')
     with pytest.raises(ValueError, match="bad.json: instance settings lack similarity"):
         instance.load_settings(tmp_path / "bad.json", 10)

@@ -75,8 +75,10 @@ def main(argv=None):
         if unknown:
             raise ValueError(f"--instance_settings names {', '.join(sorted(unknown))}, not "
                              f"among --models ({', '.join(models)})")
-        io_configs = {name: [instance.load_settings(settings[name], n) if name in settings
-                             else instance.InstanceConfig(steps=n) for n in steps]
+        paths = dict(spec.split("=", 1) for spec in args.models)
+        io_configs = {name: [instance.load_settings(settings[name], n, paths[name])
+                             if name in settings else instance.InstanceConfig(steps=n)
+                             for n in steps]
                       for name in models}
     except ValueError as err:
         sys.exit(f"error: {err}")

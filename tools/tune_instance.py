@@ -126,6 +126,8 @@ def main(argv=None):
         instance.save_settings(out.with_suffix(".json"), best[0], model=args.model,
                                chosen_with_steps=args.steps, val_dice=round(best[1], 4),
                                folding_percent=round(best[2], 4))
+    else:  # an earlier sweep's choice must not outlive this one
+        out.with_suffix(".json").unlink(missing_ok=True)
     print("\n".join(lines))
 
 

@@ -85,9 +85,10 @@ def save_settings(path, config, **extra):
     files.write_text(path, json.dumps({**fields, **extra}, indent=1) + "\n")
 
 
-def load_settings(path, steps):
+def load_settings(path, steps, model=None):
     """`InstanceConfig` of `steps` steps with the settings in `path` (`save_settings`'s JSON,
-    e.g. chosen for one model on its validation pairs by tools/tune_instance.py)."""
+    e.g. chosen for one model on its validation pairs by tools/tune_instance.py). With
+    `model` (a path), settings recorded as chosen for another model are refused."""
     try:
         saved = json.loads(Path(path).read_text())
     except OSError as err:
@@ -97,6 +98,9 @@ def load_settings(path, steps):
     missing = [k for k in SETTINGS if not isinstance(saved, dict) or k not in saved]
     if missing:
         raise ValueError(f"{path}: instance settings lack {', '.join(missing)}")
+    chosen_for = saved.get("model")
+    if model and chosen_for and Path(chosen_for).resolve() != Path(model).resolve():
+        raise ValueError(f"{path}: instance settings chosen for {chosen_for}, not {model}")
     try:
         return InstanceConfig(steps, **{k: saved[k] for k in SETTINGS})
     except (TypeError, ValueError) as err:

@@ -250,6 +250,7 @@ class StepTimer(keras.callbacks.Callback):
         super().__init__()
         self.path, self.steps = path, steps_per_epoch
         self.epoch_seconds = []
+        self.device = device_description()
 
     def on_epoch_begin(self, epoch, logs=None):
         self.start = time.perf_counter()
@@ -265,7 +266,7 @@ class StepTimer(keras.callbacks.Callback):
                                  "steps_per_second": float(1 / np.median(steady)),
                                  "epoch_seconds": self.epoch_seconds,
                                  "steps_per_epoch": self.steps,
-                                 "device": device_description()})
+                                 "device": self.device})
 
 
 def device_description():
