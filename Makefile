@@ -173,9 +173,8 @@ readme: install
 # The 128^3 run was trained on the lent GPU (tools/gpu_train.sh scratch, its folder copied
 # to runs/); TRAINED_ON names the device where its timing.json does not. The 64^3 report:
 # make synth3d-report RUN3D=runs/synth3d64-ncc-seg SIZE3D=64
-RUN3D ?= runs/synth3d128-ncc-seg
+RUN3D ?= runs/synth3d128-svf2
 SIZE3D ?= 128
-TRAINED_ON ?= $(if $(filter runs/synth3d128-ncc-seg,$(RUN3D)),1 x NVIDIA H200 (the lent GPU machine; tools/gpu_train.sh scratch))
 synth3d-report: install
 	$(PY) tools/report_oasis3d.py --model=$(RUN3D)/best.keras --data_dir=$(OASIS3D) \
 		--target_shape=$(SIZE3D),$(SIZE3D),$(SIZE3D) --instance_steps=10,50 --no_original \

@@ -265,3 +265,35 @@ def test_readme_tables_are_the_reports_tables(tmp_path):
         "x\n<!-- table: r.md 1 -->\n| a | b |\n|---|---|\n| 1 | 2 |\n<!-- end table -->\ny\n")
     with pytest.raises(ValueError, match="r.md has 1 tables, the README asks for 2"):
         sync_readme.synced(stale.replace("r.md 1", "r.md 2"), tmp_path)
+
+
+def test_training_section_follows_the_runs_a_model_started_from(tmp_path):
+    import report_oasis3d
+
+    def run(name, init=None, kept=True):
+        folder = tmp_path / name
+        folder.mkdir()
+        config = {"data": {"data_dir": "/tmp/renders", "train": 144, "val": 16},
+                  "model": {"int_resolution": 2, "svf_resolution": 2},
+                  "loss": {"similarity": "ncc", "reg_weight": 1.0, "seg_weight": 1.0},
+                  "train": {"lr": 5e-4, "schedule": "constant", "epochs": 2, "batch_size": 1,
+                            "init_model": init and str(tmp_path / init / "best.keras")},
+                  "resolved_precision": "mixed_float16", "steps_per_epoch": 1000}
+        (folder / "config.json").write_text(json.dumps(config))
+        if kept:
+            dice = f"0,0.{len(name)}1\n1,0.{len(name)}2\n"
+            (folder / "history.csv").write_text("epoch,val_dice\n" + dice)
+            (folder / "timing.json").write_text(json.dumps(
+                {"seconds_per_step": 0.017, "epoch_seconds": [30, 17], "device": "1 x GPU"}))
+
+    run("a")
+    run("bb", init="a", kept=False)
+    run("ccc", init="bb")
+    text = "\n".join(report_oasis3d.training_section(tmp_path / "ccc"))
+    sections = [text.index(f"## Training (`{tmp_path / name}`)") for name in ("a", "bb", "ccc")]
+    assert sections == sorted(sections)  # the earliest stage first
+    a, bb, ccc = (text[i:j] for i, j in zip(sections, sections[1:] + [len(text)]))
+    assert "| validation Dice (synthetic) | 0.1100 | 0.1200 |" in a and "0.017 s per step" in a
+    assert "history was not kept" in bb and "timing was not kept" in bb
+    assert f"Started from `{tmp_path / 'bb' / 'best.keras'}`" in ccc and "0.3200" in ccc
+    assert "svf_resolution 2" in ccc

@@ -8,9 +8,16 @@
 #   there:  bash tools/gpu_train.sh MODE "$OUT" [seconds]   with .whl and .device carried
 #
 # MODE scratch:  the 3D issue's model from scratch at 128^3 (flags/synth3d.cfg, ncc.cfg,
-#                synth3d_seg.cfg), 8 renders per map, 8 epochs of 1,000 steps. Continued
-#                (reports/synth3d_128.md's model) by SEED=1 bash tools/gpu_train.sh scratch
-#                OUT 330 --init_model=<first run>/best.keras --lr=2.5e-4 --epochs=6
+#                synth3d_seg.cfg), 8 renders per map, 8 epochs of 1,000 steps.
+#                reports/synth3d_128.md's model (runs/synth3d128-svf2) was trained in three
+#                stages within one lease, each cut by its deadline:
+#                  bash tools/gpu_train.sh scratch OUT1 275                  (4 epochs)
+#                  SEED=1 bash tools/gpu_train.sh scratch OUT2 265 \
+#                      --init_model=OUT1/scratch/best.keras --lr=2.5e-4 --epochs=6  (3 epochs)
+#                  SEED=1 bash tools/gpu_train.sh scratch OUT3 215 \
+#                      --init_model=OUT2/scratch/best.keras --lr=2.5e-4          (8 epochs)
+#                the third on the second's renders (a folder rendered with the same SEED,
+#                SHAPE, RENDERS and MAPS on the same machine is reused).
 # MODE finetune: the authors' pretrained model fine-tuned semi-supervised at full resolution
 #                (160x192x224), 4 renders per map.
 # SEED (environment) draws other renders (a continued run); SHAPE, RENDERS and MAPS and train flags after [seconds] shrink it for a
@@ -18,7 +25,8 @@
 # 200 --train=2 --val=2 --epochs=1 --steps_per_epoch=2
 # Everything ends within [seconds] (default 300): training stops at that deadline, keeping
 # its last completed epoch's checkpoints. OUT/MODE/ receives best.keras, config.json,
-# history.csv and timing.json (the device tool brings back 8 files at most).
+# history.csv and timing.json, and nothing else (the device tool brings back 8 files at
+# most: two runs per call).
 set -u
 MODE=${1:?usage: gpu_train.sh scratch|finetune OUT [seconds]}
 OUT=${2:-runs}
@@ -45,15 +53,17 @@ fi
 export KERAS_BACKEND=jax PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p "$OUT"
 start=$(date +%s)
-data=/tmp/synth3d-$MODE
-python3 tools/synth_from_labels.py --label_dir .device/synthseg-label-maps \
-    --reference .device/neurite-oasis-3d/OASIS_OAS1_0001_MR1 \
-    --intensity_dir .device/neurite-oasis-2d --out_dir "$data" \
-    --target_shape "${SHAPE:-$shape}" --renders "${RENDERS:-$renders}" --maps "${MAPS:-0}" \
-    --val_maps 2 --seed "${SEED:-0}" --workers "$(nproc)" | tail -2 || exit 1
+data=/tmp/synth3d-$MODE-${SHAPE:-$shape}-${RENDERS:-$renders}-${MAPS:-0}-${SEED:-0}
+if [ ! -f "$data/manifest.json" ]; then
+    python3 tools/synth_from_labels.py --label_dir .device/synthseg-label-maps \
+        --reference .device/neurite-oasis-3d/OASIS_OAS1_0001_MR1 \
+        --intensity_dir .device/neurite-oasis-2d --out_dir "$data" \
+        --target_shape "${SHAPE:-$shape}" --renders "${RENDERS:-$renders}" --maps "${MAPS:-0}" \
+        --val_maps 2 --seed "${SEED:-0}" --workers "$(nproc)" | tail -2 || exit 1
+fi
 echo "rendered in $(( $(date +%s) - start )) s"
 timeout $(( BUDGET - $(date +%s) + start )) python3 -m vxm_tf.train "${args[@]}" --data_dir="$data" "$@" \
-    --precision=auto --verbose=2 --model_dir="$OUT/$MODE" 2>&1 | grep -v "^I0000\|^W0000\|WARNING: All log" | tee "$OUT/train.log"
+    --precision=auto --verbose=2 --model_dir="$OUT/$MODE" 2>&1 | grep -v "^I0000\|^W0000\|WARNING: All log"
 echo "exit ${PIPESTATUS[0]} after $(( $(date +%s) - start )) s"
-rm -f "$OUT/$MODE/last.keras" "$OUT/$MODE/last_optimizer.npz" "$OUT/$MODE/model.keras" \
+rm -f "$OUT/$MODE/.lock" "$OUT/$MODE/last.keras" "$OUT/$MODE/last_optimizer.npz" "$OUT/$MODE/model.keras" \
     "$OUT/$MODE/state.json" "$OUT/$MODE/versions.json"

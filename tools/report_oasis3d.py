@@ -88,32 +88,41 @@ def per_direction(names, rows_by_method):
 
 def training_section(run_dir, trained_on=None):
     """The run's settings, validation Dice per epoch and training speed, from its files;
-    first those of the run it started from (`--init_model` in a run folder), if any."""
+    first those of the run it started from (`--init_model` in a run folder), if any. A run
+    folder that kept only its config (its history or timing lost) says so and goes on."""
     run_dir = Path(run_dir)
     config = json.loads((run_dir / "config.json").read_text())
-    with open(run_dir / "history.csv") as file:
-        history = list(csv.DictReader(file))
-    timing = json.loads((run_dir / "timing.json").read_text())
+    history = []
+    if (run_dir / "history.csv").is_file():
+        with open(run_dir / "history.csv") as file:
+            history = list(csv.DictReader(file))
+    timing = (json.loads((run_dir / "timing.json").read_text())
+              if (run_dir / "timing.json").is_file() else None)
     d, m, lo, t = config["data"], config["model"], config["loss"], config["train"]
-    epochs = timing["epoch_seconds"]
-    device = timing.get("device") or trained_on or "the machine that trained it (not recorded)"
     start = Path(t.get("init_model") or "")
     earlier = (training_section(start.parent, trained_on)
-               if (start.parent / "history.csv").is_file() else [])
+               if (start.parent / "config.json").is_file() else [])
+    if timing:
+        epochs = timing["epoch_seconds"]
+        device = timing.get("device") or trained_on or "the machine that trained it (not recorded)"
+        speed = (f"Training speed on {device}: {timing['seconds_per_step']:.3f} s per step (the "
+                 f"{len(epochs)} epochs of the last session, {sum(epochs) / 60:.0f} minutes).")
+    else:
+        speed = "Its timing was not kept."
+    curve = ([ "| epoch | " + " | ".join(str(int(h["epoch"]) + 1) for h in history) + " |",
+               "|---" * (1 + len(history)) + "|",
+               "| validation Dice (synthetic) | " + " | ".join(f"{float(h['val_dice']):.4f}"
+                                                             for h in history) + " |"]
+             if history else ["Its per-epoch history was not kept."])
     return [
         *earlier, "", f"## Training (`{run_dir}`)", "",
         (f"Started from `{start}`. " if t.get("init_model") else "")
         + f"Data `{d['data_dir']}` ({d['train']} training, {d['val']} validation subjects), "
         f"{lo['similarity']} + {lo['reg_weight']} x Grad + {lo.get('seg_weight', 0)} x Dice "
-        f"on the labels, int_resolution {m['int_resolution']}, lr {t['lr']} {t['schedule']}, "
+        f"on the labels, int_resolution {m['int_resolution']}, "
+        f"svf_resolution {m.get('svf_resolution', 1)}, lr {t['lr']} {t['schedule']}, "
         f"{t['epochs']} epochs x {config['steps_per_epoch']} steps, batch {t['batch_size']}, "
-        f"precision {config['resolved_precision']}. Training speed on {device}: "
-        f"{timing['seconds_per_step']:.3f} s per step (the {len(epochs)} epochs of the last "
-        f"session, {sum(epochs) / 60:.0f} minutes).", "",
-        "| epoch | " + " | ".join(str(int(h["epoch"]) + 1) for h in history) + " |",
-        "|---" * (1 + len(history)) + "|",
-        "| validation Dice (synthetic) | " + " | ".join(f"{float(h['val_dice']):.4f}"
-                                                      for h in history) + " |"]
+        f"precision {config['resolved_precision']}. {speed}", "", *curve]
 
 
 def main(argv=None):
