@@ -213,12 +213,13 @@ def test_resume_refuses_changed_settings_and_keeps_the_config(tmp_path):
                                                ("mixed_float16", "float16")])
 def test_mixed_precision_trains_the_3d_configuration_on_cpu_with_float32_warps(
         tmp_path, precision, compute):
-    # the synth3d configuration in small: 3D, semi-supervised, integration at half size
+    # the synth3d configuration in small: 3D, semi-supervised, velocity predicted and
+    # integrated at half size (flags/synth3d_seg.cfg)
     config = tiny_config(tmp_path, precision=precision, steps_per_epoch=2, val_pairs=2)
     config.data = configs.DataConfig(dataset="synthetic", synthetic_shape=(16, 16, 16),
                                      synthetic_labels=4, train=3, val=2, test=0)
     config.model = configs.ModelConfig(nb_features=[[4, 4, 4], [4, 4, 4, 4, 4]],
-                                       int_resolution=2)
+                                       int_resolution=2, svf_resolution=2)
     config.loss = configs.LossConfig(similarity="ncc", seg_weight=1.0)
     result = trainer.train_and_evaluate(config, log=lambda _: None)
     model = result["model"]
