@@ -14,7 +14,7 @@ import pytest
 from vxm_tf import configs, networks, tuning
 
 TINY = ["--dataset=synthetic", "--synthetic_shape=32,32", "--synthetic_labels=4", "--train=6",
-        "--val=0", "--test=0", "--enc=8,8,8", "--dec=8,8,8,8,8", "--steps_per_epoch=10",
+        "--val=0", "--test=0", "--enc=8,8,8", "--dec=8,8,8,8,8", "--steps_per_epoch=3",
         "--holdout=2", "--holdout_pairs=2", "--verbose=0"]
 
 
@@ -23,7 +23,7 @@ def tiny_config():
     config.data = configs.DataConfig(synthetic_shape=(32, 32), synthetic_labels=4,
                                      train=6, val=0, test=0)
     config.model = configs.ModelConfig(nb_features=[[8, 8, 8], [8, 8, 8, 8, 8]])
-    config.train = configs.TrainConfig(steps_per_epoch=10, verbose=0)
+    config.train = configs.TrainConfig(steps_per_epoch=3, verbose=0)
     return config
 
 
