@@ -1,5 +1,7 @@
 """Test-time instance optimisation (`vxm_tf.instance`) and its use by register / evaluate."""
 
+import json
+
 import numpy as np
 import pytest
 from keras import ops
@@ -79,6 +81,36 @@ def test_more_steps_lower_the_pairs_loss_monotonically(pairs):
     assert all(b < a for a, b in zip(values, values[1:])), values
 
 
+@pytest.mark.parametrize("space", ["velocity", "displacement"])
+def test_a_coarser_grid_corrects_the_field_where_the_network_keeps_it(pairs, space):
+    """`resolution` 2: the correction is optimised on a grid half the field's size (here
+    12x12 for the 24x24 field of a 48x48 model) and brought back to the field's grid: the
+    moved images come closer, smoothly, and a different field results than on the
+    field's own grid."""
+    model = tiny_model(int_resolution=2)
+    moving, fixed = pairs
+    start = model.register(moving, fixed)
+    config = instance.InstanceConfig(steps=40, lr=0.2, reg_weight=1.0, smoothing=1,
+                                     space=space, window=5, resolution=2)
+    warp = instance.optimise(model, moving, fixed, config)
+    assert warp.shape == start.shape == (2, 48, 48, 2)
+    before = [mse(moving[k:k + 1], fixed[k:k + 1], start[k:k + 1]) for k in range(2)]
+    after = [mse(moving[k:k + 1], fixed[k:k + 1], warp[k:k + 1]) for k in range(2)]
+    assert all(a < 0.7 * b for a, b in zip(after, before)), (before, after)
+    from vxm_tf import metrics
+    assert max(metrics.folding_percent(w) for w in warp) < 1.0
+    fine = instance.optimise(model, moving, fixed,
+                             instance.InstanceConfig(**{**vars(config), "resolution": 1}))
+    assert np.abs(fine - warp).max() > 0.05
+    # a grid that does not divide evenly (the model's 24x20 field -> 12x10 -> 24x20)
+    odd = networks.VxmDense((48, 40), nb_unet_features=[[8, 8, 8], [8, 8, 8, 8, 8]],
+                            int_resolution=2)
+    assert instance.optimise(odd, moving[:, :, :40], fixed[:, :, :40],
+                             instance.InstanceConfig(**{**vars(config), "steps": 2,
+                                                        "resolution": 3})).shape == (
+        2, 48, 40, 2)
+
+
 def test_each_batch_starts_afresh_and_pairs_do_not_mix(pairs):
     """The compiled optimiser is reused: a second call gives the first call's answer, and a
     pair optimised in a batch of two moves as it does alone (Adam is per-voxel)."""
@@ -101,6 +133,8 @@ def test_each_batch_starts_afresh_and_pairs_do_not_mix(pairs):
     (dict(reg_weight=-1.0), "--instance_lambda must be non-negative"),
     (dict(smoothing=0), "--instance_smoothing must be a positive integer, got 0"),
     (dict(space="warp"), "--instance_space must be one of"),
+    (dict(window=0), "--instance_window must be a positive integer, got 0"),
+    (dict(resolution=1.5), "--instance_resolution must be a positive integer, got 1.5"),
 ])
 def test_config_errors_name_the_flag(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -161,6 +195,14 @@ def test_settings_file_round_trip_and_errors(tmp_path):
     with pytest.raises(ValueError, match=r"mine.json: instance settings chosen for .*a/best"
                                          r"\.keras, not .*b/best\.keras"):
         instance.load_settings(mine, 10, tmp_path / "b" / "best.keras")
+    # the grid and window round-trip; a file written before they existed means the defaults
+    coarse = instance.InstanceConfig(steps=20, window=3, resolution=2)
+    instance.save_settings(tmp_path / "coarse.json", coarse)
+    assert instance.load_settings(tmp_path / "coarse.json", 20) == coarse
+    older = {k: v for k, v in json.loads(path.read_text()).items()
+             if k not in ("window", "resolution")}
+    (tmp_path / "older.json").write_text(json.dumps(older))
+    assert instance.load_settings(tmp_path / "older.json", steps=10) == loaded
     (tmp_path / "bad.json").write_text('{"lr": 0.3}')
     with pytest.raises(ValueError, match="bad.json: instance settings lack similarity"):
         instance.load_settings(tmp_path / "bad.json", 10)

@@ -297,3 +297,23 @@ def test_training_section_follows_the_runs_a_model_started_from(tmp_path):
     assert "history was not kept" in bb and "timing was not kept" in bb
     assert f"Started from `{tmp_path / 'bb' / 'best.keras'}`" in ccc and "0.3200" in ccc
     assert "svf_resolution 2" in ccc
+
+
+def test_tune_instance_sweeps_the_window_and_grid_and_writes_its_choice(trained_run, tmp_path):
+    import tune_instance
+
+    out = tmp_path / "sweep.md"
+    tune_instance.main(["--model", str(trained_run / "best.keras"), "--steps", "3",
+                        "--space", "velocity", "--lr", "0.3", "--lambda", "1",
+                        "--window", "9,5", "--resolution", "1,2", "--out", str(out)])
+    text = out.read_text()
+    assert "| space | lr | lambda | smoothing | window | grid | val Dice |" in text
+    rows = [line for line in text.splitlines() if line.startswith("| velocity |")]
+    assert [tuple(r.split(" | ")[4:6]) for r in rows] == [("9", "1"), ("9", "2"), ("5", "1"),
+                                                         ("5", "2")]
+    chosen = next(r for r in rows if "**chosen**" in r)
+    window, grid = chosen.split(" | ")[4:6]
+    settings = instance.load_settings(out.with_suffix(".json"), 3,
+                                      model=trained_run / "best.keras")
+    assert (settings.window, settings.resolution) == (int(window), int(grid))
+    assert f"--instance_window={window} --instance_resolution={grid}`" in text

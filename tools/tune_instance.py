@@ -68,6 +68,9 @@ def main(argv=None):
     parser.add_argument("--lr", default="0.3,1")
     parser.add_argument("--lambda", dest="reg_weight", default="0.25,1,4,16")
     parser.add_argument("--smoothing", default="3")
+    parser.add_argument("--window", default="9", help="NCC windows (voxels of the grid)")
+    parser.add_argument("--resolution", default="1", help="optimisation grids, times "
+                        "coarser than the network's field")
     parser.add_argument("--similarity", default="ncc")
     parser.add_argument("--max_folding", type=float, default=0.1)
     parser.add_argument("--out", required=True, help="markdown report")
@@ -76,11 +79,13 @@ def main(argv=None):
     if not out.parent.is_dir():
         sys.exit(f"error: {out}: folder {out.parent} does not exist")
     try:
-        grid = [instance.InstanceConfig(args.steps, lr, args.similarity, lam, int(sm), space)
-                for space, lr, lam, sm in itertools.product(
+        grid = [instance.InstanceConfig(args.steps, lr, args.similarity, lam, int(sm), space,
+                                        int(win), int(res))
+                for space, lr, lam, sm, win, res in itertools.product(
                     [v.strip() for v in args.space.split(",") if v.strip()],
                     floats(args.lr, "lr"), floats(args.reg_weight, "lambda"),
-                    floats(args.smoothing, "smoothing"))]
+                    floats(args.smoothing, "smoothing"), floats(args.window, "window"),
+                    floats(args.resolution, "resolution"))]
         data_config = configs.run_data_config(args.model)
         if data_config is None:
             raise ValueError(f"{args.model}: no config.json beside it to find the validation "
@@ -97,28 +102,39 @@ def main(argv=None):
     for config in grid:
         rows.append((config, *score(model, volumes, pairs, config)))
         print(f"{config.space} lr {config.lr} lambda {config.reg_weight} smoothing "
-              f"{config.smoothing}: "
+              f"{config.smoothing} window {config.window} resolution {config.resolution}: "
               f"Dice {rows[-1][1]:.4f} folding {rows[-1][2]:.3f}%", flush=True)
     allowed = [r for r in rows if r[2] < args.max_folding]
     best = max(allowed, key=lambda r: r[1]) if allowed else None
     command = compare.command_line("tune_instance.py", argv)
+    # the NCC window and the grid get columns when a sweep sets them
+    default = instance.InstanceConfig()
+    extra = 2 * any((c.window, c.resolution) != (default.window, default.resolution)
+                    for c in grid)
+    grid_head = "window | grid | " if extra else ""
     lines = [f"# Instance optimisation settings on validation pairs ({args.similarity}, "
              f"{args.steps} steps)", "",
              f"Model `{args.model}`{training_state(args.model)}; its validation split: "
              f"{len(volumes)} subjects, "
              f"{len(pairs)} ordered pairs, all registered in one batch.", "",
-             "| space | lr | lambda | smoothing | val Dice | folding (%) | s / batch |",
-             "|---|---|---|---|---|---|---|",
-             f"| network alone | | | | {base[0]:.4f} | {base[1]:.3f} | {base[2]:.2f} |"]
+             "| space | lr | lambda | smoothing | " + grid_head
+             + "val Dice | folding (%) | s / batch |",
+             "|---" * (7 + extra) + "|",
+             "| network alone | | | | " + "| " * extra
+             + f"{base[0]:.4f} | {base[1]:.3f} | {base[2]:.2f} |"]
     for config, dice, folding, seconds in rows:
         mark = " **chosen**" if best is not None and config == best[0] else ""
         lines.append(f"| {config.space} | {config.lr:g} | {config.reg_weight:g} | "
                      f"{config.smoothing} | "
-                     f"{dice:.4f}{mark} | {folding:.3f} | {seconds:.2f} |")
+                     + (f"{config.window} | {config.resolution} | " if grid_head else "")
+                     + f"{dice:.4f}{mark} | {folding:.3f} | {seconds:.2f} |")
     lines += ["", (f"Chosen (highest Dice with folding < {args.max_folding}%): "
                    f"`--instance_space={best[0].space} --instance_lr={best[0].lr:g} "
                    f"--instance_lambda={best[0].reg_weight:g} "
-                   f"--instance_smoothing={best[0].smoothing}`" if best else
+                   f"--instance_smoothing={best[0].smoothing}"
+                   f"{f' --instance_window={best[0].window}' if grid_head else ''}"
+                   f"{f' --instance_resolution={best[0].resolution}' if grid_head else ''}`"
+                   if best else
                    f"No setting kept folding under {args.max_folding}%."),
               "", "Command:", "", "```sh", command, "```"]
     evaluation.write_text(out, "\n".join(lines) + "\n")

@@ -135,8 +135,9 @@ def resized_shape(spatial_shape, zoom_factor):
     return tuple(None if n is None else int(n * zoom_factor) for n in spatial_shape)
 
 
-def resize(vol, zoom_factor, interp_method="linear"):
-    """Resize `(B, *spatial, C)` by `zoom_factor`, corners aligned as in the original.
+def resize(vol, zoom_factor, interp_method="linear", shape=None):
+    """Resize `(B, *spatial, C)` by `zoom_factor` (or to spatial `shape`, when given),
+    corners aligned as in the original.
 
     Output sample `i` of an axis of length `m` reads input position `i * (n - 1) / (m - 1)`.
     Linear interpolation is separable, so it runs one axis at a time.
@@ -144,7 +145,7 @@ def resize(vol, zoom_factor, interp_method="linear"):
     check_interp_method(interp_method)
     vol = ops.cast(vol, "float32")
     in_shape = tuple(vol.shape[1:-1])
-    out_shape = resized_shape(in_shape, zoom_factor)
+    out_shape = tuple(shape) if shape is not None else resized_shape(in_shape, zoom_factor)
     if out_shape == in_shape:
         return vol
     for axis, (n, m) in enumerate(zip(in_shape, out_shape)):
