@@ -81,8 +81,7 @@ def test_more_steps_lower_the_pairs_loss_monotonically(pairs):
     assert all(b < a for a, b in zip(values, values[1:])), values
 
 
-@pytest.mark.parametrize("space", ["velocity", "displacement"])
-def test_a_coarser_grid_corrects_the_field_where_the_network_keeps_it(pairs, space):
+def test_a_coarser_grid_corrects_the_field_where_the_network_keeps_it(pairs):
     """`resolution` 2: the correction is optimised on a grid half the field's size (here
     12x12 for the 24x24 field of a 48x48 model) and brought back to the field's grid: the
     moved images come closer, smoothly, and a different field results than on the
@@ -90,8 +89,8 @@ def test_a_coarser_grid_corrects_the_field_where_the_network_keeps_it(pairs, spa
     model = tiny_model(int_resolution=2)
     moving, fixed = pairs
     start = model.register(moving, fixed)
-    config = instance.InstanceConfig(steps=40, lr=0.2, reg_weight=1.0, smoothing=1,
-                                     space=space, window=5, resolution=2)
+    config = instance.InstanceConfig(steps=20, lr=0.3, reg_weight=1.0, smoothing=1,
+                                     window=5, resolution=2)
     warp = instance.optimise(model, moving, fixed, config)
     assert warp.shape == start.shape == (2, 48, 48, 2)
     before = [mse(moving[k:k + 1], fixed[k:k + 1], start[k:k + 1]) for k in range(2)]

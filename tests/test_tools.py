@@ -305,12 +305,11 @@ def test_tune_instance_sweeps_the_window_and_grid_and_writes_its_choice(trained_
     out = tmp_path / "sweep.md"
     tune_instance.main(["--model", str(trained_run / "best.keras"), "--steps", "3",
                         "--space", "velocity", "--lr", "0.3", "--lambda", "1",
-                        "--window", "9,5", "--resolution", "1,2", "--out", str(out)])
+                        "--window", "5", "--resolution", "1,2", "--out", str(out)])
     text = out.read_text()
     assert "| space | lr | lambda | smoothing | window | grid | val Dice |" in text
     rows = [line for line in text.splitlines() if line.startswith("| velocity |")]
-    assert [tuple(r.split(" | ")[4:6]) for r in rows] == [("9", "1"), ("9", "2"), ("5", "1"),
-                                                         ("5", "2")]
+    assert [tuple(r.split(" | ")[4:6]) for r in rows] == [("5", "1"), ("5", "2")]
     chosen = next(r for r in rows if "**chosen**" in r)
     window, grid = chosen.split(" | ")[4:6]
     settings = instance.load_settings(out.with_suffix(".json"), 3,

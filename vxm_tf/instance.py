@@ -84,7 +84,8 @@ class InstanceConfig:
         """The settings in words, for reports."""
         grid = (f" on a grid {self.resolution} times coarser than the network's field"
                 if self.resolution > 1 else "")
-        window = f" (window {self.window})" if self.similarity == "ncc" else ""
+        window = (f" (window {self.window})"
+                  if self.similarity == "ncc" and self.window != InstanceConfig.window else "")
         return (f"{self.similarity}{window} + {self.reg_weight:g} x Grad of the correction "
                 f"to the network's {self.space}{grid} (smoothed by a running mean of "
                 f"{self.smoothing} voxels, twice), Adam lr {self.lr:g}")
