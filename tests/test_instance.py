@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 from keras import ops
 
-from vxm_tf import data, evaluation, geometry, instance, losses, networks, register, registration
+from vxm_tf import (
+    data,
+    evaluation,
+    geometry,
+    instance,
+    losses,
+    metrics,
+    networks,
+    register,
+    registration,
+)
 from vxm_tf import ops as vxm_ops
 from vxm_tf.data.synthetic import random_displacement
 
@@ -31,6 +41,16 @@ def mse(moving, fixed, warp):
     return float(np.mean((moved - fixed) ** 2))
 
 
+def assert_closer_and_smooth(moving, fixed, start, warp):
+    """Each pair's moved image is much closer to its fixed one with `warp` than with the
+    network's `start`, and the warp hardly folds."""
+    assert warp.shape == start.shape == (2, 48, 48, 2)
+    before = [mse(moving[k:k + 1], fixed[k:k + 1], start[k:k + 1]) for k in range(2)]
+    after = [mse(moving[k:k + 1], fixed[k:k + 1], warp[k:k + 1]) for k in range(2)]
+    assert all(a < 0.7 * b for a, b in zip(after, before)), (before, after)
+    assert max(metrics.folding_percent(w) for w in warp) < 1.0
+
+
 def test_zero_steps_is_the_network_exactly(pairs):
     model = tiny_model()
     moving, fixed = pairs
@@ -53,12 +73,7 @@ def test_steps_bring_the_moved_image_closer_with_a_smooth_field(pairs, similarit
     config = instance.InstanceConfig(steps=40, lr=0.2, similarity=similarity,
                                      reg_weight=1.0, smoothing=3, space=space)
     warp = instance.optimise(model, moving, fixed, config)
-    assert warp.shape == start.shape == (2, 48, 48, 2)
-    before = [mse(moving[k:k + 1], fixed[k:k + 1], start[k:k + 1]) for k in range(2)]
-    after = [mse(moving[k:k + 1], fixed[k:k + 1], warp[k:k + 1]) for k in range(2)]
-    assert all(a < 0.7 * b for a, b in zip(after, before)), (before, after)
-    from vxm_tf import metrics
-    assert max(metrics.folding_percent(w) for w in warp) < 1.0
+    assert_closer_and_smooth(moving, fixed, start, warp)
 
 
 def test_more_steps_lower_the_pairs_loss_monotonically(pairs):
@@ -92,12 +107,7 @@ def test_a_coarser_grid_corrects_the_field_where_the_network_keeps_it(pairs):
     config = instance.InstanceConfig(steps=20, lr=0.3, reg_weight=1.0, smoothing=1,
                                      window=5, resolution=2)
     warp = instance.optimise(model, moving, fixed, config)
-    assert warp.shape == start.shape == (2, 48, 48, 2)
-    before = [mse(moving[k:k + 1], fixed[k:k + 1], start[k:k + 1]) for k in range(2)]
-    after = [mse(moving[k:k + 1], fixed[k:k + 1], warp[k:k + 1]) for k in range(2)]
-    assert all(a < 0.7 * b for a, b in zip(after, before)), (before, after)
-    from vxm_tf import metrics
-    assert max(metrics.folding_percent(w) for w in warp) < 1.0
+    assert_closer_and_smooth(moving, fixed, start, warp)
     fine = instance.optimise(model, moving, fixed,
                              instance.InstanceConfig(**{**vars(config), "resolution": 1}))
     assert np.abs(fine - warp).max() > 0.05

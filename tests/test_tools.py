@@ -316,3 +316,7 @@ def test_tune_instance_sweeps_the_window_and_grid_and_writes_its_choice(trained_
                                       model=trained_run / "best.keras")
     assert (settings.window, settings.resolution) == (int(window), int(grid))
     assert f"--instance_window={window} --instance_resolution={grid}`" in text
+    with pytest.raises(SystemExit, match="--window takes comma-separated integers, got '2.5'"):
+        tune_instance.main(["--model", str(trained_run / "best.keras"), "--window", "2.5",
+                            "--out", str(tmp_path / "bad.md")])
+    assert not (tmp_path / "bad.md").exists()

@@ -65,7 +65,11 @@ def main(argv=None):
     if not out.parent.is_dir():
         sys.exit(f"error: {out}: folder {out.parent} does not exist")
     try:
-        steps = [int(s) for s in args.instance_steps.split(",") if s.strip() and int(s)]
+        try:
+            steps = [int(s) for s in args.instance_steps.split(",") if s.strip() and int(s)]
+        except ValueError:
+            raise ValueError("--instance_steps takes comma-separated integers, got "
+                             f"{args.instance_steps!r}") from None
         settings = dict(spec.split("=", 1) for spec in args.instance_settings if "=" in spec)
         if len(settings) != len(args.instance_settings):
             raise ValueError("--instance_settings takes NAME=JSON, got "

@@ -109,10 +109,10 @@ def training_section(run_dir, trained_on=None):
                  f"{len(epochs)} epochs of the last session, {sum(epochs) / 60:.0f} minutes).")
     else:
         speed = "Its timing was not kept."
-    curve = ([ "| epoch | " + " | ".join(str(int(h["epoch"]) + 1) for h in history) + " |",
-               "|---" * (1 + len(history)) + "|",
-               "| validation Dice (synthetic) | " + " | ".join(f"{float(h['val_dice']):.4f}"
-                                                             for h in history) + " |"]
+    curve = (["| epoch | " + " | ".join(str(int(h["epoch"]) + 1) for h in history) + " |",
+              "|---" * (1 + len(history)) + "|",
+              "| validation Dice (synthetic) | " + " | ".join(f"{float(h['val_dice']):.4f}"
+                                                            for h in history) + " |"]
              if history else ["Its per-epoch history was not kept."])
     return [
         *earlier, "", f"## Training (`{run_dir}`)", "",

@@ -37,6 +37,13 @@ def floats(text, flag):
         raise ValueError(f"--{flag} takes comma-separated numbers, got {text!r}") from None
 
 
+def ints(text, flag):
+    values = floats(text, flag)
+    if any(v != int(v) for v in values):
+        raise ValueError(f"--{flag} takes comma-separated integers, got {text!r}")
+    return [int(v) for v in values]
+
+
 def training_state(model_path):
     """'N epochs, validation Dice D' from the run's state.json, or '' when absent."""
     path = Path(model_path).parent / "state.json"
@@ -79,13 +86,13 @@ def main(argv=None):
     if not out.parent.is_dir():
         sys.exit(f"error: {out}: folder {out.parent} does not exist")
     try:
-        grid = [instance.InstanceConfig(args.steps, lr, args.similarity, lam, int(sm), space,
-                                        int(win), int(res))
+        grid = [instance.InstanceConfig(args.steps, lr, args.similarity, lam, sm, space,
+                                        win, res)
                 for space, lr, lam, sm, win, res in itertools.product(
                     [v.strip() for v in args.space.split(",") if v.strip()],
                     floats(args.lr, "lr"), floats(args.reg_weight, "lambda"),
-                    floats(args.smoothing, "smoothing"), floats(args.window, "window"),
-                    floats(args.resolution, "resolution"))]
+                    ints(args.smoothing, "smoothing"), ints(args.window, "window"),
+                    ints(args.resolution, "resolution"))]
         data_config = configs.run_data_config(args.model)
         if data_config is None:
             raise ValueError(f"{args.model}: no config.json beside it to find the validation "
