@@ -66,7 +66,10 @@ def interpn(vol, loc, interp_method="linear", fill_value=None):
         lower, upper, weight_upper = [], [], []
         for d in range(ndims):
             top = in_shape[d] - 1
-            x = ops.clip(coords[d], 0.0, float(top))
+            # clipped by `where`, not `clip`: a location exactly on the edge (an identity
+            # warp's) gets the same gradient in every backend (JAX's clip halves it there)
+            x = ops.where(coords[d] < 0.0, 0.0, ops.where(coords[d] > top, float(top),
+                                                            coords[d]))
             safe = ops.where(ops.isnan(x), 0.0, x)
             x0 = ops.clip(ops.floor(safe), 0.0, float(max(top - 1, 0)))
             lower.append(ops.cast(x0, "int32") * strides[d])
