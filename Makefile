@@ -116,7 +116,7 @@ robustness: $(foreach m,$(ROBUSTNESS_MODELS),runs/oasis2d-$(m)/best.keras)
 
 # The authors' pretrained 3D brain model (read in place, never copied here).
 PRETRAINED ?= ../shared/models/vxm_dense_brain_T1_3D_mse.h5
-INSTANCE ?= --instance_steps=10,25,50
+INSTANCE ?= --instance_steps=5,10,25,50
 
 # The pretrained model as a .keras file that loads under every backend.
 convert-original: install

@@ -63,8 +63,8 @@ def test_zero_steps_is_the_network_exactly(pairs):
 
 
 @pytest.mark.parametrize("similarity, int_resolution, space", [
-    ("ncc", 1, "velocity"), ("ncc", 2, "velocity"), ("mse", 2, "velocity"),
-    ("ncc", 2, "displacement"), ("mse", 1, "displacement")])
+    ("ncc", 1, "composition"), ("ncc", 2, "composition"), ("mse", 2, "composition"),
+    ("ncc", 2, "velocity"), ("ncc", 2, "displacement"), ("mse", 1, "displacement")])
 def test_steps_bring_the_moved_image_closer_with_a_smooth_field(pairs, similarity,
                                                                  int_resolution, space):
     model = tiny_model(int_resolution)  # an untrained network: its field is ~0
@@ -130,8 +130,12 @@ def test_each_batch_starts_afresh_and_pairs_do_not_mix(pairs):
     again = instance.optimise(model, moving, fixed, config)
     np.testing.assert_allclose(again, first, atol=1e-5)
     alone = instance.optimise(model, moving[1:], fixed[1:], config)
-    assert np.abs(first[1] - model.register(moving[1:], fixed[1:])[0]).max() > 0.1
-    np.testing.assert_allclose(alone[0], first[1], atol=1e-4)
+    change = np.abs(first[1] - model.register(moving[1:], fixed[1:])[0]).max()
+    assert change > 0.1
+    # Adam scales each voxel's step by its own gradient's size, so the rounding that
+    # differs between batch sizes shows where the gradient vanishes; pairs that mixed
+    # would differ by a fair part of the change itself
+    assert np.abs(alone[0] - first[1]).max() < 0.01 * change, change
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -178,6 +182,17 @@ def test_register_cli_function_takes_instance_steps(trained_run, tmp_path):
     assert errors[20] < errors[0], errors
 
 
+def test_the_corrections_running_mean_is_the_box_mean():
+    """The smoothing's shifted sums equal `losses.box_sum` (zero padding, odd and even
+    widths) divided by the window's size, per channel."""
+    field = np.random.default_rng(3).normal(size=(2, 9, 8, 7, 3)).astype("float32")
+    for width in (2, 3, 4):
+        expected = np.concatenate([ops.convert_to_numpy(losses.box_sum(
+            field[..., c:c + 1], [width] * 3)) for c in range(3)], axis=-1) / width ** 3
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(instance._running_mean(field, width)), expected, atol=1e-5)
+
+
 def test_instance_losses_are_the_package_losses():
     """The objective is built from vxm_tf.losses (no private copy of NCC or Grad)."""
     model = tiny_model()
@@ -218,3 +233,11 @@ def test_settings_file_round_trip_and_errors(tmp_path):
     (tmp_path / "neg.json").write_text(path.read_text().replace('"lr": 0.5', '"lr": -1'))
     with pytest.raises(ValueError, match="neg.json: --instance_lr must be positive"):
         instance.load_settings(tmp_path / "neg.json", 10)
+
+
+def test_settings_in_words_name_how_the_correction_acts():
+    composed = instance.InstanceConfig().describe()
+    assert "composed after the network's deformation" in composed
+    assert f"{instance.COMPOSED_SQUARINGS} squarings" in composed and "lr 1" in composed
+    assert "to the network's velocity" in instance.InstanceConfig(space="velocity").describe()
+    assert "window 5" in instance.InstanceConfig(window=5).describe()

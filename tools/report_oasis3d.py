@@ -18,6 +18,7 @@ this machine. Figures go to a folder beside the report.
 
 import argparse
 import csv
+import dataclasses
 import importlib.util
 import json
 import os
@@ -136,12 +137,9 @@ def main(argv=None):
                         "scans")
     parser.add_argument("--instance_steps", default="10,25,50",
                         help="comma-separated step counts (0 or empty: none)")
-    parser.add_argument("--instance_lr", type=float, default=instance.InstanceConfig.lr)
-    parser.add_argument("--instance_similarity", default=instance.InstanceConfig.similarity)
-    parser.add_argument("--instance_lambda", type=float,
-                        default=instance.InstanceConfig.reg_weight)
-    parser.add_argument("--instance_smoothing", type=int,
-                        default=instance.InstanceConfig.smoothing)
+    parser.add_argument("--instance_settings", help="JSON of instance settings "
+                        "(tools/tune_instance.py's choice); default: vxm_tf's defaults, "
+                        "chosen on the 2D validation subjects")
     parser.add_argument("--extra", nargs="*", default=[], metavar="NAME=PATH",
                         help="more models of the same shape scored alike (e.g. a fine-tuned "
                         "run's best.keras), alone and with the largest instance setting")
@@ -165,9 +163,9 @@ def main(argv=None):
         except ValueError:
             raise ValueError(f"--instance_steps takes comma-separated integers, got "
                              f"{args.instance_steps!r}") from None
-        io_configs = [instance.InstanceConfig(n, args.instance_lr, args.instance_similarity,
-                                              args.instance_lambda, args.instance_smoothing)
-                      for n in steps]
+        settings = (instance.load_settings(args.instance_settings, 0)
+                    if args.instance_settings else instance.InstanceConfig())
+        io_configs = [dataclasses.replace(settings, steps=n) for n in steps]
         model = networks.VxmDense.load(args.model)
         extras = []
         for spec in args.extra:
@@ -232,17 +230,17 @@ def main(argv=None):
                         figure_dir / pair_name, titles=[n for n, _ in shown],
                         title=f"{volumes.names[i]} -> {volumes.names[j]}")
     rel = figure_dir.name
-    settings = instance.InstanceConfig(0, args.instance_lr, args.instance_similarity,
-                                       args.instance_lambda, args.instance_smoothing)
     command = compare.command_line("report_oasis3d.py", argv)
     text = "\n".join([
         f"# {args.title}", "",
         f"Model: `{args.model}`; data: `{args.data_dir}` ({len(volumes)} subjects, all "
         f"{len(pairs)} ordered pairs, {'x'.join(map(str, volumes.shape))} voxels, "
         f"{len(volumes.labels)} structures). Instance optimisation: "
-        f"{settings.describe()}, at the model's integration grid (half resolution): the "
-        "settings chosen on the 2D validation subjects (reports/instance_sweep_oasis2d.md), "
-        "not on these scans. Seconds per pair on this machine (batch 1, after a warm-up "
+        f"{settings.describe()}, at the model's integration grid: "
+        + (f"the settings in `{args.instance_settings}`" if args.instance_settings else
+           "vxm_tf's defaults, chosen on the 2D validation subjects "
+           "(reports/instance_sweep_oasis2d.md)")
+        + ", not on these scans. Seconds per pair on this machine (batch 1, after a warm-up "
         "call).", *[f"\n{name}: `{path}`." for name, _, path in extras], "",
         compare.report(names, summaries, [f"{rel}/dice_per_structure.png",
                                           f"{rel}/{pair_name}"], command).rstrip("\n"),

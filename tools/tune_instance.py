@@ -1,7 +1,7 @@
 """Choose the instance-optimisation settings on validation subjects (`make tune-instance`).
 
-    python tools/tune_instance.py --model runs/oasis2d-ncc/best.keras --steps 50 \
-        --space velocity,displacement --lr 0.3,1 --lambda 0.25,1,4,16 --smoothing 3 \
+    python tools/tune_instance.py --model runs/oasis2d-ncc/best.keras --steps 10 \
+        --space composition,velocity --lr 0.3,1 --lambda 0.25,1 --smoothing 3 \
         --out reports/instance_sweep_oasis2d.md
 
 Registers every ordered pair of the validation split of the data the model was trained on
@@ -44,6 +44,14 @@ def ints(text, flag):
     return [int(v) for v in values]
 
 
+def words(text):
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+# settings shown only when a sweep varies them: (column, InstanceConfig field and flag)
+OPTIONAL = (("window", "window"), ("grid", "resolution"))
+
+
 def training_state(model_path):
     """'N epochs, validation Dice D' from the run's state.json, or '' when absent."""
     path = Path(model_path).parent / "state.json"
@@ -69,11 +77,11 @@ def score(model, volumes, pairs, config):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="run's best.keras (with config.json)")
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--space", default="velocity,displacement",
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--space", default="composition,velocity",
                         help=f"comma-separated, of {instance.SPACES}")
     parser.add_argument("--lr", default="0.3,1")
-    parser.add_argument("--lambda", dest="reg_weight", default="0.25,1,4,16")
+    parser.add_argument("--lambda", dest="reg_weight", default="0.25,1")
     parser.add_argument("--smoothing", default="3")
     parser.add_argument("--window", default="9", help="NCC windows (voxels of the grid)")
     parser.add_argument("--resolution", default="1", help="optimisation grids, times "
@@ -89,7 +97,7 @@ def main(argv=None):
         grid = [instance.InstanceConfig(args.steps, lr, args.similarity, lam, sm, space,
                                         win, res)
                 for space, lr, lam, sm, win, res in itertools.product(
-                    [v.strip() for v in args.space.split(",") if v.strip()],
+                    words(args.space),
                     floats(args.lr, "lr"), floats(args.reg_weight, "lambda"),
                     ints(args.smoothing, "smoothing"), ints(args.window, "window"),
                     ints(args.resolution, "resolution"))]
@@ -108,23 +116,26 @@ def main(argv=None):
     rows = []
     for config in grid:
         rows.append((config, *score(model, volumes, pairs, config)))
-        print(f"{config.space} lr {config.lr} lambda {config.reg_weight} smoothing "
-              f"{config.smoothing} window {config.window} resolution {config.resolution}: "
-              f"Dice {rows[-1][1]:.4f} folding {rows[-1][2]:.3f}%", flush=True)
+        print(f"{config.space} lr {config.lr} lambda {config.reg_weight} "
+              f"smoothing {config.smoothing} window {config.window} resolution "
+              f"{config.resolution}: Dice {rows[-1][1]:.4f} folding {rows[-1][2]:.3f}%",
+              flush=True)
     allowed = [r for r in rows if r[2] < args.max_folding]
     best = max(allowed, key=lambda r: r[1]) if allowed else None
     command = compare.command_line("tune_instance.py", argv)
-    # the NCC window and the grid get columns when a sweep sets them
+    # the NCC window and the grid get columns (and flags in the choice) when
+    # a sweep sets them
     default = instance.InstanceConfig()
-    extra = 2 * any((c.window, c.resolution) != (default.window, default.resolution)
-                    for c in grid)
-    grid_head = "window | grid | " if extra else ""
+    optional = [(head, field) for head, field in OPTIONAL
+                if any(getattr(c, field) != getattr(default, field) for c in grid)]
+    extra = len(optional)
     lines = [f"# Instance optimisation settings on validation pairs ({args.similarity}, "
              f"{args.steps} steps)", "",
              f"Model `{args.model}`{training_state(args.model)}; its validation split: "
              f"{len(volumes)} subjects, "
              f"{len(pairs)} ordered pairs, all registered in one batch.", "",
-             "| space | lr | lambda | smoothing | " + grid_head
+             "| space | lr | lambda | smoothing | "
+             + "".join(f"{head} | " for head, _ in optional)
              + "val Dice | folding (%) | s / batch |",
              "|---" * (7 + extra) + "|",
              "| network alone | | | | " + "| " * extra
@@ -133,14 +144,14 @@ def main(argv=None):
         mark = " **chosen**" if best is not None and config == best[0] else ""
         lines.append(f"| {config.space} | {config.lr:g} | {config.reg_weight:g} | "
                      f"{config.smoothing} | "
-                     + (f"{config.window} | {config.resolution} | " if grid_head else "")
+                     + "".join(f"{getattr(config, field)} | " for _, field in optional)
                      + f"{dice:.4f}{mark} | {folding:.3f} | {seconds:.2f} |")
     lines += ["", (f"Chosen (highest Dice with folding < {args.max_folding}%): "
                    f"`--instance_space={best[0].space} --instance_lr={best[0].lr:g} "
                    f"--instance_lambda={best[0].reg_weight:g} "
                    f"--instance_smoothing={best[0].smoothing}"
-                   f"{f' --instance_window={best[0].window}' if grid_head else ''}"
-                   f"{f' --instance_resolution={best[0].resolution}' if grid_head else ''}`"
+                   + "".join(f" --instance_{field}={getattr(best[0], field)}"
+                             for _, field in optional) + "`"
                    if best else
                    f"No setting kept folding under {args.max_folding}%."),
               "", "Command:", "", "```sh", command, "```"]

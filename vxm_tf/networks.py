@@ -273,6 +273,15 @@ class VxmDense(keras.Model):
             object.__setattr__(self, "_registration_model", cached)
         return cached
 
+    def get_field_model(self):
+        """A model `[moving, fixed]` -> the network's field before integration and resizing
+        (its last output), without computing the rest."""
+        cached = self.__dict__.get("_field_model")
+        if cached is None:
+            cached = keras.Model(self.inputs, self.outputs[-1])
+            object.__setattr__(self, "_field_model", cached)
+        return cached
+
     def register(self, moving, fixed):
         """Displacement (voxels) taking `moving` onto `fixed`, both `(B, *inshape, C)`."""
         moving, fixed = self._check_pair(moving, fixed)
@@ -287,7 +296,7 @@ class VxmDense(keras.Model):
         if not int_steps:
             raise ValueError(f"{self.name} has int_steps=0 (no velocity field): it has no "
                              "inverse; train with --int_steps > 0")
-        velocity = self.predict_on_batch([moving, fixed])[-1]
+        velocity = self.get_field_model().predict_on_batch([moving, fixed])
         inverse = vxm_ops.integrate_svf(-keras.ops.convert_to_tensor(velocity), int_steps)
         if tuple(inverse.shape[1:-1]) != tuple(self.inshape):
             inverse = vxm_ops.rescale_dense_transform(inverse,
