@@ -5,7 +5,8 @@
 
 Each (implementation, shape) runs in its own process, so peak memory (max RSS) is its own
 and the original (tf-keras) never shares a process with Keras 3. All run the same way
-(vxm_tf-svf2: vxm_tf with svf_resolution=2, the original's unet_half_res):
+(vxm_tf-svf2: vxm_tf with svf_resolution=2, the original's unet_half_res; -remat: also
+with --remat, the integration's intermediates recomputed in the backward pass):
 VxmDense with default features, int_steps 7, int_resolution 2, NCC + Grad('l2') with
 weights [1, 1], Adam 1e-4, batch 1, `train_on_batch` on random images; registration is
 `predict_on_batch` of the model from (moving, fixed) to the full-resolution warp. Times are
@@ -30,8 +31,9 @@ from vxm_tf import cpu_model
 
 DEFAULT_SHAPES = ("160x192", "64x64x64", "128x128x128")
 # vxm_tf-svf2: the same network with svf_resolution=2 (the original's unet_half_res, the
-# design of the authors' 3D brain model): no full-resolution decoder convolutions
-IMPLS = ("vxm_tf", "vxm_tf-svf2", "voxelmorph-0.2")
+# design of the authors' 3D brain model): no full-resolution decoder convolutions;
+# vxm_tf-svf2-remat: the same trained with --remat
+IMPLS = ("vxm_tf", "vxm_tf-svf2", "vxm_tf-svf2-remat", "voxelmorph-0.2")
 
 
 def steps_for(shape):
@@ -43,15 +45,16 @@ def steps_for(shape):
     return 5, 30
 
 
-def build_vxm_tf(shape, svf_resolution=1):
+def build_vxm_tf(shape, svf_resolution=1, remat=False):
     import keras  # TF_ENABLE_ONEDNN_OPTS comes from run_worker, whatever the import order
 
     import vxm_tf
     import vxm_tf.losses
     import vxm_tf.networks
+    from vxm_tf import experiment
 
-    model = vxm_tf.networks.VxmDense(shape, int_steps=7, int_resolution=2,
-                                     svf_resolution=svf_resolution)
+    model = experiment.with_remat(lambda: vxm_tf.networks.VxmDense(
+        shape, int_steps=7, int_resolution=2, svf_resolution=svf_resolution), remat)
     model.compile(keras.optimizers.Adam(1e-4),
                   loss=[vxm_tf.losses.NCC(), vxm_tf.losses.Grad("l2", loss_mult=2)],
                   loss_weights=[1.0, 1.0])
@@ -76,7 +79,8 @@ def worker(impl, shape):
     if impl == "voxelmorph-0.2":
         model, registration, version = build_original(shape)
     else:
-        model, registration, version = build_vxm_tf(shape, 2 if impl == "vxm_tf-svf2" else 1)
+        model, registration, version = build_vxm_tf(shape, 1 if impl == "vxm_tf" else 2,
+                                                    remat=impl.endswith("-remat"))
     rng = np.random.default_rng(0)
     moving = rng.random((1, *shape, 1), dtype=np.float32)
     fixed = rng.random((1, *shape, 1), dtype=np.float32)

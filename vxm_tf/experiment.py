@@ -7,7 +7,7 @@ The builders take plain configs and know nothing of absl, so tests and every ent
 import keras
 import numpy as np
 
-from vxm_tf import data, losses, networks
+from vxm_tf import data, layers, losses, networks
 from vxm_tf.configs import ConfigError
 
 
@@ -119,13 +119,29 @@ def training_model(model, config, labels=()):
     return model
 
 
+def with_remat(build, remat):
+    """`build()`'s model; with `remat`, built again with its integration layers
+    rematerialised (`keras.RematScope`: their intermediates recomputed in the backward
+    pass, not kept) and the first build's weights. The layers are named after the model,
+    hence the first build."""
+    model = build()
+    names = [layer.name for layer in model.layers if isinstance(layer, layers.VecInt)]
+    if not remat or not names:
+        return model
+    with keras.RematScope(mode="list_of_layers", layer_names=names):
+        rematerialised = build()
+    rematerialised.set_weights(model.get_weights())
+    return rematerialised
+
+
 def initial_model(config, inshape):
     """The model training starts from: built from the model flags, or loaded from
-    `--init_model` (which must take images of `inshape`)."""
+    `--init_model` (which must take images of `inshape`), rematerialised with --remat."""
     if not config.train.init_model:
-        return build_model(config.model, inshape)
+        return with_remat(lambda: build_model(config.model, inshape), config.train.remat)
     try:
-        model = networks.VxmDense.load(config.train.init_model)
+        model = with_remat(lambda: networks.VxmDense.load(config.train.init_model),
+                           config.train.remat)
     except (OSError, ValueError, KeyError) as err:
         raise ConfigError(f"--init_model={config.train.init_model}: {err}") from None
     if tuple(model.inshape) != tuple(inshape):

@@ -487,7 +487,8 @@ def _train(config, log, scope, run_dir):
 
     with scope:
         if initial_epoch:
-            model = keras.saving.load_model(run_dir / "last.keras")
+            model = experiment.with_remat(
+                lambda: keras.saving.load_model(run_dir / "last.keras"), t.remat)
             fitted = experiment.training_model(model, config, labels)
             if fitted is not model:  # a view: compile it and set its optimiser's state
                 experiment.compile_model(fitted, config, steps * t.epochs, labels)
