@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -193,6 +194,42 @@ def test_the_corrections_running_mean_is_the_box_mean():
             field[..., c:c + 1], [width] * 3)) for c in range(3)], axis=-1) / width ** 3
         np.testing.assert_allclose(
             ops.convert_to_numpy(instance._running_mean(field, width)), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("width", [1, 2, 3])
+def test_smoothed_adam_steps_as_adam_through_the_smoothing(width):
+    """`_SmoothedAdam` on u takes the steps Adam takes on c where u = S S c (S the running
+    mean, whose transpose differs for an even width)."""
+    target = np.random.default_rng(4).normal(size=(1, 7, 6, 2)).astype("float32")
+
+    def smooth(x):
+        for _ in range(2 if width > 1 else 0):
+            x = instance._running_mean(x, width)
+        return x
+
+    def gradient(fn, x):  # of sum((fn(x) - target)^2 * target)
+        def loss(v):
+            return ops.sum(ops.square(fn(v) - target) * target)
+        if keras.backend.backend() == "jax":
+            import jax
+            return jax.grad(loss)(ops.convert_to_tensor(x))
+        import tensorflow as tf
+        value = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(value)
+            result = loss(value)
+        return tape.gradient(result, value)
+
+    c = keras.Variable(np.zeros_like(target))
+    u = keras.Variable(np.zeros_like(target))
+    adam = keras.optimizers.Adam(0.5)
+    smoothed = instance._SmoothedAdam(width, learning_rate=0.5)
+    for _ in range(3):
+        adam.apply_gradients([(gradient(smooth, ops.convert_to_numpy(c)), c)])
+        smoothed.apply_gradients([(gradient(lambda x: x, ops.convert_to_numpy(u)), u)])
+    expected = ops.convert_to_numpy(smooth(ops.convert_to_tensor(c)))
+    assert np.abs(expected).max() > 0.5
+    np.testing.assert_allclose(ops.convert_to_numpy(u), expected, atol=1e-5)
 
 
 def test_instance_losses_are_the_package_losses():

@@ -33,6 +33,36 @@ def test_ncc_matches_its_definition(shape):
     assert got == pytest.approx(expected, rel=1e-4)
 
 
+def test_ncc_compiled_by_xla_has_the_same_value_and_gradient():
+    """Under XLA, `box_sum` reads its running sums by slicing instead of gathering: the
+    loss still matches its definition and the gradient the graph-mode one."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("compares TensorFlow's graph mode with its XLA compilation")
+    import tensorflow as tf
+    a, b = image((20, 16, 18), 0), image((20, 16, 18), 1)
+    seen = {}
+
+    def value_and_gradient(jit):
+        @tf.function(jit_compile=jit)
+        def run(moved):
+            seen[jit] = losses._xla_compiled()
+            with tf.GradientTape() as tape:
+                tape.watch(moved)
+                loss = losses.NCC(win=5)(a, moved)
+            return loss, tape.gradient(loss, moved)
+        return [np.asarray(t) for t in run(tf.constant(b))]
+
+    (graph_loss, graph_grad), (xla_loss, xla_grad) = (value_and_gradient(False),
+                                                      value_and_gradient(True))
+    assert seen == {False: False, True: True}
+    assert float(xla_loss) == pytest.approx(-numpy_ncc(a[0, ..., 0], b[0, ..., 0], 5),
+                                            rel=1e-4)
+    assert float(xla_loss) == pytest.approx(float(graph_loss), rel=1e-5)
+    # running sums round differently in the two compilations
+    np.testing.assert_allclose(xla_grad, graph_grad, rtol=1e-2,
+                               atol=1e-3 * np.abs(graph_grad).max())
+
+
 def test_ncc_ignores_brightness_and_contrast_but_mse_does_not():
     a = image((48, 40))
     brighter = 1.7 * a + 0.2

@@ -34,19 +34,45 @@ def box_sum(x, window):
     after than before). Separable, by running sums: along each axis, the difference of a
     cumulative sum at the window's two ends, which costs the same for any window and
     back-propagates two to three times faster than 1-D convolutions on a CPU (equal to
-    them within 1e-6 relative). Returns `(B, *spatial, 1)`.
+    them within 1e-6 relative). The two ends are read by slicing where XLA compiles the
+    function (JAX, or TensorFlow with jit_compile): about twice as fast there, forward and
+    backward, as the gather that TensorFlow's graph mode runs faster. Returns
+    `(B, *spatial, 1)`.
     """
     ndims = len(window)
     if x.shape[-1] != 1:
         x = ops.sum(x, axis=-1, keepdims=True)
+    slices = _xla_compiled()
     for axis, width in enumerate(window):
         n = x.shape[axis + 1]
         pad = [[0, 0]] * (ndims + 2)
         pad[axis + 1] = [(width - 1) // 2 + 1, width // 2]
         running = ops.cumsum(ops.pad(x, pad), axis=axis + 1)
-        x = (ops.take(running, np.arange(width, width + n), axis=axis + 1)
-             - ops.take(running, np.arange(n), axis=axis + 1))
+        if slices:
+            upper, lower = [slice(None)] * (ndims + 2), [slice(None)] * (ndims + 2)
+            upper[axis + 1], lower[axis + 1] = slice(width, width + n), slice(0, n)
+            x = running[tuple(upper)] - running[tuple(lower)]
+        else:
+            x = (ops.take(running, np.arange(width, width + n), axis=axis + 1)
+                 - ops.take(running, np.arange(n), axis=axis + 1))
     return x
+
+
+def _xla_compiled():
+    """Whether the function being traced is compiled by XLA: always under JAX; under
+    TensorFlow within a jit_compile function (TensorFlow's own test, which may move:
+    False where it is missing)."""
+    if keras.backend.backend() == "jax":
+        return True
+    if keras.backend.backend() != "tensorflow":
+        return False
+    try:
+        import tensorflow as tf
+        from tensorflow.python.ops import control_flow_util
+        return bool(control_flow_util.GraphOrParentsInXlaContext(
+            tf.compat.v1.get_default_graph()))
+    except (ImportError, AttributeError):
+        return False
 
 
 @keras.saving.register_keras_serializable(package="vxm_tf")
