@@ -15,7 +15,7 @@ RUN ?= runs/$(DATA)-$(LOSS)
 OASIS3D ?= ../shared/data/neurite-oasis-3d
 
 .PHONY: install test lint train tune data data3d compare robustness bench bench-model bench-data \
-	oasis3d-report tune-instance convert-original gpu-prepare gpu-check baselines clean \
+	oasis3d-report tune-instance tune-instance-3d convert-original gpu-prepare gpu-check baselines clean \
 	sweep-report reports readme real-world synth3d-report selection-report training-report \
 	beyond-report
 
@@ -116,7 +116,7 @@ robustness: $(foreach m,$(ROBUSTNESS_MODELS),runs/oasis2d-$(m)/best.keras)
 
 # The authors' pretrained 3D brain model (read in place, never copied here).
 PRETRAINED ?= ../shared/models/vxm_dense_brain_T1_3D_mse.h5
-INSTANCE ?= --instance_steps=5,10,25,50
+INSTANCE ?= --instance_steps=5,10,15,25,50
 
 # The pretrained model as a .keras file that loads under every backend.
 convert-original: install
@@ -133,6 +133,22 @@ reports/instance_sweep_oasis2d_seg.json: runs/oasis2d-ncc-seg/best.keras
 	$(PY) tools/tune_instance.py --model=$< --steps=10 --space=velocity --lr=0.3 \
 		--lambda=0.25,1,4,16 --out=reports/instance_sweep_oasis2d_seg.md
 
+# Instance-optimisation settings for the authors' 3D model, chosen on synthetic validation
+# subjects at its input size (4 label maps rendered and aligned to neurite-OASIS as make
+# data3d does, never the real pair): what oasis3d-report uses.
+SYNTHVAL := cache/synth3d-val-160x192x224
+$(SYNTHVAL)/manifest.json: | install
+	$(PY) tools/synth_from_labels.py --label_dir=$(SYNTHSEG) \
+		--reference=$(OASIS3D)/OASIS_OAS1_0001_MR1 --intensity_dir=$(OASIS2D) \
+		--out_dir=$(SYNTHVAL) --target_shape=160,192,224 --maps=5 --val_maps=4 --renders=1
+reports/instance_sweep_synth3d.json: | $(SYNTHVAL)/manifest.json
+	$(PY) tools/tune_instance.py --model=$(PRETRAINED) --data_dir=$(SYNTHVAL) --train=1 \
+		--val=4 --batch_size=2 --space=composition --lr=1,2,3 --lambda=0.25 \
+		--window=5,9,17 --out=reports/instance_sweep_synth3d.md
+tune-instance-3d: $(SYNTHVAL)/manifest.json
+	rm -f reports/instance_sweep_synth3d.json
+	$(MAKE) reports/instance_sweep_synth3d.json
+
 # The pretrained model on the real 3D pairs: voxelmorph 0.2, vxm_tf, + instance optimisation.
 # ANTs SyN, the classical baseline, in its own environment (antspyx pins older numpy and
 # scipy than vxm_tf uses); oasis3d-report adds its row when it is installed.
@@ -148,8 +164,9 @@ baselines: $(ANTS_VENV)/.installed
 # FINETUNED: the authors' model fine-tuned by tools/gpu_train.sh finetune (on the GPU machine;
 # its run folder copied here), scored beside it when present.
 FINETUNED ?= runs/gpu-finetune/best.keras
-oasis3d-report: install
+oasis3d-report: reports/instance_sweep_synth3d.json | install
 	$(PY) tools/report_oasis3d.py --model=$(PRETRAINED) --data_dir=$(OASIS3D) $(INSTANCE) \
+		--instance_settings=reports/instance_sweep_synth3d.json \
 		$(if $(wildcard $(FINETUNED)),--extra "fine-tuned on synthetic subjects=$(FINETUNED)") \
 		$(if $(wildcard $(ANTS_VENV)/.installed),--ants_python=$(ANTS_VENV)/bin/python) \
 		--out=reports/oasis3d.md

@@ -107,7 +107,7 @@ def test_a_coarser_grid_corrects_the_field_where_the_network_keeps_it(pairs):
     moving, fixed = pairs
     start = model.register(moving, fixed)
     config = instance.InstanceConfig(steps=20, lr=0.3, reg_weight=1.0, smoothing=1,
-                                     window=5, resolution=2)
+                                     window=20, resolution=2)  # 5 voxels of the grid
     warp = instance.optimise(model, moving, fixed, config)
     assert_closer_and_smooth(moving, fixed, start, warp)
     # the grid matters (checked where a step compiles fastest, the displacement space)
@@ -232,13 +232,46 @@ def test_smoothed_adam_steps_as_adam_through_the_smoothing(width):
     np.testing.assert_allclose(ops.convert_to_numpy(u), expected, atol=1e-5)
 
 
+def test_the_ncc_window_covers_the_same_image_extent_on_any_grid(pairs):
+    """`window` counts image voxels: on a grid twice coarser (the authors' 3D model's
+    80x96x112 field for 160x192x224 scans) NCC's window is the nearest odd half."""
+    assert instance.grid_window(9, (160, 192, 224), (80, 96, 112)) == [5, 5, 5]
+    assert instance.grid_window(49, (160, 192, 224), (80, 96, 112)) == [25, 25, 25]
+    assert instance.grid_window(9, (48, 48), (48, 48)) == [9, 9]
+    assert instance.grid_window(5, (48, 40), (16, 10)) == [1, 1]
+    model = tiny_model(int_resolution=2)  # a 24x24 field for 48x48 images
+    instance.optimise(model, *pairs, instance.InstanceConfig(steps=1, window=9))
+    windows = [loss.win for optimiser, _ in model._instance_optimisers.values()
+               for loss in optimiser.loss if isinstance(loss, losses.NCC)]
+    assert windows == [[5, 5]]
+
+
 def test_instance_losses_are_the_package_losses():
     """The objective is built from vxm_tf.losses (no private copy of NCC or Grad)."""
     model = tiny_model()
     optimiser, _ = instance._optimiser(model, (1, 24, 24, 2),
-                                       instance.InstanceConfig(5, similarity="ncc"), 0)
+                                       instance.InstanceConfig(5, similarity="ncc"), 0, [9, 9])
     kinds = {type(loss) for loss in optimiser.loss}
     assert kinds == {losses.NCC, losses.Grad}
+
+
+def test_settings_flag_reads_the_file_for_the_model(tmp_path):
+    """`--instance_settings` gives the file's settings with `--instance_steps`; without it
+    the individual flags make the config."""
+    from absl import flags
+    chosen = instance.InstanceConfig(lr=2.0, window=5, reg_weight=0.5)
+    instance.save_settings(tmp_path / "s.json", chosen, model=str(tmp_path / "m.h5"))
+    fv = flags.FlagValues()
+    instance.define_flags(fv)
+    flags.DEFINE_string("model", None, "model", flag_values=fv)
+    fv(["prog", f"--instance_settings={tmp_path}/s.json", "--instance_steps=7",
+        f"--model={tmp_path}/m.h5"])
+    assert instance.config_from_flags(fv) == dataclasses.replace(chosen, steps=7)
+    fv = flags.FlagValues()
+    instance.define_flags(fv)
+    flags.DEFINE_string("model", None, "model", flag_values=fv)
+    fv(["prog", "--instance_steps=3", "--instance_window=13", "--instance_lr=0.5"])
+    assert instance.config_from_flags(fv) == instance.InstanceConfig(3, lr=0.5, window=13)
 
 
 def test_settings_file_round_trip_and_errors(tmp_path):

@@ -10,7 +10,18 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from vxm_tf import affine, data, geometry, io, metrics, networks, register, registration, warp
+from vxm_tf import (
+    affine,
+    data,
+    geometry,
+    instance,
+    io,
+    metrics,
+    networks,
+    register,
+    registration,
+    warp,
+)
 from vxm_tf.data.synthetic import random_displacement
 
 AFFINE = np.array([[-1.2, 0, 0, 30], [0, 0, 1.1, -20], [0, -1.2, 0, 25], [0, 0, 0, 1]])
@@ -219,6 +230,15 @@ ERROR_CASES = [
     (lambda r, p, t: [f"--model={r}/best.keras", f"--moving={p}/moving.nii.gz",
                       f"--fixed={p}/fixed.nii.gz", f"--moved={t}/out.nii.gz",
                       "--instance_steps=-1"], "--instance_steps must be a non-negative"),
+    (lambda r, p, t: [f"--model={r}/best.keras", f"--moving={p}/moving.nii.gz",
+                      f"--fixed={p}/fixed.nii.gz", f"--moved={t}/out.nii.gz",
+                      "--instance_steps=2", f"--instance_settings={t}/absent.json"],
+     "absent.json: cannot read instance settings"),
+    (lambda r, p, t: [f"--model={r}/best.keras", f"--moving={p}/moving.nii.gz",
+                      f"--fixed={p}/fixed.nii.gz", f"--moved={t}/out.nii.gz",
+                      "--instance_steps=2", f"--instance_settings={t}/settings.json",
+                      "--instance_lr=2"],
+     "--instance_settings replaces --instance_lr: give one or the other"),
     (lambda r, p, t: [f"--model={r}/best.keras", f"--moving={t}/vol3d.nii.gz",
                       f"--fixed={p}/fixed.nii.gz", f"--moved={t}/vol3d.nii.gz"],
      "vol3d.nii.gz: the same path is given for two files"),
@@ -247,6 +267,7 @@ def error_runs(trained_run, pair, tmp_path_factory):
         raw = np.random.default_rng(0).integers(0, 4096, (40, 40)).astype(np.int16)
         raw[0, 0], raw[0, 1] = 0, 4095
         nib.save(nib.Nifti1Image(raw, np.eye(4)), str(folder / "raw.nii.gz"))
+        instance.save_settings(folder / "settings.json", instance.InstanceConfig())
         folders.append(folder)
     runs = [make_args(trained_run, pair, folder)
             for (make_args, _), folder in zip(ERROR_CASES, folders)]

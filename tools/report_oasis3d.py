@@ -237,7 +237,8 @@ def main(argv=None):
         f"{len(pairs)} ordered pairs, {'x'.join(map(str, volumes.shape))} voxels, "
         f"{len(volumes.labels)} structures). Instance optimisation: "
         f"{settings.describe()}, at the model's integration grid: "
-        + (f"the settings in `{args.instance_settings}`" if args.instance_settings else
+        + (f"the settings in `{args.instance_settings}` (chosen on validation subjects by "
+           "tools/tune_instance.py)" if args.instance_settings else
            "vxm_tf's defaults, chosen on the 2D validation subjects "
            "(reports/instance_sweep_oasis2d.md)")
         + ", not on these scans. Seconds per pair on this machine (batch 1, after a warm-up "

@@ -5,11 +5,13 @@
         --out reports/instance_sweep_oasis2d.md
 
 Registers every ordered pair of the validation split of the data the model was trained on
-(its run's config.json; never the test split) with each combination of settings, all pairs
-in one batch, and writes a table of validation Dice, folding and seconds per batch; the
-chosen setting is the highest Dice among those with folding under `--max_folding` percent,
-also written beside the table as JSON (`--out` with .json), which `tools/report_beyond.py
---instance_settings` reads to score the model with its own settings.
+(its run's config.json; never the test split; for a model without a run, such as the
+authors' 3D .h5, the validation subjects of `--data_dir`: `make tune-instance-3d`) with
+each combination of settings, all pairs in one batch (or `--batch_size` at a time), and
+writes a table of validation Dice, folding and seconds for all pairs. The chosen setting
+is the highest Dice among those with folding under `--max_folding` percent, also written
+beside the table as JSON (`--out` with .json), which `--instance_settings` of register,
+evaluate, tools/report_oasis3d.py and tools/report_beyond.py reads.
 """
 
 import argparse
@@ -63,9 +65,10 @@ def training_state(model_path):
             f"{state['best_val_dice']:.4f})")
 
 
-def score(model, volumes, pairs, config):
+def score(model, volumes, pairs, config, batch_size=0):
     start = time.perf_counter()
-    results = list(registration.register_pairs(model, volumes, pairs, batch_size=len(pairs),
+    results = list(registration.register_pairs(model, volumes, pairs,
+                                               batch_size=batch_size or len(pairs),
                                                instance_config=config))
     seconds = time.perf_counter() - start
     dice = [metrics.mean_dice(moved, volumes.segs[j], volumes.labels)
@@ -83,11 +86,19 @@ def main(argv=None):
     parser.add_argument("--lr", default="0.3,1")
     parser.add_argument("--lambda", dest="reg_weight", default="0.25,1")
     parser.add_argument("--smoothing", default="3")
-    parser.add_argument("--window", default="9", help="NCC windows (voxels of the grid)")
+    parser.add_argument("--window", default="9", help="NCC windows (voxels of the images)")
     parser.add_argument("--resolution", default="1", help="optimisation grids, times "
                         "coarser than the network's field")
     parser.add_argument("--similarity", default="ncc")
     parser.add_argument("--max_folding", type=float, default=0.1)
+    parser.add_argument("--batch_size", type=int, default=0,
+                        help="pairs registered together (0: all in one batch)")
+    parser.add_argument("--data_dir", help="validation data for a model without a run "
+                        "(e.g. the authors' .h5): its --dataset layout, the first --train "
+                        "subjects skipped, the next --val validate")
+    parser.add_argument("--dataset", default="cache")
+    parser.add_argument("--train", type=int, default=0)
+    parser.add_argument("--val", type=int, default=0)
     parser.add_argument("--out", required=True, help="markdown report")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -101,10 +112,14 @@ def main(argv=None):
                     floats(args.lr, "lr"), floats(args.reg_weight, "lambda"),
                     ints(args.smoothing, "smoothing"), ints(args.window, "window"),
                     ints(args.resolution, "resolution"))]
-        data_config = configs.run_data_config(args.model)
+        if args.batch_size < 0:
+            raise ValueError(f"--batch_size must be non-negative, got {args.batch_size}")
+        data_config = (configs.DataConfig(dataset=args.dataset, data_dir=args.data_dir,
+                                          train=args.train, val=args.val, test=0)
+                       if args.data_dir else configs.run_data_config(args.model))
         if data_config is None:
             raise ValueError(f"{args.model}: no config.json beside it to find the validation "
-                             "subjects")
+                             "subjects (give --data_dir, --train and --val)")
         volumes = experiment.build_splits(data_config)["val"]
         if volumes is None or len(volumes) < 2:
             raise ValueError(f"{args.model}: its run has fewer than 2 validation subjects")
@@ -112,10 +127,10 @@ def main(argv=None):
     except (ValueError, OSError) as err:
         sys.exit(f"error: {err}")
     pairs = experiment.split_pairs(volumes)
-    base = score(model, volumes, pairs, None)
+    base = score(model, volumes, pairs, None, args.batch_size)
     rows = []
     for config in grid:
-        rows.append((config, *score(model, volumes, pairs, config)))
+        rows.append((config, *score(model, volumes, pairs, config, args.batch_size)))
         print(f"{config.space} lr {config.lr} lambda {config.reg_weight} "
               f"smoothing {config.smoothing} window {config.window} resolution "
               f"{config.resolution}: Dice {rows[-1][1]:.4f} folding {rows[-1][2]:.3f}%",
@@ -133,10 +148,12 @@ def main(argv=None):
              f"{args.steps} steps)", "",
              f"Model `{args.model}`{training_state(args.model)}; its validation split: "
              f"{len(volumes)} subjects, "
-             f"{len(pairs)} ordered pairs, all registered in one batch.", "",
+             f"{len(pairs)} ordered pairs, "
+             + (f"{args.batch_size} per batch" if args.batch_size else "all in one batch")
+             + ".", "",
              "| space | lr | lambda | smoothing | "
              + "".join(f"{head} | " for head, _ in optional)
-             + "val Dice | folding (%) | s / batch |",
+             + "val Dice | folding (%) | s (all pairs) |",
              "|---" * (7 + extra) + "|",
              "| network alone | | | | " + "| " * extra
              + f"{base[0]:.4f} | {base[1]:.3f} | {base[2]:.2f} |"]

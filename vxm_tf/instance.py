@@ -19,6 +19,8 @@ the cost, and did no better on the 2D validation pairs) or to its integrated dis
 
 Everything is a small Keras model trained with `train_on_batch` (keras.ops only), so it
 runs on every backend and device; the compiled step is kept per model and batch shape.
+The settings that do best differ between models (tools/tune_instance.py chooses them on a
+model's validation subjects and writes them as JSON for `--instance_settings`).
 """
 
 import dataclasses
@@ -44,7 +46,7 @@ COMPOSED_SQUARINGS = 2
 @dataclass(frozen=True)
 class InstanceConfig:
     """`steps` Adam steps of rate `lr` (voxels of the field's grid) per batch of pairs on
-    `similarity` (NCC with a 9-voxel window, or MSE) + `reg_weight` x Grad (l2) of the
+    `similarity` (NCC, or MSE) + `reg_weight` x Grad (l2) of the
     correction to the network's field; 0 steps keeps the network's prediction exactly.
     The correction is smoothed twice by a running mean of `smoothing` voxels (1: not
     smoothed). `space`: how the correction acts (the module's docstring): composed after
@@ -52,10 +54,12 @@ class InstanceConfig:
     back to their displacement) or added to its integrated displacement. `resolution`
     r > 1 optimises a correction on a grid r times coarser than the network's field (the
     field and the images resampled to it, the correction brought back to the field's
-    grid): r^D times cheaper per step and smoother; `window` is NCC's window in voxels of
-    that grid."""
+    grid): r^D times cheaper per step and smoother. `window` is NCC's window in voxels of
+    the images, the same anatomy on every grid (`grid_window`)."""
     # space, lr, reg_weight and smoothing: chosen on the 2D validation subjects (highest
-    # Dice with folding under 0.1%; make tune-instance, reports/instance_sweep_oasis2d.md)
+    # Dice with folding under 0.1%; make tune-instance, reports/instance_sweep_oasis2d.md);
+    # another model may want others (save_settings / load_settings, --instance_settings;
+    # the authors' 3D model: make tune-instance-3d, reports/instance_sweep_synth3d.json)
     steps: int = 0
     lr: float = 1.0
     similarity: str = "ncc"
@@ -138,37 +142,61 @@ def load_settings(path, steps, model=None):
         raise ValueError(f"{path}: {err}") from None
 
 
-def define_flags():
+# the flags of the settings (all but the step count), by InstanceConfig field
+SETTING_FLAGS = {"lr": "instance_lr", "similarity": "instance_similarity",
+                 "reg_weight": "instance_lambda", "smoothing": "instance_smoothing",
+                 "space": "instance_space", "window": "instance_window",
+                 "resolution": "instance_resolution"}
+
+
+def define_flags(flag_values=None):
     """The instance-optimisation flags of `register` and `evaluate` (idempotent)."""
     from absl import flags
-    if "instance_steps" in flags.FLAGS:
+    fv = flags.FLAGS if flag_values is None else flag_values
+    if "instance_steps" in fv:
         return
     c = InstanceConfig()
     flags.DEFINE_integer("instance_steps", c.steps, "test-time instance optimisation: Adam "
-                         "steps per pair from the network's field (0: the network alone)")
+                         "steps per pair from the network's field (0: the network alone)",
+                         flag_values=fv)
+    flags.DEFINE_string("instance_settings", None, "instance optimisation: a JSON of "
+                        "settings chosen for this model on validation subjects "
+                        "(tools/tune_instance.py; reports/instance_sweep_synth3d.json for "
+                        "the authors' 3D model), instead of the other --instance_* flags",
+                        flag_values=fv)
     flags.DEFINE_float("instance_lr", c.lr, "instance optimisation: Adam learning rate "
-                       "(voxels of the integration grid)")
+                       "(voxels of the integration grid)", flag_values=fv)
     flags.DEFINE_enum("instance_similarity", c.similarity, SIMILARITIES,
-                      "instance optimisation: image similarity")
+                      "instance optimisation: image similarity", flag_values=fv)
     flags.DEFINE_float("instance_lambda", c.reg_weight, "instance optimisation: weight of "
-                       "the Grad (l2) smoothness of the correction to the network's field")
+                       "the Grad (l2) smoothness of the correction to the network's field",
+                       flag_values=fv)
     flags.DEFINE_integer("instance_smoothing", c.smoothing, "instance optimisation: width "
                          "(voxels) of the running mean applied twice to the correction of "
-                         "the network's field (1: none)")
-    flags.DEFINE_enum("instance_space", c.space, SPACES, "instance optimisation: correct "
-                      "the network's velocity (then integrated: diffeomorphic) or its "
-                      "integrated displacement")
+                         "the network's field (1: none)", flag_values=fv)
+    flags.DEFINE_enum("instance_space", c.space, SPACES, "instance optimisation: compose "
+                      "a correction after the network's deformation, or add it to its "
+                      "velocity (then integrated) or to its integrated displacement",
+                      flag_values=fv)
     flags.DEFINE_integer("instance_window", c.window, "instance optimisation: NCC window "
-                         "(voxels of the optimisation grid)")
+                         "in voxels of the images (the nearest odd size on the "
+                         "optimisation grid)", flag_values=fv)
     flags.DEFINE_integer("instance_resolution", c.resolution, "instance optimisation: "
                          "optimise on a grid this many times coarser than the network's "
-                         "field (1: the field's own grid)")
+                         "field (1: the field's own grid)", flag_values=fv)
 
 
 def config_from_flags(fl):
-    return InstanceConfig(fl.instance_steps, fl.instance_lr, fl.instance_similarity,
-                          fl.instance_lambda, fl.instance_smoothing, fl.instance_space,
-                          fl.instance_window, fl.instance_resolution)
+    """The `InstanceConfig` of the flags: `--instance_settings`'s file (chosen for
+    `--model`) or the individual flags, not both."""
+    if fl.instance_settings:
+        given = [f"--{name}" for name in SETTING_FLAGS.values() if fl[name].present]
+        if given:
+            raise ValueError(f"--instance_settings replaces {', '.join(given)}: give "
+                             "one or the other")
+        return load_settings(fl.instance_settings, fl.instance_steps, fl.model)
+    return InstanceConfig(fl.instance_steps, **{field: fl[name].value
+                                                for field, name in SETTING_FLAGS.items()})
 
 
 def _tensorflow_xla():
@@ -264,13 +292,22 @@ def _downsample(images, shape):
     return vxm_ops.resize(images, None, shape=shape)
 
 
-def _optimiser(model, field_shape, config, int_steps):
-    """The compiled per-shape optimisation model, cached on `model`."""
+def grid_window(window, image_shape, grid_shape):
+    """The NCC window of `window` image voxels on a grid of `grid_shape` over images of
+    `image_shape`: per axis, the nearest odd number of grid voxels (at least 1), so that
+    it covers the same anatomy on any model's grid."""
+    return [max(2 * int(round((window * g / n - 1) / 2)) + 1, 1)
+            for g, n in zip(grid_shape, image_shape)]
+
+
+def _optimiser(model, field_shape, config, int_steps, window):
+    """The compiled per-shape optimisation model, cached on `model` (`window`: NCC's, in
+    voxels of the field's grid)."""
     cache = model.__dict__.setdefault("_instance_optimisers", {})
-    key = (tuple(field_shape), config.similarity, config.window, config.reg_weight,
+    key = (tuple(field_shape), config.similarity, tuple(window), config.reg_weight,
            config.lr, config.smoothing, int_steps)
     if key not in cache:
-        similarity = (losses.NCC(win=config.window) if config.similarity == "ncc"
+        similarity = (losses.NCC(win=list(window)) if config.similarity == "ncc"
                       else losses.MSE())
         inputs = keras.Input(batch_size=field_shape[0],
                              shape=(*field_shape[1:-1], model.inputs[0].shape[-1]))
@@ -349,7 +386,8 @@ def optimise(model, moving, fixed, config):
         start = ops.convert_to_numpy(coarse(field))
     optimiser, displacement = _optimiser(
         model, start.shape, config,
-        COMPOSED_SQUARINGS if composition else model.int_steps if velocity else 0)
+        COMPOSED_SQUARINGS if composition else model.int_steps if velocity else 0,
+        grid_window(config.window, moving.shape[1:-1], grid))
     displacement.reset(start)
     for variable in optimiser.optimizer.variables:  # a fresh Adam: zero moments and count
         if "learning_rate" not in variable.path:
