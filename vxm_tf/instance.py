@@ -283,12 +283,8 @@ def _downsample(images, shape):
     if tuple(images.shape[1:-1]) == tuple(shape):
         return ops.convert_to_tensor(images, "float32")
     width = max(int(round(factor)), 1)
-    if width > 1:
-        ndims = len(shape)
-        kernel = np.ones((width,) * ndims + (1, 1), "float32") / width ** ndims
-        channels = [ops.conv(images[..., c:c + 1], kernel, padding="same")
-                    for c in range(images.shape[-1])]
-        images = ops.concatenate(channels, axis=-1)
+    if width > 1:  # the running mean pads as a 'same' convolution with a box kernel
+        images = _running_mean(ops.convert_to_tensor(images, "float32"), width)
     return vxm_ops.resize(images, None, shape=shape)
 
 
@@ -400,23 +396,24 @@ def optimise(model, moving, fixed, config):
     def fine_grid(f):  # a field of the optimisation grid back on the network's grid
         return vxm_ops.resize(f / scale, None, shape=fine) if config.resolution > 1 else f
 
-    if composition:  # x -> x + u(x) -> the network's deformation
+    if composition:  # x -> x + u(x) -> the network's deformation, at full resolution
         def compose(network, correction):
             u = fine_grid(vxm_ops.integrate_svf(correction, COMPOSED_SQUARINGS))
-            return u + vxm_ops.transform(network, u)
-        field = _compiled(model, ("end", field.shape, correction.shape, config.resolution),
-                          compose, [field.shape, correction.shape]).predict_on_batch(
-                              [field, correction])
+            return _full_resolution(model, u + vxm_ops.transform(network, u))
+        return ops.convert_to_numpy(_compiled(
+            model, ("end", field.shape, correction.shape, config.resolution), compose,
+            [field.shape, correction.shape]).predict_on_batch([field, correction]))
     else:
         field = field + ops.convert_to_numpy(fine_grid(correction))
         if velocity:
             field = integrate(field)
-    return field_to_displacement(model, ops.convert_to_numpy(field))
+    return ops.convert_to_numpy(_full_resolution(model, ops.convert_to_numpy(field)))
 
 
-def field_to_displacement(model, disp):
+def _full_resolution(model, disp):
     """An integrated field `(B, *grid, D)` -> the full-resolution displacement, as the
     network's own layers do it (corner-aligned resize)."""
     if tuple(disp.shape[1:-1]) != tuple(model.inshape):
         disp = vxm_ops.rescale_dense_transform(disp, model.inshape[0] / disp.shape[1])
-    return ops.convert_to_numpy(disp)
+    return disp
+
