@@ -107,7 +107,7 @@ def test_a_coarser_grid_corrects_the_field_where_the_network_keeps_it(pairs):
     moving, fixed = pairs
     start = model.register(moving, fixed)
     config = instance.InstanceConfig(steps=20, lr=0.3, reg_weight=1.0, smoothing=1,
-                                     window=20, resolution=2)  # 5 voxels of the grid
+                                     window=21, resolution=2)  # 5 voxels of the grid
     warp = instance.optimise(model, moving, fixed, config)
     assert_closer_and_smooth(moving, fixed, start, warp)
     # the grid matters (checked where a step compiles fastest, the displacement space)
@@ -149,7 +149,9 @@ def test_each_batch_starts_afresh_and_pairs_do_not_mix(pairs):
     (dict(reg_weight=-1.0), "--instance_lambda must be non-negative"),
     (dict(smoothing=0), "--instance_smoothing must be a positive integer, got 0"),
     (dict(space="warp"), "--instance_space must be one of"),
-    (dict(window=0), "--instance_window must be a positive integer, got 0"),
+    (dict(window=0), "--instance_window must be odd and at least 3, got 0"),
+    (dict(window=1), "--instance_window must be odd and at least 3, got 1"),
+    (dict(window=10), "--instance_window must be odd and at least 3, got 10"),
     (dict(resolution=1.5), "--instance_resolution must be a positive integer, got 1.5"),
 ])
 def test_config_errors_name_the_flag(kwargs, message):
@@ -238,7 +240,9 @@ def test_the_ncc_window_covers_the_same_image_extent_on_any_grid(pairs):
     assert instance.grid_window(9, (160, 192, 224), (80, 96, 112)) == [5, 5, 5]
     assert instance.grid_window(49, (160, 192, 224), (80, 96, 112)) == [25, 25, 25]
     assert instance.grid_window(9, (48, 48), (48, 48)) == [9, 9]
-    assert instance.grid_window(5, (48, 40), (16, 10)) == [1, 1]
+    assert instance.grid_window(21, (48, 48), (16, 16)) == [7, 7]  # 6 voxels: rounded up
+    # never below 3 voxels, where NCC would have no variance and nothing would move
+    assert instance.grid_window(5, (48, 40), (16, 10)) == [3, 3]
     model = tiny_model(int_resolution=2)  # a 24x24 field for 48x48 images
     instance.optimise(model, *pairs, instance.InstanceConfig(steps=1, window=9))
     windows = [loss.win for optimiser, _ in model._instance_optimisers.values()

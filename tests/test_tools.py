@@ -320,3 +320,19 @@ def test_tune_instance_sweeps_the_window_and_grid_and_writes_its_choice(trained_
         tune_instance.main(["--model", str(trained_run / "best.keras"), "--window", "2.5",
                             "--out", str(tmp_path / "bad.md")])
     assert not (tmp_path / "bad.md").exists()
+
+
+@pytest.mark.skipif(not (SYNTHSEG.parent / "neurite-oasis-2d").is_dir(),
+                    reason=f"real data not found at {SYNTHSEG.parent / 'neurite-oasis-2d'}")
+def test_tune_instance_on_data_dir_names_too_few_validation_subjects(trained_run, tmp_path):
+    """A model without a run reads its validation subjects from --data_dir: too few for a
+    pair is a one-line error naming the flags, and nothing is written."""
+    import tune_instance
+
+    data_dir = SYNTHSEG.parent / "neurite-oasis-2d"
+    with pytest.raises(SystemExit, match=rf"--data_dir={data_dir}: --val=1 gives fewer "
+                                         "than 2 validation subjects"):
+        tune_instance.main(["--model", str(trained_run / "best.keras"), "--dataset=oasis",
+                            f"--data_dir={data_dir}", "--val=1", "--out",
+                            str(tmp_path / "bad.md")])
+    assert not (tmp_path / "bad.md").exists()

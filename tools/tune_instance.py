@@ -122,7 +122,9 @@ def main(argv=None):
                              "subjects (give --data_dir, --train and --val)")
         volumes = experiment.build_splits(data_config)["val"]
         if volumes is None or len(volumes) < 2:
-            raise ValueError(f"{args.model}: its run has fewer than 2 validation subjects")
+            raise ValueError(f"--data_dir={args.data_dir}: --val={args.val} gives fewer than "
+                             "2 validation subjects" if args.data_dir else
+                             f"{args.model}: its run has fewer than 2 validation subjects")
         model = networks.VxmDense.load(args.model)
     except (ValueError, OSError) as err:
         sys.exit(f"error: {err}")

@@ -85,8 +85,9 @@ class InstanceConfig:
         if int(self.smoothing) != self.smoothing or self.smoothing < 1:
             raise ValueError(f"--instance_smoothing must be a positive integer, got "
                              f"{self.smoothing}")
-        if int(self.window) != self.window or self.window < 1:
-            raise ValueError(f"--instance_window must be a positive integer, got "
+        if int(self.window) != self.window or self.window < 3 or self.window % 2 == 0:
+            # a 1-voxel window has no variance: NCC would be constant, nothing optimised
+            raise ValueError(f"--instance_window must be odd and at least 3, got "
                              f"{self.window}")
         if int(self.resolution) != self.resolution or self.resolution < 1:
             raise ValueError(f"--instance_resolution must be a positive integer, got "
@@ -96,7 +97,7 @@ class InstanceConfig:
         """The settings in words, for reports."""
         grid = (f" on a grid {self.resolution} times coarser than the network's field"
                 if self.resolution > 1 else "")
-        window = (f" (window {self.window})"
+        window = (f" (window {self.window} image voxels)"
                   if self.similarity == "ncc" and self.window != InstanceConfig.window else "")
         target = (f"composed after the network's deformation (the exponential of a velocity "
                   f"by {COMPOSED_SQUARINGS} squarings)" if self.space == "composition"
@@ -290,9 +291,10 @@ def _downsample(images, shape):
 
 def grid_window(window, image_shape, grid_shape):
     """The NCC window of `window` image voxels on a grid of `grid_shape` over images of
-    `image_shape`: per axis, the nearest odd number of grid voxels (at least 1), so that
-    it covers the same anatomy on any model's grid."""
-    return [max(2 * int(round((window * g / n - 1) / 2)) + 1, 1)
+    `image_shape`: per axis, the nearest odd number of grid voxels (halves rounded up; at
+    least 3, below which NCC has no variance to correlate), so that it covers the same
+    anatomy on any model's grid."""
+    return [max(2 * int(np.floor((window * g / n - 1) / 2 + 0.5)) + 1, 3)
             for g, n in zip(grid_shape, image_shape)]
 
 
@@ -403,11 +405,10 @@ def optimise(model, moving, fixed, config):
         return ops.convert_to_numpy(_compiled(
             model, ("end", field.shape, correction.shape, config.resolution), compose,
             [field.shape, correction.shape]).predict_on_batch([field, correction]))
-    else:
-        field = field + ops.convert_to_numpy(fine_grid(correction))
-        if velocity:
-            field = integrate(field)
-    return ops.convert_to_numpy(_full_resolution(model, ops.convert_to_numpy(field)))
+    field = field + ops.convert_to_numpy(fine_grid(correction))
+    if velocity:
+        field = integrate(field)
+    return ops.convert_to_numpy(_full_resolution(model, field))
 
 
 def _full_resolution(model, disp):
