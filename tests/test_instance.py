@@ -123,6 +123,27 @@ def test_a_coarser_grid_corrects_the_field_where_the_network_keeps_it(pairs):
         2, 48, 40, 2)
 
 
+def test_the_straight_through_gradient_is_exact_at_the_start_and_keeps_the_warp_smooth(
+        pairs):
+    """`gradient` "straight-through" warps by the correction's exponential but takes its
+    Jacobian as the identity, which it is at a zero correction: the first step equals the
+    exact gradient's; later steps differ, still bring the moved images closer and hardly
+    fold (the warp is the exponential of a smooth velocity either way)."""
+    model = tiny_model(int_resolution=1)
+    moving, fixed = pairs
+    start = model.register(moving, fixed)
+    exact = instance.InstanceConfig(steps=1, lr=0.2, reg_weight=1.0, smoothing=3)
+    through = dataclasses.replace(exact, gradient="straight-through")
+    first = instance.optimise(model, moving, fixed, exact)
+    assert np.abs(first - start).max() > 0.1
+    np.testing.assert_allclose(instance.optimise(model, moving, fixed, through), first,
+                               atol=1e-4)
+    late = [instance.optimise(model, moving, fixed, dataclasses.replace(c, steps=40))
+            for c in (exact, through)]
+    assert np.abs(late[0] - late[1]).max() > 0.01
+    assert_closer_and_smooth(moving, fixed, start, late[1])
+
+
 def test_each_batch_starts_afresh_and_pairs_do_not_mix(pairs):
     """The compiled optimiser is reused: a second call gives the first call's answer, and a
     pair optimised in a batch of two moves as it does alone (Adam is per-voxel)."""
@@ -153,6 +174,10 @@ def test_each_batch_starts_afresh_and_pairs_do_not_mix(pairs):
     (dict(window=1), "--instance_window must be odd and at least 3, got 1"),
     (dict(window=10), "--instance_window must be odd and at least 3, got 10"),
     (dict(resolution=1.5), "--instance_resolution must be a positive integer, got 1.5"),
+    (dict(gradient="approximate"), "--instance_gradient must be one of"),
+    (dict(gradient="straight-through", space="velocity"),
+     "--instance_gradient=straight-through applies to --instance_space=composition, not "
+     "velocity"),
 ])
 def test_config_errors_name_the_flag(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -271,6 +296,17 @@ def test_settings_flag_reads_the_file_for_the_model(tmp_path):
     fv(["prog", f"--instance_settings={tmp_path}/s.json", "--instance_steps=7",
         f"--model={tmp_path}/m.h5"])
     assert instance.config_from_flags(fv) == dataclasses.replace(chosen, steps=7)
+    # without --instance_steps: the step count the settings were chosen with (not 0,
+    # which would silently be the network alone), or an error naming the flag
+    instance.save_settings(tmp_path / "s.json", chosen, model=str(tmp_path / "m.h5"),
+                           chosen_with_steps=15)
+    fv.unparse_flags()
+    fv(["prog", f"--instance_settings={tmp_path}/s.json", f"--model={tmp_path}/m.h5"])
+    assert instance.config_from_flags(fv) == dataclasses.replace(chosen, steps=15)
+    instance.save_settings(tmp_path / "s.json", chosen)
+    with pytest.raises(ValueError, match="s.json: no step count recorded "
+                                         r"\(chosen_with_steps\): give --instance_steps"):
+        instance.config_from_flags(fv)
     fv = flags.FlagValues()
     instance.define_flags(fv)
     flags.DEFINE_string("model", None, "model", flag_values=fv)
@@ -296,11 +332,12 @@ def test_settings_file_round_trip_and_errors(tmp_path):
                                          r"\.keras, not .*b/best\.keras"):
         instance.load_settings(mine, 10, tmp_path / "b" / "best.keras")
     # the grid and window round-trip; a file written before they existed means the defaults
-    coarse = instance.InstanceConfig(steps=20, window=3, resolution=2)
+    coarse = instance.InstanceConfig(steps=20, window=3, resolution=2,
+                                     gradient="straight-through")
     instance.save_settings(tmp_path / "coarse.json", coarse)
     assert instance.load_settings(tmp_path / "coarse.json", 20) == coarse
     older = {k: v for k, v in json.loads(path.read_text()).items()
-             if k not in ("window", "resolution")}
+             if k not in ("window", "resolution", "gradient")}
     (tmp_path / "older.json").write_text(json.dumps(older))
     assert instance.load_settings(tmp_path / "older.json", steps=10) == loaded
     (tmp_path / "bad.json").write_text('{"lr": 0.3}')
@@ -317,3 +354,6 @@ def test_settings_in_words_name_how_the_correction_acts():
     assert f"{instance.COMPOSED_SQUARINGS} squarings" in composed and "lr 1" in composed
     assert "to the network's velocity" in instance.InstanceConfig(space="velocity").describe()
     assert "window 5" in instance.InstanceConfig(window=5).describe()
+    assert "straight-through" not in composed
+    assert "differentiated as the identity (straight-through)" in instance.InstanceConfig(
+        gradient="straight-through").describe()

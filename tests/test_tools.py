@@ -322,6 +322,34 @@ def test_tune_instance_sweeps_the_window_and_grid_and_writes_its_choice(trained_
     assert not (tmp_path / "bad.md").exists()
 
 
+def test_tune_instance_sweeps_gradients_and_steps_within_a_time_budget(trained_run, tmp_path):
+    """Step counts and gradients are swept like the other settings; `--max_seconds` keeps
+    the choice within a time per pair, and a budget nothing meets chooses nothing and
+    leaves no JSON."""
+    import tune_instance
+
+    out = tmp_path / "sweep.md"
+    common = ["--model", str(trained_run / "best.keras"), "--space", "composition",
+              "--lr", "0.3", "--lambda", "1", "--batch_size", "4"]
+    tune_instance.main([*common, "--steps", "1,2", "--gradient", "exact,straight-through",
+                        "--max_seconds", "1000", "--out", str(out)])
+    text = out.read_text()
+    assert "(ncc, 1/2 steps)" in text
+    assert "| space | lr | lambda | smoothing | gradient | steps | val Dice |" in text
+    rows = [tuple(line.split(" | ")[4:6]) for line in text.splitlines()
+            if line.startswith("| composition")]
+    assert rows == [(g, s) for g in ("exact", "straight-through") for s in ("1", "2")]
+    assert "highest Dice with folding < 0.1% and at most 1000 s per pair" in text
+    chosen = next(line for line in text.splitlines() if "**chosen**" in line)
+    gradient, steps = chosen.split(" | ")[4:6]
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert (saved["gradient"], saved["chosen_with_steps"]) == (gradient, int(steps))
+    assert f"--instance_gradient={gradient} --instance_steps={steps}`" in text
+    tune_instance.main([*common, "--steps", "1", "--max_seconds", "1e-6", "--out", str(out)])
+    assert "No setting kept folding < 0.1% and at most 1e-06 s per pair" in out.read_text()
+    assert not out.with_suffix(".json").exists()
+
+
 @pytest.mark.skipif(not (SYNTHSEG.parent / "neurite-oasis-2d").is_dir(),
                     reason=f"real data not found at {SYNTHSEG.parent / 'neurite-oasis-2d'}")
 def test_tune_instance_on_data_dir_names_too_few_validation_subjects(trained_run, tmp_path):

@@ -8,13 +8,18 @@ Registers every ordered pair of the validation split of the data the model was t
 (its run's config.json; never the test split; for a model without a run, such as the
 authors' 3D .h5, the validation subjects of `--data_dir`: `make tune-instance-3d`) with
 each combination of settings, all pairs in one batch (or `--batch_size` at a time), and
-writes a table of validation Dice, folding and seconds for all pairs. The chosen setting
-is the highest Dice among those with folding under `--max_folding` percent, also written
-beside the table as JSON (`--out` with .json), which `--instance_settings` of register,
-evaluate, tools/report_oasis3d.py and tools/report_beyond.py reads.
+writes a table of validation Dice, folding and seconds for all pairs (after a warm-up call
+that compiles; the registrations and the warping of the moving segmentations that scores
+them, so a little more than registering alone). The chosen setting is the highest Dice
+among those with folding under `--max_folding` percent (and, with `--max_seconds`,
+registering a pair in at most that many seconds: a sweep over step counts then chooses the
+best within a time budget), also written beside the table as JSON (`--out` with .json),
+which `--instance_settings` of register, evaluate, tools/report_oasis3d.py and
+tools/report_beyond.py reads.
 """
 
 import argparse
+import dataclasses
 import itertools
 import json
 import sys
@@ -51,7 +56,8 @@ def words(text):
 
 
 # settings shown only when a sweep varies them: (column, InstanceConfig field and flag)
-OPTIONAL = (("window", "window"), ("grid", "resolution"))
+OPTIONAL = (("window", "window"), ("grid", "resolution"), ("gradient", "gradient"),
+            ("steps", "steps"))
 
 
 def training_state(model_path):
@@ -66,9 +72,13 @@ def training_state(model_path):
 
 
 def score(model, volumes, pairs, config, batch_size=0):
+    batch_size = batch_size or len(pairs)
+    # warm-up: the first call of a shape and setting compiles (one step is enough)
+    list(registration.register_pairs(model, volumes, pairs[:batch_size], batch_size=batch_size,
+                                     instance_config=config and dataclasses.replace(
+                                         config, steps=min(config.steps, 1))))
     start = time.perf_counter()
-    results = list(registration.register_pairs(model, volumes, pairs,
-                                               batch_size=batch_size or len(pairs),
+    results = list(registration.register_pairs(model, volumes, pairs, batch_size=batch_size,
                                                instance_config=config))
     seconds = time.perf_counter() - start
     dice = [metrics.mean_dice(moved, volumes.segs[j], volumes.labels)
@@ -80,7 +90,7 @@ def score(model, volumes, pairs, config, batch_size=0):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="run's best.keras (with config.json)")
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", default="10", help="comma-separated step counts")
     parser.add_argument("--space", default="composition,velocity",
                         help=f"comma-separated, of {instance.SPACES}")
     parser.add_argument("--lr", default="0.3,1")
@@ -89,8 +99,13 @@ def main(argv=None):
     parser.add_argument("--window", default="9", help="NCC windows (voxels of the images)")
     parser.add_argument("--resolution", default="1", help="optimisation grids, times "
                         "coarser than the network's field")
+    parser.add_argument("--gradient", default="exact",
+                        help=f"comma-separated, of {instance.GRADIENTS}")
     parser.add_argument("--similarity", default="ncc")
     parser.add_argument("--max_folding", type=float, default=0.1)
+    parser.add_argument("--max_seconds", type=float, default=0.0,
+                        help="choose only settings that register a pair in at most this "
+                        "many seconds (the time column over the pairs; 0: any)")
     parser.add_argument("--batch_size", type=int, default=0,
                         help="pairs registered together (0: all in one batch)")
     parser.add_argument("--data_dir", help="validation data for a model without a run "
@@ -105,13 +120,19 @@ def main(argv=None):
     if not out.parent.is_dir():
         sys.exit(f"error: {out}: folder {out.parent} does not exist")
     try:
-        grid = [instance.InstanceConfig(args.steps, lr, args.similarity, lam, sm, space,
-                                        win, res)
-                for space, lr, lam, sm, win, res in itertools.product(
-                    words(args.space),
+        grid = [instance.InstanceConfig(steps, lr, args.similarity, lam, sm, space, win,
+                                        res, gradient)
+                for space, gradient, lr, lam, sm, win, res, steps in itertools.product(
+                    words(args.space), words(args.gradient),
                     floats(args.lr, "lr"), floats(args.reg_weight, "lambda"),
                     ints(args.smoothing, "smoothing"), ints(args.window, "window"),
-                    ints(args.resolution, "resolution"))]
+                    ints(args.resolution, "resolution"), ints(args.steps, "steps"))
+                if gradient == "exact" or space == "composition"]  # (the others refuse it)
+        if not grid:
+            raise ValueError("the sweep is empty: give --space, --gradient, --lr, --lambda, "
+                             "--smoothing, --window, --resolution and --steps values")
+        if args.max_seconds < 0:
+            raise ValueError(f"--max_seconds must be non-negative, got {args.max_seconds}")
         if args.batch_size < 0:
             raise ValueError(f"--batch_size must be non-negative, got {args.batch_size}")
         data_config = (configs.DataConfig(dataset=args.dataset, data_dir=args.data_dir,
@@ -133,21 +154,27 @@ def main(argv=None):
     rows = []
     for config in grid:
         rows.append((config, *score(model, volumes, pairs, config, args.batch_size)))
-        print(f"{config.space} lr {config.lr} lambda {config.reg_weight} "
+        print(f"{config.space} {config.gradient} lr {config.lr} lambda {config.reg_weight} "
               f"smoothing {config.smoothing} window {config.window} resolution "
-              f"{config.resolution}: Dice {rows[-1][1]:.4f} folding {rows[-1][2]:.3f}%",
-              flush=True)
-    allowed = [r for r in rows if r[2] < args.max_folding]
+              f"{config.resolution} steps {config.steps}: Dice {rows[-1][1]:.4f} folding "
+              f"{rows[-1][2]:.3f}% {rows[-1][3] / len(pairs):.2f} s per pair", flush=True)
+    allowed = [r for r in rows if r[2] < args.max_folding
+               and (not args.max_seconds or r[3] / len(pairs) <= args.max_seconds)]
     best = max(allowed, key=lambda r: r[1]) if allowed else None
+    rule = f"folding < {args.max_folding}%" + (
+        f" and at most {args.max_seconds:g} s per pair, {args.max_seconds * len(pairs):g} s "
+        "for all pairs" if args.max_seconds else "")
     command = compare.command_line("tune_instance.py", argv)
-    # the NCC window and the grid get columns (and flags in the choice) when
-    # a sweep sets them
+    # the NCC window, the grid and the gradient get columns (and flags in the choice) when
+    # a sweep sets them, the steps when it varies them
     default = instance.InstanceConfig()
     optional = [(head, field) for head, field in OPTIONAL
-                if any(getattr(c, field) != getattr(default, field) for c in grid)]
+                if (len({c.steps for c in grid}) > 1 if field == "steps" else
+                    any(getattr(c, field) != getattr(default, field) for c in grid))]
+    step_counts = sorted({c.steps for c in grid})
     extra = len(optional)
     lines = [f"# Instance optimisation settings on validation pairs ({args.similarity}, "
-             f"{args.steps} steps)", "",
+             f"{'/'.join(map(str, step_counts))} steps)", "",
              f"Model `{args.model}`{training_state(args.model)}; its validation split: "
              f"{len(volumes)} subjects, "
              f"{len(pairs)} ordered pairs, "
@@ -165,19 +192,19 @@ def main(argv=None):
                      f"{config.smoothing} | "
                      + "".join(f"{getattr(config, field)} | " for _, field in optional)
                      + f"{dice:.4f}{mark} | {folding:.3f} | {seconds:.2f} |")
-    lines += ["", (f"Chosen (highest Dice with folding < {args.max_folding}%): "
+    lines += ["", (f"Chosen (highest Dice with {rule}): "
                    f"`--instance_space={best[0].space} --instance_lr={best[0].lr:g} "
                    f"--instance_lambda={best[0].reg_weight:g} "
                    f"--instance_smoothing={best[0].smoothing}"
                    + "".join(f" --instance_{field}={getattr(best[0], field)}"
                              for _, field in optional) + "`"
                    if best else
-                   f"No setting kept folding under {args.max_folding}%."),
+                   f"No setting kept {rule}."),
               "", "Command:", "", "```sh", command, "```"]
     evaluation.write_text(out, "\n".join(lines) + "\n")
     if best is not None:
         instance.save_settings(out.with_suffix(".json"), best[0], model=args.model,
-                               chosen_with_steps=args.steps, val_dice=round(best[1], 4),
+                               chosen_with_steps=best[0].steps, val_dice=round(best[1], 4),
                                folding_percent=round(best[2], 4))
     else:  # an earlier sweep's choice must not outlive this one
         out.with_suffix(".json").unlink(missing_ok=True)
