@@ -8,9 +8,8 @@ Registers every ordered pair of the validation split of the data the model was t
 (its run's config.json; never the test split; for a model without a run, such as the
 authors' 3D .h5, the validation subjects of `--data_dir`: `make tune-instance-3d`) with
 each combination of settings, all pairs in one batch (or `--batch_size` at a time), and
-writes a table of validation Dice, folding and seconds for all pairs (after a warm-up call
-that compiles; the registrations and the warping of the moving segmentations that scores
-them, so a little more than registering alone). The chosen setting is the highest Dice
+writes a table of validation Dice, folding and seconds for all pairs (the registrations
+alone, after a warm-up call that compiles). The chosen setting is the highest Dice
 among those with folding under `--max_folding` percent (and, with `--max_seconds`,
 registering a pair in at most that many seconds: a sweep over step counts then chooses the
 best within a time budget), also written beside the table as JSON (`--out` with .json),
@@ -23,7 +22,6 @@ import dataclasses
 import itertools
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -77,14 +75,13 @@ def score(model, volumes, pairs, config, batch_size=0):
     list(registration.register_pairs(model, volumes, pairs[:batch_size], batch_size=batch_size,
                                      instance_config=config and dataclasses.replace(
                                          config, steps=min(config.steps, 1))))
-    start = time.perf_counter()
+    seconds = []
     results = list(registration.register_pairs(model, volumes, pairs, batch_size=batch_size,
-                                               instance_config=config))
-    seconds = time.perf_counter() - start
+                                               instance_config=config, seconds=seconds))
     dice = [metrics.mean_dice(moved, volumes.segs[j], volumes.labels)
             for (_, j), _, moved in results]
     folding = [metrics.folding_percent(warp) for _, warp, _ in results]
-    return float(np.mean(dice)), float(np.mean(folding)), seconds
+    return float(np.mean(dice)), float(np.mean(folding)), float(np.sum(seconds))
 
 
 def main(argv=None):

@@ -436,13 +436,18 @@ def optimise(model, moving, fixed, config):
     def fine_grid(f):  # a field of the optimisation grid back on the network's grid
         return vxm_ops.resize(f / scale, None, shape=fine) if config.resolution > 1 else f
 
-    if composition:  # x -> x + u(x) -> the network's deformation, at full resolution
+    if composition:  # x -> x + u(x) -> the network's deformation, then full resolution
         def compose(network, correction):
             u = fine_grid(vxm_ops.integrate_svf(correction, COMPOSED_SQUARINGS))
-            return _full_resolution(model, u + vxm_ops.transform(network, u))
+            return u + vxm_ops.transform(network, u)
+        composed = _compiled(model, ("end", field.shape, correction.shape, config.resolution),
+                             compose, [field.shape, correction.shape]).predict_on_batch(
+                                 [field, correction])
+        # a compiled function of its own: fused with the composition's gathers, XLA
+        # recomputed them for every voxel of the resize (0.5-0.8 s against 0.08 s in 3D)
         return ops.convert_to_numpy(_compiled(
-            model, ("end", field.shape, correction.shape, config.resolution), compose,
-            [field.shape, correction.shape]).predict_on_batch([field, correction]))
+            model, ("full", composed.shape), lambda f: _full_resolution(model, f),
+            [composed.shape]).predict_on_batch([composed]))
     field = field + ops.convert_to_numpy(fine_grid(correction))
     if velocity:
         field = integrate(field)

@@ -2,6 +2,7 @@
 evaluation), and scans of any size, orientation and voxel size in world coordinates, with
 affine pre-alignment (`register`)."""
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,14 +23,15 @@ def displacements(model, moving, fixed, instance_config=None):
 
 
 def register_pairs(model, volumes, pairs, batch_size=8, moving_images=None,
-                   instance_config=None):
+                   instance_config=None, seconds=None):
     """Yield `(pair, warp, moved_seg)` for each (moving, fixed) index pair.
 
     warp: `(*spatial, D)` displacement in voxels; moved_seg: the moving segmentation
     warped with nearest interpolation (None when the volumes have no segmentations).
     `moving_images` (N, *spatial) replaces the volumes' images on the moving side (a
     perturbed copy, say); the fixed side always uses `volumes.images`. `instance_config`
-    adds test-time instance optimisation (`displacements`).
+    adds test-time instance optimisation (`displacements`). `seconds` (a list) gets each
+    batch's registration time (without the warping of the segmentations).
     """
     pairs = [tuple(p) for p in pairs]
     moving_images = volumes.images if moving_images is None else moving_images
@@ -37,7 +39,10 @@ def register_pairs(model, volumes, pairs, batch_size=8, moving_images=None,
         chunk = pairs[start:start + batch_size]
         moving = moving_images[[i for i, _ in chunk]][..., None]
         fixed = volumes.images[[j for _, j in chunk]][..., None]
+        start_time = time.perf_counter()
         warps = displacements(model, moving, fixed, instance_config)
+        if seconds is not None:
+            seconds.append(time.perf_counter() - start_time)
         moved_segs = [None] * len(chunk)
         if volumes.segs is not None:
             moved_segs = warp_segmentations(volumes.segs[[i for i, _ in chunk]], warps)
