@@ -138,8 +138,8 @@ reports/instance_sweep_oasis2d_seg.json: runs/oasis2d-ncc-seg/best.keras
 # data3d does, never the real pair): what oasis3d-report uses. The best Dice within 9 s per
 # pair (issue 17's 10 s on this CPU, less a margin for timing noise), one pair at a time as
 # a user registers, over the gradient (straight-through: cheaper steps) and step count.
-# Earlier sweeps (git log reports/instance_sweep_synth3d.md, 10 exact steps) scored lr 1,
-# 2 and 3 and windows 9 and 17 lower.
+# Earlier sweeps (git log reports/instance_sweep_synth3d.md) scored lr 1, 2, 3 and 6
+# (straight-through, 10-20 steps) and windows 9 and 17 lower.
 SYNTHVAL := cache/synth3d-val-160x192x224
 $(SYNTHVAL)/manifest.json: | install
 	$(PY) tools/synth_from_labels.py --label_dir=$(SYNTHSEG) \
@@ -148,7 +148,7 @@ $(SYNTHVAL)/manifest.json: | install
 reports/instance_sweep_synth3d.json: | $(SYNTHVAL)/manifest.json
 	$(PY) tools/tune_instance.py --model=$(PRETRAINED) --data_dir=$(SYNTHVAL) --train=1 \
 		--val=4 --batch_size=1 --space=composition --gradient=exact,straight-through \
-		--lr=4,6 --lambda=0.25 --window=5 --steps=10,15,20 --max_seconds=9 \
+		--lr=4 --lambda=0.25 --window=5 --steps=15,20,25 --max_seconds=9 \
 		--out=reports/instance_sweep_synth3d.md
 tune-instance-3d: $(SYNTHVAL)/manifest.json
 	rm -f reports/instance_sweep_synth3d.json
