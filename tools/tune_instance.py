@@ -127,7 +127,8 @@ def main(argv=None):
                 if gradient == "exact" or space == "composition"]  # (the others refuse it)
         if not grid:
             raise ValueError("the sweep is empty: give --space, --gradient, --lr, --lambda, "
-                             "--smoothing, --window, --resolution and --steps values")
+                             "--smoothing, --window, --resolution and --steps values "
+                             "(--gradient=straight-through needs --space=composition)")
         if args.max_seconds < 0:
             raise ValueError(f"--max_seconds must be non-negative, got {args.max_seconds}")
         if args.batch_size < 0:
