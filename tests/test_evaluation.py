@@ -9,7 +9,7 @@ import cli_batch
 import numpy as np
 import pytest
 
-from vxm_tf import data, evaluation, networks
+from vxm_tf import data, evaluation, networks, registration
 
 SMALL = [[8, 8, 8], [8, 8, 8, 8, 8]]
 
@@ -130,3 +130,23 @@ def test_a_structure_on_one_side_counts_and_scores_the_image_diagonal(tmp_path):
     saved = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert saved["hd95_after"] is None and saved["labels"]["1"]["hd95_after"] is None
     assert "NaN" not in (tmp_path / "r" / "summary.json").read_text()
+
+
+def test_images_of_another_size_are_registered_through_a_resize():
+    """A model of one size scores volumes of another: a translation on the model's grid
+    comes back as the same translation in the volumes' voxels (per axis)."""
+    model = networks.VxmDense((16, 24), nb_unet_features=SMALL)
+    flow = model.get_layer("vxm_dense_flow")
+    kernel, bias = flow.get_weights()
+    flow.set_weights([np.zeros_like(kernel), np.array([0.5, -0.25], "float32")])
+    volumes = data.synthetic_volumes(2, (32, 18), nb_labels=3)
+    small = np.zeros((1, 16, 24, 1), "float32")
+    on_grid = model.register(small, small)[0]
+    assert np.ptp(on_grid, axis=(0, 1)).max() < 1e-5 and np.abs(on_grid).min() > 0.1
+    warp = registration.displacements(model, volumes.images[:1, ..., None],
+                                      volumes.images[1:, ..., None])
+    assert warp.shape == (1, 32, 18, 2)
+    np.testing.assert_allclose(warp[0], np.broadcast_to(on_grid[0, 0] * [2, 0.75], warp[0].shape),
+                               atol=1e-5)
+    pairs, _ = evaluation.evaluate_pairs(model, volumes, [(0, 1)])
+    assert pairs[0]["dice_after"] != pairs[0]["dice_before"]

@@ -10,7 +10,8 @@ the model file; ANTs SyN (antspyx defaults, 2 threads, `--ants_python` of `make
 baselines`); vxm_tf with the same weights; and vxm_tf plus test-time instance
 optimisation for each number of steps (`--instance_*` settings, fixed beforehand, never
 chosen on these scans); and each `--extra` model (e.g. the authors' model fine-tuned on
-synthetic subjects by tools/gpu_train.sh finetune), alone and with the largest instance setting.
+synthetic subjects by make finetune-3d), alone and with the largest instance setting (a
+model of another input size, e.g. one trained from scratch at 128^3, through a resize).
 Every method is scored by the same code (`vxm_tf.evaluation`):
 Dice over the 35 structures, HD95 in mm, folding, SD log det J and seconds per pair on
 this machine. Figures go to a folder beside the report.
@@ -141,8 +142,9 @@ def main(argv=None):
                         "(tools/tune_instance.py's choice); default: vxm_tf's defaults, "
                         "chosen on the 2D validation subjects")
     parser.add_argument("--extra", nargs="*", default=[], metavar="NAME=PATH",
-                        help="more models of the same shape scored alike (e.g. a fine-tuned "
-                        "run's best.keras), alone and with the largest instance setting")
+                        help="more models scored alike (e.g. a fine-tuned run's best.keras), "
+                        "alone and with the largest instance setting; one of another input "
+                        "size registers through a resize to it")
     parser.add_argument("--ants_python", help="python of the baselines environment (make "
                         "baselines): adds ANTs SyN, antspyx defaults, 2 threads")
     parser.add_argument("--no_original", action="store_true",
@@ -242,11 +244,17 @@ def main(argv=None):
            "vxm_tf's defaults, chosen on the 2D validation subjects "
            "(reports/instance_sweep_oasis2d.md)")
         + ", not on these scans. Seconds per pair on this machine (batch 1, after a warm-up "
-        "call).", *[f"\n{name}: `{path}`." for name, _, path in extras], "",
+        "call).", *[f"\n{name}: `{path}`"
+                    + ("" if tuple(m.inshape) == volumes.shape else
+                       f" (its input is {'x'.join(map(str, m.inshape))}: the scans are "
+                       "resized to it, and its displacements back)") + "."
+                    for name, m, path in extras], "",
         compare.report(names, summaries, [f"{rel}/dice_per_structure.png",
                                           f"{rel}/{pair_name}"], command).rstrip("\n"),
         *per_direction(names, [rows[0] for rows in results]),
-        *(training_section(args.run, args.trained_on) if args.run else [])]) + "\n"
+        *(training_section(args.run, args.trained_on) if args.run else []),
+        *[line for _, _, path in extras if (Path(path).parent / "config.json").is_file()
+          for line in training_section(Path(path).parent)]]) + "\n"
     evaluation.write_text(out, text)
     print(text)
 

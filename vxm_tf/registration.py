@@ -16,7 +16,22 @@ from vxm_tf.data.volumes import resize_volume
 
 def displacements(model, moving, fixed, instance_config=None):
     """`model.register(moving, fixed)`, refined by test-time instance optimisation when
-    `instance_config` (an `instance.InstanceConfig`) asks for steps."""
+    `instance_config` (an `instance.InstanceConfig`) asks for steps.
+
+    Images `(B, *spatial, C)` of another spatial size than the model's are registered
+    through a resize: onto the model's grid as `prepare_data` resizes them (voxel centres
+    area-aligned), and the displacement back onto theirs, in their voxels.
+    """
+    shape = tuple(np.shape(moving)[1:-1])
+    if len(shape) == len(model.inshape) and shape != tuple(model.inshape):
+        def small(images):
+            return np.stack([np.stack([resize_volume(image[..., c], model.inshape)
+                                       for c in range(image.shape[-1])], axis=-1)
+                             for image in np.asarray(images, np.float32)])
+        warps = displacements(model, small(moving), small(fixed), instance_config)
+        zoom = np.array(shape, np.float32) / np.array(model.inshape, np.float32)
+        return np.stack([np.stack([resize_volume(warp[..., d], shape) * zoom[d]
+                                   for d in range(len(shape))], axis=-1) for warp in warps])
     if instance_config is None or instance_config.steps == 0:
         return model.register(moving, fixed)
     return instance.optimise(model, moving, fixed, instance_config)
