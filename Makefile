@@ -15,7 +15,7 @@ RUN ?= runs/$(DATA)-$(LOSS)
 OASIS3D ?= ../shared/data/neurite-oasis-3d
 
 .PHONY: install test lint train tune data data3d compare robustness bench bench-model bench-data \
-	oasis3d-report tune-instance tune-instance-3d convert-original gpu-prepare gpu-check baselines clean \
+	oasis3d-report tune-instance tune-instance-3d finetune-3d convert-original gpu-prepare gpu-check baselines clean \
 	sweep-report reports readme real-world synth3d-report selection-report training-report \
 	beyond-report
 
@@ -166,13 +166,35 @@ $(ANTS_VENV)/.installed:
 
 baselines: $(ANTS_VENV)/.installed
 
-# FINETUNED: the authors' model fine-tuned by tools/gpu_train.sh finetune (on the GPU machine;
-# its run folder copied here), scored beside it when present.
-FINETUNED ?= runs/gpu-finetune/best.keras
+# The authors' model fine-tuned on this CPU (flags/finetune3d.cfg): 2 renders of each
+# SynthSeg map at full resolution (the last 2 maps validate), epochs of 25 steps (about
+# 15 s a step here) until FINETUNE_SECONDS, keeping the completed epochs' checkpoints;
+# ARGS=--resume continues it. tools/gpu_train.sh finetune runs the same on the lent GPU.
+FINETUNE_DATA := cache/synth3d-finetune-160x192x224
+FINETUNE_RUN ?= runs/finetune3d
+FINETUNE_SECONDS ?= 3600
+$(FINETUNE_DATA)/manifest.json: | install
+	$(PY) tools/synth_from_labels.py --label_dir=$(SYNTHSEG) \
+		--reference=$(OASIS3D)/OASIS_OAS1_0001_MR1 --intensity_dir=$(OASIS2D) \
+		--out_dir=$(FINETUNE_DATA) --target_shape=160,192,224 --val_maps=2 --renders=2
+finetune-3d: $(FINETUNE_DATA)/manifest.json
+	timeout $(FINETUNE_SECONDS) $(PY) -m vxm_tf.train --flagfile=flags/finetune3d.cfg \
+		--data_dir=$(FINETUNE_DATA) --train=36 --val=4 --init_model=$(PRETRAINED) \
+		--epochs=40 --steps_per_epoch=25 --model_dir=$(FINETUNE_RUN) $(ARGS); rc=$$?; \
+		if [ $$rc -eq 124 ]; then echo "stopped after $(FINETUNE_SECONDS) s:" \
+		"continue with make finetune-3d ARGS=--resume"; else exit $$rc; fi
+
+# FINETUNED: the authors' model fine-tuned (make finetune-3d, or tools/gpu_train.sh finetune
+# on the GPU machine with its run folder copied here), and SCRATCH, the 3D model trained from
+# scratch (synth3d-report's, at 128^3: through a resize), each scored beside it when present.
+FINETUNED ?= $(FINETUNE_RUN)/best.keras
+SCRATCH ?= $(RUN3D)/best.keras
 oasis3d-report: reports/instance_sweep_synth3d.json | install
 	$(PY) tools/report_oasis3d.py --model=$(PRETRAINED) --data_dir=$(OASIS3D) $(INSTANCE) \
 		--instance_settings=reports/instance_sweep_synth3d.json \
-		$(if $(wildcard $(FINETUNED)),--extra "fine-tuned on synthetic subjects=$(FINETUNED)") \
+		$(if $(wildcard $(FINETUNED) $(SCRATCH)),--extra) \
+		$(if $(wildcard $(FINETUNED)),"fine-tuned on synthetic subjects=$(FINETUNED)") \
+		$(if $(wildcard $(SCRATCH)),"trained from scratch on synthetic subjects=$(SCRATCH)") \
 		$(if $(wildcard $(ANTS_VENV)/.installed),--ants_python=$(ANTS_VENV)/bin/python) \
 		--out=reports/oasis3d.md
 

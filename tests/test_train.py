@@ -467,3 +467,20 @@ def test_a_diverging_run_stops_instead_of_finishing_with_a_useless_model(tmp_pat
                                                     r"no registration's 0\.\d+"):
         trainer.train_and_evaluate(config, log=lambda _: None)
     # that the guard lets ordinary training finish, every other training test shows
+
+
+@pytest.mark.parametrize("flagfile", sorted(p.name for p in (
+    Path(__file__).resolve().parents[1] / "flags").glob("*.cfg") if p.name != "tune.cfg"))
+def test_every_training_flagfile_makes_a_valid_config(flagfile):
+    """flags/*.cfg (tune.cfg is the tuner's) name known flags and go together; the
+    fine-tuning one takes its data folder on the command line, and its start (the authors'
+    model in ../shared) is left out here."""
+    from absl import flags
+    fv = flags.FlagValues()
+    configs.define_flags(fv)
+    root = Path(__file__).resolve().parents[1]
+    more = ["--data_dir=cache/x", "--init_model="] if flagfile == "finetune3d.cfg" else []
+    fv(["prog", f"--flagfile={root / 'flags' / flagfile}", *more])
+    config = configs.config_from_flags(fv)
+    if flagfile == "finetune3d.cfg":
+        assert config.loss.seg_weight > 0 and config.loss.seg_resolution == 2

@@ -19,7 +19,7 @@
 #                the third on the second's renders (a folder rendered with the same SEED,
 #                SHAPE, RENDERS and MAPS on the same machine is reused).
 # MODE finetune: the authors' pretrained model fine-tuned semi-supervised at full resolution
-#                (160x192x224), 4 renders per map.
+#                (160x192x224, flags/finetune3d.cfg), 4 renders per map.
 # SEED (environment) draws other renders (a continued run); SHAPE, RENDERS and MAPS and train flags after [seconds] shrink it for a
 # smoke test on CPU: SHAPE=32,32,32 RENDERS=1 MAPS=4 bash tools/gpu_train.sh scratch /tmp/o
 # 200 --train=2 --val=2 --epochs=1 --steps_per_epoch=2
@@ -40,9 +40,9 @@ case "$MODE" in
               --steps_per_epoch=1000) ;;
     finetune)
         shape=160,192,224 renders=4
-        args=(--dataset=cache --train=72 --val=8 --test=0 --val_pairs=4
-              --init_model=.device/vxm_dense_brain_T1_3D_mse.h5 --similarity=ncc --lambda=1
-              --seg_weight=1 --lr=1e-4 --epochs=8 --steps_per_epoch=150) ;;
+        args=(--flagfile=flags/finetune3d.cfg --train=72 --val=8
+              --init_model=.device/vxm_dense_brain_T1_3D_mse.h5 --epochs=8
+              --steps_per_epoch=150) ;;
     *) echo "error: MODE must be scratch or finetune, not '$MODE'"; exit 2 ;;
 esac
 if ! python3 -c "import keras, nibabel" 2>/dev/null; then
