@@ -270,18 +270,40 @@ def test_the_ncc_window_covers_the_same_image_extent_on_any_grid(pairs):
     assert instance.grid_window(5, (48, 40), (16, 10)) == [3, 3]
     model = tiny_model(int_resolution=2)  # a 24x24 field for 48x48 images
     instance.optimise(model, *pairs, instance.InstanceConfig(steps=1, window=9))
-    windows = [loss.win for optimiser, _ in model._instance_optimisers.values()
+    windows = [loss.win for optimiser, *_ in model._instance_optimisers.values()
                for loss in optimiser.loss if isinstance(loss, losses.NCC)]
     assert windows == [[5, 5]]
 
 
 def test_instance_losses_are_the_package_losses():
-    """The objective is built from vxm_tf.losses (no private copy of NCC or Grad)."""
+    """The objective is vxm_tf.losses' NCC (the fixed images' window sums computed once
+    per pair: the same value and gradient) and Grad."""
     model = tiny_model()
-    optimiser, _ = instance._optimiser(model, (1, 24, 24, 2),
-                                       instance.InstanceConfig(5, similarity="ncc"), 0, [9, 9])
-    kinds = {type(loss) for loss in optimiser.loss}
-    assert kinds == {losses.NCC, losses.Grad}
+    optimiser, _, target = instance._optimiser(
+        model, (2, 24, 24, 2), instance.InstanceConfig(5, similarity="ncc"), 0, [5, 5])
+    ncc, grad = optimiser.loss
+    assert isinstance(ncc, losses.NCC) and type(grad) is losses.Grad
+    rng = np.random.default_rng(0)
+    fixed, moved = (rng.random((2, 24, 24, 1)).astype("float32") for _ in range(2))
+    reference = losses.NCC(win=[5, 5])
+    fixed_sums = target(fixed)
+
+    def value_and_gradient(loss, y_true):
+        def total(x):
+            return ops.sum(loss(y_true, x))
+        if keras.backend.backend() == "jax":
+            import jax
+            value, grad = jax.value_and_grad(total)(ops.convert_to_tensor(moved))
+            return np.asarray(value), np.asarray(grad)
+        import tensorflow as tf
+        x = tf.constant(moved)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = total(x)
+        return value.numpy(), tape.gradient(value, x).numpy()
+    for got, want in zip(value_and_gradient(ncc, fixed_sums),
+                         value_and_gradient(reference, fixed)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
 def test_settings_flag_reads_the_file_for_the_model(tmp_path):

@@ -313,6 +313,26 @@ def _running_mean(x, width, transpose=False):
     return x
 
 
+class _FixedSumsNCC(losses.NCC):
+    """`losses.NCC` with the fixed images' window sums computed once per pair (`target`)
+    rather than at every step: `y_true` is `target(fixed)`, the fixed images (C channels)
+    and the window sums of I and I^2."""
+
+    def target(self, fixed):
+        fixed = ops.convert_to_tensor(fixed, "float32")
+        win = self.window(len(fixed.shape) - 2)
+        return ops.concatenate([fixed, losses.box_sum(fixed, win),
+                                losses.box_sum(fixed * fixed, win)], axis=-1)
+
+    def ncc(self, y_true, y_pred):
+        win = self.window(len(y_pred.shape) - 2)
+        fixed, i_sum, i2_sum = y_true[..., :-2], y_true[..., -2:-1], y_true[..., -1:]
+        stacked = ops.concatenate([y_pred, y_pred * y_pred, fixed * y_pred], axis=0)
+        j_sum, j2_sum, ij_sum = ops.split(losses.box_sum(stacked, win), 3, axis=0)
+        return self.correlation(i_sum, j_sum, i2_sum, j2_sum, ij_sum,
+                                float(np.prod(win) * y_pred.shape[-1]))
+
+
 def _downsample(images, shape):
     """`images` (B, *spatial, C) onto a grid of `shape` with the network's corner-aligned
     sampling, after a box pre-filter of the zoom's width (no aliasing)."""
@@ -341,7 +361,7 @@ def _optimiser(model, field_shape, config, int_steps, window):
     key = (tuple(field_shape), config.similarity, tuple(window), config.reg_weight,
            config.lr, config.smoothing, int_steps, config.gradient)
     if key not in cache:
-        similarity = (losses.NCC(win=list(window)) if config.similarity == "ncc"
+        similarity = (_FixedSumsNCC(win=list(window)) if config.similarity == "ncc"
                       else losses.MSE())
         inputs = keras.Input(batch_size=field_shape[0],
                              shape=(*field_shape[1:-1], model.inputs[0].shape[-1]))
@@ -357,7 +377,7 @@ def _optimiser(model, field_shape, config, int_steps, window):
                           loss=[similarity, losses.Grad("l2")],
                           loss_weights=[batch, batch * config.reg_weight],
                           jit_compile=True if _tensorflow_xla() else "auto")
-        cache[key] = (optimiser, displacement)
+        cache[key] = (optimiser, displacement, getattr(similarity, "target", lambda f: f))
     return cache[key]
 
 
@@ -396,9 +416,17 @@ def optimise(model, moving, fixed, config):
     grid = (tuple(max(n // config.resolution, 2) for n in fine) if config.resolution > 1
             else fine)
     scale = np.array(grid, "float32") / np.array(fine, "float32")
-    small_moving, small_fixed = _downsample(moving, grid), _downsample(fixed, grid)
     composition = config.space == "composition"
     velocity = config.space == "velocity" and model.int_steps
+    window = grid_window(config.window, moving.shape[1:-1], grid)
+    optimiser, displacement, target = _optimiser(
+        model, (len(field), *grid, ndims), config,
+        COMPOSED_SQUARINGS if composition else model.int_steps if velocity else 0, window)
+    # the images on the optimisation grid, and what the similarity needs of the fixed ones
+    small_moving, small_fixed = _compiled(
+        model, ("images", moving.shape, grid, config.similarity, tuple(window)),
+        lambda m, f: (_downsample(m, grid), target(_downsample(f, grid))),
+        [moving.shape, fixed.shape]).predict_on_batch([moving, fixed])
 
     def coarse(f):  # a field of the network's grid in voxels of the optimisation grid
         return vxm_ops.resize(f, None, shape=grid) * scale if config.resolution > 1 else f
@@ -420,10 +448,6 @@ def optimise(model, moving, fixed, config):
         if model.int_steps and not velocity:
             field = integrate(field)
         start = ops.convert_to_numpy(coarse(field))
-    optimiser, displacement = _optimiser(
-        model, start.shape, config,
-        COMPOSED_SQUARINGS if composition else model.int_steps if velocity else 0,
-        grid_window(config.window, moving.shape[1:-1], grid))
     displacement.reset(start)
     for variable in optimiser.optimizer.variables:  # a fresh Adam: zero moments and count
         if "learning_rate" not in variable.path:

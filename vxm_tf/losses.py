@@ -110,7 +110,10 @@ class NCC(_VxmLoss):
         stacked = ops.concatenate(
             [y_true, y_pred, y_true * y_true, y_pred * y_pred, y_true * y_pred], axis=0)
         sums = ops.split(box_sum(stacked, win), 5, axis=0)
-        i_sum, j_sum, i2_sum, j2_sum, ij_sum = sums
+        return self.correlation(*sums, win_size)
+
+    def correlation(self, i_sum, j_sum, i2_sum, j2_sum, ij_sum, win_size):
+        """Local squared correlation from the window sums of I, J, I^2, J^2 and IJ."""
         u_i = i_sum / win_size
         u_j = j_sum / win_size
         cross = ops.maximum(ij_sum - u_j * i_sum - u_i * j_sum + u_i * u_j * win_size, self.eps)
