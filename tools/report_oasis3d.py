@@ -10,8 +10,9 @@ the model file; ANTs SyN (antspyx defaults, 2 threads, `--ants_python` of `make
 baselines`); vxm_tf with the same weights; and vxm_tf plus test-time instance
 optimisation for each number of steps (`--instance_*` settings, fixed beforehand, never
 chosen on these scans); and each `--extra` model (e.g. the authors' model fine-tuned on
-synthetic subjects by make finetune-3d), alone and with the largest instance setting (a
-model of another input size, e.g. one trained from scratch at 128^3, through a resize).
+synthetic subjects by make finetune-3d), alone and with instance optimisation (the step
+count the settings were chosen with, else the largest) (a model of another input size,
+e.g. one trained from scratch at 128^3, through a resize).
 Every method is scored by the same code (`vxm_tf.evaluation`):
 Dice over the 35 structures, HD95 in mm, folding, SD log det J and seconds per pair on
 this machine. Figures go to a folder beside the report.
@@ -121,8 +122,11 @@ def training_section(run_dir, trained_on=None):
         (f"Started from `{start}`. " if t.get("init_model") else "")
         + f"Data `{d['data_dir']}` ({d['train']} training, {d['val']} validation subjects), "
         f"{lo['similarity']} + {lo['reg_weight']} x Grad + {lo.get('seg_weight', 0)} x Dice "
-        f"on the labels, int_resolution {m['int_resolution']}, "
-        f"svf_resolution {m.get('svf_resolution', 1)}, lr {t['lr']} {t['schedule']}, "
+        f"on the labels, "
+        # a run that starts from a model keeps that model's layers, whatever its model flags
+        + ("the architecture of the model it started from" if t.get("init_model") else
+           f"int_resolution {m['int_resolution']}, svf_resolution "
+           f"{m.get('svf_resolution', 1)}") + f", lr {t['lr']} {t['schedule']}, "
         f"{t['epochs']} epochs x {config['steps_per_epoch']} steps, batch {t['batch_size']}, "
         f"precision {config['resolved_precision']}. {speed}", "", *curve]
 
@@ -143,7 +147,8 @@ def main(argv=None):
                         "chosen on the 2D validation subjects")
     parser.add_argument("--extra", nargs="*", default=[], metavar="NAME=PATH",
                         help="more models scored alike (e.g. a fine-tuned run's best.keras), "
-                        "alone and with the largest instance setting; one of another input "
+                        "alone and with instance optimisation (the settings' chosen step count, "
+                        "else the largest); one of another input "
                         "size registers through a resize to it")
     parser.add_argument("--ants_python", help="python of the baselines environment (make "
                         "baselines): adds ANTs SyN, antspyx defaults, 2 threads")
@@ -168,6 +173,12 @@ def main(argv=None):
         settings = (instance.load_settings(args.instance_settings, 0)
                     if args.instance_settings else instance.InstanceConfig())
         io_configs = [dataclasses.replace(settings, steps=n) for n in steps]
+        # the extra models get the step count the settings were chosen with, if recorded
+        extra_config = io_configs[-1] if io_configs else None
+        if args.instance_settings and io_configs:
+            chosen = json.loads(Path(args.instance_settings).read_text()).get(
+                "chosen_with_steps")
+            extra_config = dataclasses.replace(settings, steps=chosen) if chosen else extra_config
         model = networks.VxmDense.load(args.model)
         extras = []
         for spec in args.extra:
@@ -208,8 +219,8 @@ def main(argv=None):
         print(f"  {time.perf_counter() - start:.0f} s", flush=True)
     for name, extra, _ in extras:
         for label, ic in [(name, None)] + ([(f"{name} + instance optimisation, "
-                                             f"{io_configs[-1].steps} steps", io_configs[-1])]
-                                           if io_configs else []):
+                                             f"{extra_config.steps} steps", extra_config)]
+                                           if extra_config else []):
             print(label, flush=True)
             results.append(evaluation.evaluate_pairs(extra, volumes, pairs,
                                                      instance_config=ic))
