@@ -176,9 +176,10 @@ def main(argv=None):
         # the extra models get the step count the settings were chosen with, if recorded
         extra_config = io_configs[-1] if io_configs else None
         if args.instance_settings and io_configs:
-            chosen = json.loads(Path(args.instance_settings).read_text()).get(
-                "chosen_with_steps")
-            extra_config = dataclasses.replace(settings, steps=chosen) if chosen else extra_config
+            try:
+                extra_config = instance.load_settings(args.instance_settings, None)
+            except ValueError:  # no step count recorded: the largest
+                pass
         model = networks.VxmDense.load(args.model)
         extras = []
         for spec in args.extra:
