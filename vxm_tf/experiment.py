@@ -4,10 +4,12 @@ The builders take plain configs and know nothing of absl, so tests and every ent
 (train, evaluate, tune) call them directly and a flag means the same thing in each.
 """
 
+import dataclasses
+
 import keras
 import numpy as np
 
-from vxm_tf import data, layers, losses, networks
+from vxm_tf import configs, data, layers, losses, networks
 from vxm_tf.configs import ConfigError
 
 
@@ -152,6 +154,32 @@ def initial_model(config, inshape):
         raise ConfigError("--seg_weight works with unidirectional models, and --init_model "
                           "is bidirectional")
     return model
+
+
+def model_config_of(model):
+    """The `ModelConfig` whose flags build `model`'s architecture (a `VxmDense`)."""
+    c = model.get_config()
+    return configs.ModelConfig(
+        nb_features=c["nb_unet_features"], nb_levels=c["nb_unet_levels"],
+        feat_mult=c["unet_feat_mult"], conv_per_level=c["nb_unet_conv_per_level"],
+        int_steps=c["int_steps"], int_resolution=c["int_resolution"],
+        svf_resolution=c["svf_resolution"], bidir=c["bidir"])
+
+
+def adopt_architecture(config, model, log=print):
+    """`config` with its model section describing `model`, the `--init_model` (or its
+    checkpoint) training continues: the losses (Grad's multiplier is the model's
+    int_resolution, bidirectional terms) and config.json follow the model, not the model
+    flags. Model flags set to something else are named in one line through `log`."""
+    architecture = model_config_of(model)
+    defaults = configs.ModelConfig()
+    ignored = [f"--{'enc/--dec' if key == 'nb_features' else key}={value}"
+               for key, value in vars(config.model).items()
+               if value != getattr(defaults, key) and value != getattr(architecture, key)]
+    if ignored:
+        log(f"--init_model={config.train.init_model}: training keeps that model's "
+            f"architecture; ignoring {' '.join(ignored)}")
+    return dataclasses.replace(config, model=architecture)
 
 
 def compile_model(model, config, total_steps, labels=()):

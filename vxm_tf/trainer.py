@@ -387,6 +387,8 @@ def check_resumed_config(run_dir, config):
     saved["data"] = configs.absolute_paths(saved.get("data", {}))
     changes = []
     for section, values in current.items():
+        if section == "model" and config.train.init_model:
+            continue  # the architecture is the checkpoint's (`experiment.adopt_architecture`)
         for key, value in values.items():
             old = saved.get(section, {}).get(key, defaults[section][key])
             if (section, key) not in RESUMABLE_CHANGES and old != value:
@@ -489,6 +491,8 @@ def _train(config, log, scope, run_dir):
         if initial_epoch:
             model = experiment.with_remat(
                 lambda: keras.saving.load_model(run_dir / "last.keras"), t.remat)
+            if t.init_model:
+                config = experiment.adopt_architecture(config, model, log)
             fitted = experiment.training_model(model, config, labels)
             if fitted is not model:  # a view: compile it and set its optimiser's state
                 experiment.compile_model(fitted, config, steps * t.epochs, labels)
@@ -496,6 +500,8 @@ def _train(config, log, scope, run_dir):
             log(f"resuming {run_dir} after epoch {initial_epoch}")
         else:
             model = experiment.initial_model(config, train.shape)
+            if t.init_model:  # the losses and config.json follow the model's architecture
+                config = experiment.adopt_architecture(config, model, log)
             fitted = experiment.training_model(model, config, labels)
             experiment.compile_model(fitted, config, steps * t.epochs, labels)
     # recorded once everything checked out and the model exists
