@@ -251,6 +251,36 @@ def test_mixed_precision_trains_the_3d_configuration_on_cpu_with_float32_warps(
     assert 0 < result["history"]["val_dice"][-1] <= 1
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's tracing")
+def test_build_for_fit_traces_the_training_step_once_and_trains_the_same(monkeypatch):
+    """Without it TensorFlow traces the step twice (the first trace creates the optimiser's
+    slots and the loss trackers); with it once, and the weights after fit are the same."""
+    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+    traces = []
+    step = TensorFlowTrainer.train_step
+    monkeypatch.setattr(TensorFlowTrainer, "train_step",
+                        lambda self, batch: traces.append(1) or step(self, batch))
+    x = np.random.default_rng(0).random((2, 32, 32, 1), dtype=np.float32)
+    import tensorflow as tf
+    dataset = tf.data.Dataset.from_tensor_slices(
+        ((x, x[::-1]), (x[::-1], np.zeros((2, 16, 16, 2), np.float32)))).batch(1).repeat()
+    weights, counts = [], []
+    for prebuild in (False, True):
+        keras.utils.set_random_seed(0)
+        model = experiment.build_model(configs.ModelConfig(
+            nb_features=[[8, 8, 8], [8, 8, 8, 8, 8]]), (32, 32))
+        experiment.compile_model(model, configs.Config(), 4)
+        if prebuild:
+            experiment.build_for_fit(model, dataset)
+        traces.clear()
+        model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)
+        weights.append(model.get_weights())
+        counts.append(len(traces))
+    assert counts == [2, 1]
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
 def test_remat_recomputes_the_integration_with_the_same_training(tmp_path):
     """--remat: the model's scaling-and-squaring layer is rematerialised (also when
     started from a saved model), and two training runs from the same seed end with the

@@ -546,6 +546,7 @@ def _train(config, log, scope, run_dir):
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss" if val_ds is not None else "loss", factor=0.5, patience=1,
             min_lr=t.lr * t.final_lr_fraction))
+    experiment.build_for_fit(fitted, train_ds)
     history = fitted.fit(train_ds, epochs=t.epochs, initial_epoch=initial_epoch,
                         steps_per_epoch=steps, validation_data=val_ds, callbacks=callbacks,
                         verbose=t.verbose, shuffle=False)

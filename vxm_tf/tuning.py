@@ -131,6 +131,7 @@ class VxmHyperModel(keras_tuner.HyperModel):
                                                seed=self.tune.seed)
         scores = HoldoutScores(self.holdout, holdout_pairs, self.tune.objective,
                                self.tune.folding_weight)
+        experiment.build_for_fit(model, train_ds)
         return model.fit(train_ds, epochs=kwargs.get("epochs", self.tune.epochs),
                          initial_epoch=kwargs.get("initial_epoch", 0),
                          steps_per_epoch=self.steps, callbacks=[scores, *callbacks],
