@@ -15,7 +15,7 @@ RUN ?= runs/$(DATA)-$(LOSS)
 OASIS3D ?= ../shared/data/neurite-oasis-3d
 
 .PHONY: install test lint train tune data data3d compare robustness bench bench-model bench-data \
-	oasis3d-report tune-instance tune-instance-3d finetune-3d convert-original gpu-prepare gpu-check baselines clean \
+	oasis3d-report tune-instance tune-instance-3d finetune-3d scratch-3d convert-original gpu-prepare gpu-check baselines clean \
 	sweep-report reports readme real-world synth3d-report selection-report training-report \
 	beyond-report
 
@@ -187,11 +187,31 @@ finetune-3d: $(FINETUNE_DATA)/manifest.json
 		if [ $$rc -eq 124 ]; then echo "stopped after $(FINETUNE_SECONDS) s:" \
 		"continue with make finetune-3d ARGS=--resume"; else exit $$rc; fi
 
+# The 3D model trained from scratch on this CPU (SCRATCH_RUN), with the settings of
+# tools/gpu_train.sh scratch (flags/synth3d.cfg, ncc.cfg and synth3d_seg.cfg; 8 renders of
+# each SynthSeg map at 128^3, the last 2 maps validate), in epochs of 100 steps (the same
+# 8,000-step cosine schedule as the GPU's first stage) until SCRATCH_SECONDS, keeping the
+# completed epochs' checkpoints; ARGS=--resume continues it in a later session.
+SCRATCH_DATA := cache/synth3d-scratch-128
+SCRATCH_RUN ?= runs/synth3d128-cpu
+SCRATCH_SECONDS ?= 3600
+$(SCRATCH_DATA)/manifest.json: | install
+	$(PY) tools/synth_from_labels.py --label_dir=$(SYNTHSEG) \
+		--reference=$(OASIS3D)/OASIS_OAS1_0001_MR1 --intensity_dir=$(OASIS2D) \
+		--out_dir=$(SCRATCH_DATA) --target_shape=128,128,128 --val_maps=2 --renders=8
+scratch-3d: $(SCRATCH_DATA)/manifest.json
+	timeout $(SCRATCH_SECONDS) $(PY) -m vxm_tf.train --flagfile=flags/synth3d.cfg \
+		--flagfile=flags/ncc.cfg --flagfile=flags/synth3d_seg.cfg --data_dir=$(SCRATCH_DATA) \
+		--train=144 --val=16 --epochs=80 --steps_per_epoch=100 --model_dir=$(SCRATCH_RUN) $(ARGS); \
+		rc=$$?; if [ $$rc -eq 124 ]; then echo "stopped after $(SCRATCH_SECONDS) s:" \
+		"continue with make scratch-3d ARGS=--resume"; else exit $$rc; fi
+
 # FINETUNED: the authors' model fine-tuned (make finetune-3d, or tools/gpu_train.sh finetune
 # on the GPU machine with its run folder copied here), and SCRATCH, the 3D model trained from
-# scratch (synth3d-report's, at 128^3: through a resize), each scored beside it when present.
+# scratch at 128^3 (through a resize): synth3d-report's GPU run, else make scratch-3d's; each
+# scored beside it when present.
 FINETUNED ?= $(FINETUNE_RUN)/best.keras
-SCRATCH ?= $(RUN3D)/best.keras
+SCRATCH ?= $(firstword $(wildcard $(RUN3D)/best.keras $(SCRATCH_RUN)/best.keras))
 oasis3d-report: reports/instance_sweep_synth3d.json | install
 	$(PY) tools/report_oasis3d.py --model=$(PRETRAINED) --data_dir=$(OASIS3D) $(INSTANCE) \
 		--instance_settings=reports/instance_sweep_synth3d.json \
