@@ -40,11 +40,13 @@ def test_original_config_is_translated():
 
 
 @needs_model
-def test_converted_model_loads_under_jax_with_the_same_weights(tmp_path):
+def test_converted_model_loads_under_jax_with_the_same_weights(tmp_path, capsys):
+    sys.path.insert(0, str(TOOLS))
+    import convert_original
+
     out = tmp_path / "brain.keras"
-    done = run([TOOLS / "convert_original.py", PRETRAINED, out])
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "svf_resolution 2" in done.stdout
+    convert_original.main([str(PRETRAINED), str(out)])  # the command line: the test below
+    assert "svf_resolution 2" in capsys.readouterr().out
     assert not list(tmp_path.glob(".tmp-*"))
     script = ("import sys, numpy as np, keras; import vxm_tf.networks; "
               "m = keras.saving.load_model(sys.argv[1], compile=False); "

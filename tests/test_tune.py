@@ -38,11 +38,13 @@ def read_trials(folder):
         return list(csv.DictReader(f))
 
 
-def test_search_writes_trials_and_a_best_model_that_registers_then_resumes(tmp_path):
-    tune = tuning.TuneConfig(trials=2, lambda_min=0.01, lambda_max=1.0, holdout=2,
-                             holdout_pairs=2, directory=str(tmp_path / "tune"))
+def test_grid_search_writes_trials_and_a_best_model_that_registers_then_resumes(tmp_path):
+    """The grid spaces lambda evenly on a log axis, both ends included (the default random
+    search runs in the chief / worker test)."""
+    tune = tuning.TuneConfig(tuner="grid", trials=3, lambda_min=0.01, lambda_max=1.0,
+                             holdout=2, holdout_pairs=2, directory=str(tmp_path / "tune"))
     rows = tuning.run_search(tiny_config(), tune, log=lambda _: None)
-    assert len(rows) == 2 and all(0.01 <= r["lambda"] <= 1.0 for r in rows)
+    np.testing.assert_allclose([r["lambda"] for r in rows], [0.01, 0.1, 1.0], rtol=1e-6)
     assert all(0 < r["val_dice"] <= 1 and r["val_folding"] >= 0 for r in rows)
     assert [float(r["lambda"]) for r in read_trials(tmp_path / "tune")] == [
         r["lambda"] for r in rows]
@@ -56,13 +58,6 @@ def test_search_writes_trials_and_a_best_model_that_registers_then_resumes(tmp_p
     again = tuning.run_search(tiny_config(), tune, log=lambda _: None)
     assert [r["lambda"] for r in again] == [r["lambda"] for r in rows]
     assert sorted(p.name for p in (tmp_path / "tune" / "trials").iterdir()) == trial_dirs
-
-
-def test_grid_search_spaces_lambda_evenly_on_a_log_axis(tmp_path):
-    tune = tuning.TuneConfig(tuner="grid", trials=3, lambda_min=0.01, lambda_max=1.0,
-                             holdout=2, holdout_pairs=2, directory=str(tmp_path / "grid"))
-    rows = tuning.run_search(tiny_config(), tune, log=lambda _: None)
-    np.testing.assert_allclose([r["lambda"] for r in rows], [0.01, 0.1, 1.0], rtol=1e-6)
 
 
 @pytest.mark.parametrize("tuner", ["bayesian", "hyperband"])
