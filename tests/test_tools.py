@@ -269,13 +269,14 @@ def test_readme_tables_are_the_reports_tables(tmp_path):
 def test_training_section_follows_the_runs_a_model_started_from(tmp_path):
     import report_oasis3d
 
-    def run(name, init=None, kept=True):
+    def run(name, init=None, kept=True, epochs=2):
         folder = tmp_path / name
         folder.mkdir()
         config = {"data": {"data_dir": "/tmp/renders", "train": 144, "val": 16},
                   "model": {"int_resolution": 2, "svf_resolution": 2},
                   "loss": {"similarity": "ncc", "reg_weight": 1.0, "seg_weight": 1.0},
-                  "train": {"lr": 5e-4, "schedule": "constant", "epochs": 2, "batch_size": 1,
+                  "train": {"lr": 5e-4, "schedule": "constant", "epochs": epochs,
+                            "batch_size": 1,
                             "init_model": init and str(tmp_path / init / "best.keras")},
                   "resolved_precision": "mixed_float16", "steps_per_epoch": 1000}
         (folder / "config.json").write_text(json.dumps(config))
@@ -287,12 +288,13 @@ def test_training_section_follows_the_runs_a_model_started_from(tmp_path):
 
     run("a")
     run("bb", init="a", kept=False)
-    run("ccc", init="bb")
+    run("ccc", init="bb", epochs=5)  # stopped by a deadline after 2 of its 5 epochs
     text = "\n".join(report_oasis3d.training_section(tmp_path / "ccc"))
     sections = [text.index(f"## Training (`{tmp_path / name}`)") for name in ("a", "bb", "ccc")]
     assert sections == sorted(sections)  # the earliest stage first
     a, bb, ccc = (text[i:j] for i, j in zip(sections, sections[1:] + [len(text)]))
     assert "| validation Dice (synthetic) | 0.1100 | 0.1200 |" in a and "0.017 s per step" in a
+    assert "2 epochs x 1000 steps" in a and "2 of 5 epochs so far x 1000 steps" in ccc
     assert "history was not kept" in bb and "timing was not kept" in bb
     assert f"Started from `{tmp_path / 'bb' / 'best.keras'}`" in ccc and "0.3200" in ccc
     # the architecture is the first stage's: a later one keeps its start's, whatever its

@@ -127,7 +127,10 @@ def training_section(run_dir, trained_on=None):
         + ("the architecture of the model it started from" if t.get("init_model") else
            f"int_resolution {m['int_resolution']}, svf_resolution "
            f"{m.get('svf_resolution', 1)}") + f", lr {t['lr']} {t['schedule']}, "
-        f"{t['epochs']} epochs x {config['steps_per_epoch']} steps, batch {t['batch_size']}, "
+        # a run stopped by its deadline, to be resumed: the epochs it has had so far
+        + (f"{len(history)} of {t['epochs']} epochs so far" if 0 < len(history) < t["epochs"]
+           else f"{t['epochs']} epochs")
+        + f" x {config['steps_per_epoch']} steps, batch {t['batch_size']}, "
         f"precision {config['resolved_precision']}. {speed}", "", *curve]
 
 
