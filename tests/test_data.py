@@ -120,6 +120,34 @@ def test_prepare_cache_is_idempotent(tmp_path):
     assert "2 subjects prepared" in messages[-1]
 
 
+def test_a_render_cache_validates_only_on_its_held_out_maps(tmp_path):
+    """tools/synth_from_labels.py's manifest says how many renders of training maps come
+    first: a split whose validation would take some of them (or whose training would take
+    held-out ones) is a one-line error, the manifest's split runs."""
+    import json
+
+    from vxm_tf import configs, experiment
+
+    dataset = data.oasis_dataset(fake_oasis(tmp_path / "o", [(12, 12, 12)] * 5))
+    data.prepare_cache(dataset, tmp_path / "cache", (8, 8, 8), log=lambda _: None)
+    manifest = tmp_path / "cache" / "manifest.json"
+    content = json.loads(manifest.read_text())
+    content["settings"] = {"train_subjects": 3, "val_subjects": 2}
+    manifest.write_text(json.dumps(content))
+
+    def split(train, val, test=0):
+        return experiment.build_splits(configs.DataConfig(
+            dataset="cache", data_dir=str(tmp_path / "cache"), train=train, val=val, test=test))
+
+    assert [len(split(3, 2)[k]) for k in ("train", "val")] == [3, 2]
+    assert len(split(2, 0)["train"]) == 2  # fewer training renders, no validation: fine
+    for train, val in ((2, 2), (4, 1)):
+        with pytest.raises(configs.ConfigError, match=rf"--train={train} --test=0 --val={val}"
+                           r": .* holds 3 renders of training maps, then 2 of held-out maps; "
+                           r".*\(e.g. --train=3 --test=0 --val=2\)"):
+            split(train, val)
+
+
 def test_synthetic_volumes_are_deterministic_and_labelled():
     a = data.synthetic_volumes(3, (32, 32), nb_labels=5, seed=4)
     b = data.synthetic_volumes(3, (32, 32), nb_labels=5, seed=4)

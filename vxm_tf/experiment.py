@@ -33,6 +33,8 @@ def build_splits(config):
                 if count else None
                 for seed, (split, count) in enumerate(counts.items(), start=1)}
     dataset = build_dataset(config)
+    if config.dataset == "cache":
+        check_held_out(config)
     subjects = data.split_subjects(dataset, config.train, config.test, config.val,
                                    config.train_list or None, config.test_list or None,
                                    config.val_list or None)
@@ -45,6 +47,25 @@ def build_splits(config):
         splits = {split: data.append_atlas(volumes, config.atlas, config.normalise)
                   if volumes is not None else None for split, volumes in splits.items()}
     return splits
+
+
+def check_held_out(config):
+    """A cache of renders (tools/synth_from_labels.py) lists its training maps' renders
+    first, then the held-out maps': `ConfigError` unless --train takes exactly the first
+    and validation only the second, else validation Dice would score renders of training
+    maps (or training would see held-out ones) and the run would not say so."""
+    settings = data.read_manifest(config.data_dir).get("settings", {})
+    first = settings.get("train_subjects")
+    if first is None or config.train_list or config.val_list or config.test_list:
+        return
+    start = config.train + config.test  # where validation begins (train, test, val order)
+    if config.train > first or (config.val and start < first):
+        raise ConfigError(
+            f"--train={config.train} --test={config.test} --val={config.val}: "
+            f"{config.data_dir} holds {first} renders of training maps, then "
+            f"{settings.get('val_subjects', '?')} of held-out maps; training must take at "
+            f"most the first {first} and validation only the rest (e.g. --train={first} "
+            f"--test=0 --val={settings.get('val_subjects', 0)})")
 
 
 def split_pairs(volumes, limit=0, seed=0, atlas=False):
