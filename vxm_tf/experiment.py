@@ -51,15 +51,16 @@ def build_splits(config):
 
 def check_held_out(config):
     """A cache of renders (tools/synth_from_labels.py) lists its training maps' renders
-    first, then the held-out maps': `ConfigError` unless --train takes exactly the first
-    and validation only the second, else validation Dice would score renders of training
-    maps (or training would see held-out ones) and the run would not say so."""
+    first, then the held-out maps': with validation subjects, `ConfigError` unless training
+    takes only the first and validation only the second, else validation Dice would score
+    renders of training maps (or of maps training saw) and the run would not say so."""
     settings = data.read_manifest(config.data_dir).get("settings", {})
     first = settings.get("train_subjects")
-    if first is None or config.train_list or config.val_list or config.test_list:
+    if (first is None or not config.val or config.train_list or config.val_list
+            or config.test_list):
         return
     start = config.train + config.test  # where validation begins (train, test, val order)
-    if config.train > first or (config.val and start < first):
+    if config.train > first or start < first:
         raise ConfigError(
             f"--train={config.train} --test={config.test} --val={config.val}: "
             f"{config.data_dir} holds {first} renders of training maps, then "
