@@ -43,12 +43,21 @@ data: install
 # 3D training subjects rendered from the SynthSeg label maps, aligned to neurite-OASIS
 # (flags/synth3d.cfg; SIZE=64 for flags/synth3d_64.cfg), and the real pair at that size.
 SIZE ?= 128
+comma := ,
 SYNTHSEG ?= ../shared/data/synthseg-label-maps
 OASIS2D ?= ../shared/data/neurite-oasis-2d
+# $(call render,OUT_DIR,SHAPE,MORE FLAGS): subjects rendered from the SynthSeg maps aligned
+# to neurite-OASIS (tools/synth_from_labels.py)
+render = $(PY) tools/synth_from_labels.py --label_dir=$(SYNTHSEG) \
+	--reference=$(OASIS3D)/OASIS_OAS1_0001_MR1 --intensity_dir=$(OASIS2D) \
+	--out_dir=$(1) --target_shape=$(2) $(3)
+# $(call timed_train,SECONDS,TARGET,TRAIN FLAGS): vxm_tf.train cut at SECONDS, keeping its
+# completed epochs' checkpoints; `make TARGET ARGS=--resume` continues it
+timed_train = timeout $(1) $(PY) -m vxm_tf.train $(3) $(ARGS); rc=$$?; \
+	if [ $$rc -eq 124 ]; then echo "stopped after $(1) s: continue with make $(2)" \
+	"ARGS=--resume"; else exit $$rc; fi
 data3d: data
-	$(PY) tools/synth_from_labels.py --label_dir=$(SYNTHSEG) \
-		--reference=$(OASIS3D)/OASIS_OAS1_0001_MR1 --intensity_dir=$(OASIS2D) \
-		--out_dir=cache/synth3d-$(SIZE) --target_shape=$(SIZE),$(SIZE),$(SIZE)
+	$(call render,cache/synth3d-$(SIZE),$(SIZE)$(comma)$(SIZE)$(comma)$(SIZE))
 
 # The SSD-vs-NCC report: trains the two oasis2d models unless their runs exist.
 runs/oasis2d-%/best.keras: | install
@@ -144,9 +153,7 @@ reports/instance_sweep_oasis2d_seg.json: runs/oasis2d-ncc-seg/best.keras
 # 14 s per pair for 15 to 25 steps.
 SYNTHVAL := cache/synth3d-val-160x192x224
 $(SYNTHVAL)/manifest.json: | install
-	$(PY) tools/synth_from_labels.py --label_dir=$(SYNTHSEG) \
-		--reference=$(OASIS3D)/OASIS_OAS1_0001_MR1 --intensity_dir=$(OASIS2D) \
-		--out_dir=$(SYNTHVAL) --target_shape=160,192,224 --maps=5 --val_maps=4 --renders=1
+	$(call render,$(SYNTHVAL),160$(comma)192$(comma)224,--maps=5 --val_maps=4 --renders=1)
 reports/instance_sweep_synth3d.json: | $(SYNTHVAL)/manifest.json
 	$(PY) tools/tune_instance.py --model=$(PRETRAINED) --data_dir=$(SYNTHVAL) --train=1 \
 		--val=4 --batch_size=1 --space=composition --gradient=straight-through \
@@ -177,15 +184,11 @@ FINETUNE_DATA := cache/synth3d-finetune-160x192x224
 FINETUNE_RUN ?= runs/finetune3d
 FINETUNE_SECONDS ?= 3600
 $(FINETUNE_DATA)/manifest.json: | install
-	$(PY) tools/synth_from_labels.py --label_dir=$(SYNTHSEG) \
-		--reference=$(OASIS3D)/OASIS_OAS1_0001_MR1 --intensity_dir=$(OASIS2D) \
-		--out_dir=$(FINETUNE_DATA) --target_shape=160,192,224 --val_maps=2 --renders=2
+	$(call render,$(FINETUNE_DATA),160$(comma)192$(comma)224,--val_maps=2 --renders=2)
 finetune-3d: $(FINETUNE_DATA)/manifest.json
-	timeout $(FINETUNE_SECONDS) $(PY) -m vxm_tf.train --flagfile=flags/finetune3d.cfg \
+	$(call timed_train,$(FINETUNE_SECONDS),finetune-3d,--flagfile=flags/finetune3d.cfg \
 		--data_dir=$(FINETUNE_DATA) --train=36 --val=4 --init_model=$(PRETRAINED) \
-		--epochs=40 --steps_per_epoch=25 --model_dir=$(FINETUNE_RUN) $(ARGS); rc=$$?; \
-		if [ $$rc -eq 124 ]; then echo "stopped after $(FINETUNE_SECONDS) s:" \
-		"continue with make finetune-3d ARGS=--resume"; else exit $$rc; fi
+		--epochs=40 --steps_per_epoch=25 --model_dir=$(FINETUNE_RUN))
 
 # The 3D model trained from scratch on this CPU (SCRATCH_RUN), with the settings of
 # tools/gpu_train.sh scratch (flags/synth3d.cfg, ncc.cfg and synth3d_seg.cfg; 8 renders of
@@ -196,15 +199,11 @@ SCRATCH_DATA := cache/synth3d-scratch-128
 SCRATCH_RUN ?= runs/synth3d128-cpu
 SCRATCH_SECONDS ?= 3600
 $(SCRATCH_DATA)/manifest.json: | install
-	$(PY) tools/synth_from_labels.py --label_dir=$(SYNTHSEG) \
-		--reference=$(OASIS3D)/OASIS_OAS1_0001_MR1 --intensity_dir=$(OASIS2D) \
-		--out_dir=$(SCRATCH_DATA) --target_shape=128,128,128 --val_maps=2 --renders=8
+	$(call render,$(SCRATCH_DATA),128$(comma)128$(comma)128,--val_maps=2 --renders=8)
 scratch-3d: $(SCRATCH_DATA)/manifest.json
-	timeout $(SCRATCH_SECONDS) $(PY) -m vxm_tf.train --flagfile=flags/synth3d.cfg \
+	$(call timed_train,$(SCRATCH_SECONDS),scratch-3d,--flagfile=flags/synth3d.cfg \
 		--flagfile=flags/ncc.cfg --flagfile=flags/synth3d_seg.cfg --data_dir=$(SCRATCH_DATA) \
-		--train=144 --val=16 --epochs=80 --steps_per_epoch=100 --model_dir=$(SCRATCH_RUN) $(ARGS); \
-		rc=$$?; if [ $$rc -eq 124 ]; then echo "stopped after $(SCRATCH_SECONDS) s:" \
-		"continue with make scratch-3d ARGS=--resume"; else exit $$rc; fi
+		--train=144 --val=16 --epochs=80 --steps_per_epoch=100 --model_dir=$(SCRATCH_RUN))
 
 # FINETUNED: the authors' model fine-tuned (make finetune-3d, or tools/gpu_train.sh finetune
 # on the GPU machine with its run folder copied here), and SCRATCH, the 3D model trained from
