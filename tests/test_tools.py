@@ -334,7 +334,7 @@ def test_tune_instance_sweeps_gradients_and_steps_within_a_time_budget(trained_r
 
     out = tmp_path / "sweep.md"
     common = ["--model", str(trained_run / "best.keras"), "--space", "composition",
-              "--lr", "0.3", "--lambda", "1", "--batch_size", "4"]
+              "--lr", "0.3", "--lambda", "1", "--batch_size", "3"]
     tune_instance.main([*common, "--steps", "1,2", "--gradient", "exact,straight-through",
                         "--max_seconds", "1000", "--out", str(out)])
     text = out.read_text()

@@ -1,12 +1,13 @@
 """Run the original VoxelMorph (voxelmorph 0.2 on tf-keras) on pairs of volumes, in a
 process of its own (it must never share one with Keras 3); needs the `reference` extra.
 
-    python tools/original_vxm.py MODEL.h5 INPUTS.npz OUTPUTS.npz
+    python tools/original_vxm.py MODEL.h5 INPUTS.npz OUTPUTS.npz [--no-warmup]
 
 INPUTS.npz holds `moving` and `fixed` arrays `(N, *spatial)`; OUTPUTS.npz gets `warps`
 `(N, *spatial, D)` from the original's `register`, `seconds` per pair (batch 1, after one
-warm-up call) and `moved` `(N, *spatial)`, the original's moved images: vxm_tf's reports
-score the original with their own metrics, and the parity test compares both outputs.
+warm-up call, which `--no-warmup` skips when only the outputs matter) and `moved`
+`(N, *spatial)`, the original's moved images: vxm_tf's reports score the original with
+their own metrics, and the parity test compares both outputs.
 """
 
 import inspect
@@ -21,12 +22,13 @@ inspect.getargspec = lambda f: inspect.getfullargspec(f)[:4]  # neurite 0.2 on P
 import numpy as np  # noqa: E402
 
 
-def main(model_path, in_path, out_path):
+def main(model_path, in_path, out_path, warmup=True):
     import voxelmorph as vxm
     model = vxm.networks.VxmDense.load(model_path)
     pairs = np.load(in_path)
     moving, fixed = pairs["moving"][..., None], pairs["fixed"][..., None]
-    model.register(moving[:1], fixed[:1])
+    if warmup:
+        model.register(moving[:1], fixed[:1])
     warps, seconds, moved = [], [], []
     for k in range(len(moving)):
         start = time.perf_counter()
@@ -38,6 +40,6 @@ def main(model_path, in_path, out_path):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4:
+    if len(sys.argv) not in (4, 5) or sys.argv[4:] not in ([], ["--no-warmup"]):
         sys.exit(__doc__)
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:4], warmup=sys.argv[4:] != ["--no-warmup"])
