@@ -131,19 +131,28 @@ def test_seg_supervised_training_lowers_the_dice_loss_and_fine_tunes_from_a_mode
                                result["model"].register(moving, fixed), atol=1e-4)
 
 
-def test_a_run_from_init_model_keeps_its_architecture_in_losses_and_config(tmp_path):
-    """A contradicting model flag is named and ignored; Grad's multiplier and config.json
-    are the start model's (int_resolution 1, not the flags' 2), and the run resumes."""
-    start = networks.VxmDense((32, 32), nb_unet_features=[[8, 8, 8], [8, 8, 8, 8, 8]],
-                              int_steps=3, int_resolution=1)
+def test_a_run_from_init_model_keeps_its_architecture_in_losses_and_config(tmp_path,
+                                                                          monkeypatch):
+    """Contradicting model flags are named and ignored; Grad's multiplier, the memory check
+    and config.json are the start model's (int_resolution 1, not the flags' 2; its widths),
+    and the run resumes."""
+    features = [[8, 8, 8], [8, 8, 8, 16, 16]]
+    start = networks.VxmDense((32, 32), nb_unet_features=features, int_steps=3,
+                              int_resolution=1)
     networks.save_model(start, tmp_path / "start.keras")
     config = tiny_config(tmp_path, steps_per_epoch=1, init_model=str(tmp_path / "start.keras"))
     config.model.int_steps = 5
+    checked = []
+    monkeypatch.setattr(trainer, "check_memory",
+                        lambda shape, c: checked.append(c.model.nb_features))
     lines = []
     result = trainer.train_and_evaluate(config, log=lines.append)
-    assert any(line.endswith("architecture; ignoring --int_steps=5") for line in lines), lines
+    assert any("architecture; ignoring --enc/--dec=" in line
+               and line.endswith(" --int_steps=5") for line in lines), lines
+    assert checked == [features]
     recorded = json.loads((Path(result["run_dir"]) / "config.json").read_text())["model"]
     assert (recorded["int_steps"], recorded["int_resolution"]) == (3, 1)
+    assert recorded["nb_features"] == features
     assert [loss.loss_mult for loss in result["model"].loss
             if isinstance(loss, losses.Grad)] == [1]
     config.train.epochs, config.train.resume = 2, True
@@ -151,6 +160,7 @@ def test_a_run_from_init_model_keeps_its_architecture_in_losses_and_config(tmp_p
     assert history_epochs(resumed["run_dir"]) == [0, 1]
     assert [loss.loss_mult for loss in resumed["model"].loss
             if isinstance(loss, losses.Grad)] == [1]
+    assert checked == [features, features]
 
 
 def test_config_json_records_absolute_data_paths_and_resumes_from_them(tmp_path,

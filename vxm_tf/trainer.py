@@ -479,7 +479,6 @@ def _train(config, log, scope, run_dir):
     labels = train.labels if config.loss.seg_weight else []
     if config.loss.seg_weight and not labels:
         raise TrainingError("--seg_weight: the training subjects have no segmentations")
-    check_memory(train.shape, config)
     lo = config.loss
     if lo.similarity in ("ncc", "hybrid") and lo.window > min(train.shape):
         raise TrainingError(f"--window={lo.window} is larger than the images "
@@ -504,6 +503,8 @@ def _train(config, log, scope, run_dir):
                 config = experiment.adopt_architecture(config, model, log)
             fitted = experiment.training_model(model, config, labels)
             experiment.compile_model(fitted, config, steps * t.epochs, labels)
+    # the model's own widths (an --init_model's, not the flags'), before any step runs
+    check_memory(train.shape, config)
     # recorded once everything checked out and the model exists
     _atomic_json(run_dir / "config.json", {**_recorded(config),
                                            "resolved_precision": precision,
