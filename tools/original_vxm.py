@@ -40,6 +40,6 @@ def main(model_path, in_path, out_path, warmup=True):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) not in (4, 5) or sys.argv[4:] not in ([], ["--no-warmup"]):
+    if len(sys.argv) < 4 or sys.argv[4:] not in ([], ["--no-warmup"]):
         sys.exit(__doc__)
     main(*sys.argv[1:4], warmup=sys.argv[4:] != ["--no-warmup"])

@@ -33,8 +33,7 @@ def build_splits(config):
                 if count else None
                 for seed, (split, count) in enumerate(counts.items(), start=1)}
     dataset = build_dataset(config)
-    if config.dataset == "cache":
-        check_held_out(config)
+    check_held_out(config, dataset)
     subjects = data.split_subjects(dataset, config.train, config.test, config.val,
                                    config.train_list or None, config.test_list or None,
                                    config.val_list or None)
@@ -49,12 +48,12 @@ def build_splits(config):
     return splits
 
 
-def check_held_out(config):
+def check_held_out(config, dataset):
     """A cache of renders (tools/synth_from_labels.py) lists its training maps' renders
     first, then the held-out maps': with validation subjects, `ConfigError` unless training
     takes only the first and validation only the second, else validation Dice would score
     renders of training maps (or of maps training saw) and the run would not say so."""
-    settings = data.read_manifest(config.data_dir).get("settings", {})
+    settings = dataset.settings
     first = settings.get("train_subjects")
     if (first is None or not config.val or config.train_list or config.val_list
             or config.test_list):

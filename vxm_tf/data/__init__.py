@@ -22,7 +22,6 @@ from vxm_tf.data.volumes import (
     cached_dataset,
     load_volumes,
     prepare_cache,
-    read_manifest,
     resize_volume,
 )
 
@@ -30,8 +29,7 @@ __all__ = [
     "Augmentation", "Dataset", "DatasetError", "LazyStack", "PairSequence", "PairSource", "Subject",
     "Volumes", "all_pairs", "append_atlas", "atlas_pairs", "augment", "cached_dataset",
     "fit_data", "left_right_swap", "list_dataset", "load_volumes", "oasis_dataset",
-    "pair_dataset", "prepare_cache", "read_label_table", "read_manifest", "resize_volume",
-    "split_subjects",
+    "pair_dataset", "prepare_cache", "read_label_table", "resize_volume", "split_subjects",
     "synthetic_volumes",
 ]
 

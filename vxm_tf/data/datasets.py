@@ -29,11 +29,13 @@ class Subject:
 
 @dataclass
 class Dataset:
-    """Subjects in a fixed order, with label names `{id: name}` when known."""
+    """Subjects in a fixed order, with label names `{id: name}` when known, and for a cache
+    the `settings` its manifest records (how tools/synth_from_labels.py rendered it)."""
 
     name: str
     subjects: list
     label_names: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if not self.subjects:

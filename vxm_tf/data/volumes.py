@@ -336,7 +336,7 @@ def cached_dataset(out_dir):
                         str(Path(out_dir) / e["file"]) if e["labels"] else None)
                 for name, e in manifest["subjects"].items()]
     labels = {int(k): v for k, v in manifest.get("label_names", {}).items()}
-    return Dataset(manifest["dataset"], subjects, labels)
+    return Dataset(manifest["dataset"], subjects, labels, manifest.get("settings", {}))
 
 
 def _atomic_savez(path, arrays):
