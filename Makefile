@@ -51,11 +51,10 @@ OASIS2D ?= ../shared/data/neurite-oasis-2d
 render = $(PY) tools/synth_from_labels.py --label_dir=$(SYNTHSEG) \
 	--reference=$(OASIS3D)/OASIS_OAS1_0001_MR1 --intensity_dir=$(OASIS2D) \
 	--out_dir=$(1) --target_shape=$(2) $(3)
-# $(call timed_train,SECONDS,TARGET,TRAIN FLAGS): vxm_tf.train cut at SECONDS, keeping its
-# completed epochs' checkpoints; `make TARGET ARGS=--resume` continues it
-timed_train = timeout $(1) $(PY) -m vxm_tf.train $(3) $(ARGS); rc=$$?; \
-	if [ $$rc -eq 124 ]; then echo "stopped after $(1) s: continue with make $(2)" \
-	"ARGS=--resume"; else exit $$rc; fi
+# $(call timed_train,SECONDS,TRAIN FLAGS): vxm_tf.train ending after the last epoch that
+# fits in SECONDS (--time_limit), every epoch checkpointed; `make TARGET ARGS=--resume`
+# continues it
+timed_train = $(PY) -m vxm_tf.train $(2) --time_limit=$(1) $(ARGS)
 data3d: data
 	$(call render,cache/synth3d-$(SIZE),$(SIZE)$(comma)$(SIZE)$(comma)$(SIZE))
 
@@ -186,7 +185,7 @@ FINETUNE_SECONDS ?= 3600
 $(FINETUNE_DATA)/manifest.json: | install
 	$(call render,$(FINETUNE_DATA),160$(comma)192$(comma)224,--val_maps=2 --renders=2)
 finetune-3d: $(FINETUNE_DATA)/manifest.json
-	$(call timed_train,$(FINETUNE_SECONDS),finetune-3d,--flagfile=flags/finetune3d.cfg \
+	$(call timed_train,$(FINETUNE_SECONDS),--flagfile=flags/finetune3d.cfg \
 		--data_dir=$(FINETUNE_DATA) --train=36 --val=4 --init_model=$(PRETRAINED) \
 		--epochs=40 --steps_per_epoch=25 --model_dir=$(FINETUNE_RUN))
 
@@ -201,7 +200,7 @@ SCRATCH_SECONDS ?= 3600
 $(SCRATCH_DATA)/manifest.json: | install
 	$(call render,$(SCRATCH_DATA),128$(comma)128$(comma)128,--val_maps=2 --renders=8)
 scratch-3d: $(SCRATCH_DATA)/manifest.json
-	$(call timed_train,$(SCRATCH_SECONDS),scratch-3d,--flagfile=flags/synth3d.cfg \
+	$(call timed_train,$(SCRATCH_SECONDS),--flagfile=flags/synth3d.cfg \
 		--flagfile=flags/ncc.cfg --flagfile=flags/synth3d_seg.cfg --data_dir=$(SCRATCH_DATA) \
 		--train=144 --val=16 --epochs=80 --steps_per_epoch=100 --model_dir=$(SCRATCH_RUN))
 

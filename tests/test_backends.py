@@ -142,10 +142,12 @@ config = configs.Config()
 config.data = configs.DataConfig(synthetic_shape=(32, 32), synthetic_labels=4, train=4,
                                  val=3, test=2)
 config.model = configs.ModelConfig(nb_features=[[8, 8, 8], [8, 8, 8, 8, 8]])
-config.train = configs.TrainConfig(epochs=2, steps_per_epoch=3, batch_size=2, lr=1e-3,
-                                   strategy=sys.argv[2], verbose=0, model_dir=sys.argv[1])
+config.train = configs.TrainConfig(epochs=3, steps_per_epoch=3, batch_size=2, lr=1e-3,
+                                   strategy=sys.argv[2], verbose=0, model_dir=sys.argv[1],
+                                   time_limit=float(sys.argv[3]))
 result = trainer.train_and_evaluate(config, log=lambda _: None)
-print("processes", trainer.process_shard()[1], "val_dice", result["history"]["val_dice"][-1])
+print("processes", trainer.process_shard()[1], "epochs", len(result["history"]["loss"]),
+      "val_dice", result["history"]["val_dice"][-1])
 """
 
 
@@ -159,7 +161,8 @@ def _weights(path):
                     reason="jax is not installed (the test extra installs it)")
 def test_two_jax_processes_train_as_one_process_on_the_same_global_batch(tmp_path):
     """jax.distributed over 127.0.0.1 (gloo on CPU): each process feeds half of every
-    batch of 2 pairs; both end with the weights of one process fed whole batches."""
+    batch of 2 pairs; both end with the weights of one process fed whole batches. Only the
+    chief has a --time_limit (one epoch of three): the other process stops with it."""
     import socket
 
     with socket.socket() as probe:
@@ -171,17 +174,19 @@ def test_two_jax_processes_train_as_one_process_on_the_same_global_batch(tmp_pat
     cluster = {"KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{port}",
                "KERAS_DISTRIBUTION_NUM_PROCESSES": "2"}
     workers = [subprocess.Popen(
-        [sys.executable, "-c", JAX_PROCESS, str(tmp_path / "multi"), "multi_worker"],
+        [sys.executable, "-c", JAX_PROCESS, str(tmp_path / "multi"), "multi_worker",
+         "0.001" if k == 0 else "0"],
         env={**env, **cluster, "KERAS_DISTRIBUTION_PROCESS_ID": str(k)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(2)]
     single = subprocess.run([sys.executable, "-c", JAX_PROCESS, str(tmp_path / "single"),
-                             "default"], capture_output=True, text=True, env=env, timeout=600)
-    outputs = [w.communicate(timeout=600) for w in workers]
+                             "default", "0.001"], capture_output=True, text=True, env=env,
+                            timeout=600)
+    outputs = [w.communicate(timeout=300) for w in workers]  # a hang: a process left alone
     reports = []  # the scripts' last lines (gloo prints its own lines before)
     for worker, (stdout, stderr) in zip(workers, outputs):
         assert worker.returncode == 0, stderr[-3000:]
         reports.append(stdout.strip().splitlines()[-1].split())
-        assert reports[-1][:2] == ["processes", "2"]
+        assert reports[-1][:4] == ["processes", "2", "epochs", "1"]
     assert single.returncode == 0, single.stderr[-3000:]
     chief = _weights(tmp_path / "multi" / "last.keras")
     other = _weights(tmp_path / "multi" / "worker-1" / "last.keras")

@@ -204,6 +204,48 @@ def test_a_run_trained_through_a_view_resumes_where_it_stopped(tmp_path, view):
         trainer.train_and_evaluate(config("parts", epochs=3, resume=True), log=lambda _: None)
 
 
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_time_limit_stops_after_the_last_epoch_that_fits():
+    clock, model = FakeClock(), keras.Sequential()
+    limit = trainer.TimeLimit(100, start=0.0, clock=clock)
+    limit.set_model(model)
+    clock.now = 5  # start-up counts towards the limit
+    for epoch, end in enumerate([35, 60, 85]):  # 30 s first (compiling), then 25 s each
+        limit.on_epoch_begin(epoch)
+        clock.now = end
+        limit.on_epoch_end(epoch)
+        if getattr(model, "stop_training", False):
+            break
+    assert limit.stopped_after == 3  # after 85 s one more 25 s epoch would end at 110
+    late = trainer.TimeLimit(10, start=0.0, clock=clock)
+    late.set_model(model := keras.Sequential())
+    clock.now = 20
+    late.on_epoch_begin(0)  # the first epoch always runs, even past the limit
+    clock.now = 21
+    late.on_epoch_end(0)
+    assert getattr(model, "stop_training", False) and late.stopped_after == 1
+
+
+def test_a_time_limited_run_keeps_its_epochs_and_resumes(tmp_path):
+    stopped = trainer.train_and_evaluate(tiny_config(tmp_path, epochs=3, time_limit=1e-3),
+                                         log=lambda _: None)
+    run = tmp_path / "run"
+    assert stopped["stopped_after"] == 1 and len(stopped["history"]["loss"]) == 1
+    assert json.loads((run / "state.json").read_text())["epoch"] == 1
+    assert not (run / "model.keras").exists()  # not a finished run
+    done = trainer.train_and_evaluate(tiny_config(tmp_path, epochs=3, resume=True),
+                                      log=lambda _: None)
+    assert done["stopped_after"] is None and (run / "model.keras").exists()
+    assert history_epochs(run) == [0, 1, 2]
+
+
 def test_a_run_directory_in_use_is_refused_and_a_stale_lock_taken_over(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
@@ -366,6 +408,7 @@ def test_losses_and_weights_follow_the_original_script():
     (["--int_resolution=-2"], "--int_resolution must be at least 1, got -2"),
     (["--svf_resolution=0"], "--svf_resolution must be at least 1, got 0"),
     (["--int_steps=-1"], "--int_steps must be non-negative, got -1"),
+    (["--time_limit=-5"], "--time_limit must be non-negative, got -5.0"),
     (["--val_pairs=-3"], "--val_pairs must be non-negative, got -3"),
     (["--steps_per_epoch=-1"], "--steps_per_epoch must be non-negative, got -1"),
     (["--epochs=0"], "--epochs must be at least 1, got 0"),
@@ -415,6 +458,7 @@ TRAIN_ERRORS = [
     (["--bogus=1"], "Unknown command line flag 'bogus'"),
     (["--similarity=ssd"], "ssd"),
     (["--int_steps=-1"], "--int_steps must be non-negative, got -1"),
+    (["--time_limit=-5"], "--time_limit must be non-negative, got -5.0"),
     (["--dataset=oasis", "--data_dir=/nonexistent"], "/nonexistent: no subjects.txt"),
     (["--seg_weight=1", "--seg_resolution=3"], "--seg_resolution: seg_resolution 3 must divide"),
     (["--synthetic_shape=16,16", "--train=3", "--val=2", "--window=17"],

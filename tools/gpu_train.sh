@@ -23,8 +23,8 @@
 # SEED (environment) draws other renders (a continued run); SHAPE, RENDERS and MAPS and train flags after [seconds] shrink it for a
 # smoke test on CPU: SHAPE=32,32,32 RENDERS=1 MAPS=4 bash tools/gpu_train.sh scratch /tmp/o
 # 200 --train=2 --val=2 --epochs=1 --steps_per_epoch=2
-# Everything ends within [seconds] (default 300): training stops at that deadline, keeping
-# its last completed epoch's checkpoints. OUT/MODE/ receives best.keras, config.json,
+# Everything ends within [seconds] (default 300): training ends after its last epoch that
+# fits (--time_limit), checkpointed. OUT/MODE/ receives best.keras, config.json,
 # history.csv and timing.json, and nothing else (the device tool brings back 8 files at
 # most: two runs per call).
 set -u
@@ -62,7 +62,9 @@ if [ ! -f "$data/manifest.json" ]; then
         --val_maps 2 --seed "${SEED:-0}" --workers "$(nproc)" | tail -2 || exit 1
 fi
 echo "rendered in $(( $(date +%s) - start )) s"
-timeout $(( BUDGET - $(date +%s) + start )) python3 -m vxm_tf.train "${args[@]}" --data_dir="$data" "$@" \
+# the run ends after its last epoch that fits (--time_limit); timeout only as a backstop
+left=$(( BUDGET - $(date +%s) + start ))
+timeout $left python3 -m vxm_tf.train "${args[@]}" --data_dir="$data" "$@" --time_limit=$(( left - 10 )) \
     --precision=auto --verbose=2 --model_dir="$OUT/$MODE" 2>&1 | grep -v "^I0000\|^W0000\|WARNING: All log"
 echo "exit ${PIPESTATUS[0]} after $(( $(date +%s) - start )) s"
 rm -f "$OUT/$MODE/.lock" "$OUT/$MODE/last.keras" "$OUT/$MODE/last_optimizer.npz" "$OUT/$MODE/model.keras" \

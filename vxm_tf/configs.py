@@ -190,6 +190,9 @@ class TrainConfig:
                              "voxelmorph .h5), e.g. to fine-tune the authors' pretrained "
                              "model; its architecture replaces the model flags")
     resume: bool = option(False, "continue from the run directory's last checkpoint")
+    time_limit: float = option(0.0, "seconds: end the run after the last epoch that can end "
+                               "within this time of its start (at least one epoch; "
+                               "continue with --resume); 0: no limit")
     verbose: int = option(1, "0 silent, 1 progress bar, 2 one line per epoch")
 
 
@@ -252,7 +255,8 @@ def check_config(config, training=True):
         ("hybrid_ncc_weight", lo.hybrid_ncc_weight),
         ("hybrid_mse_weight", lo.hybrid_mse_weight), ("seg_weight", lo.seg_weight),
         ("int_steps", m.int_steps), ("val_pairs", t.val_pairs),
-        ("steps_per_epoch", t.steps_per_epoch), ("cache_mb", d.cache_mb)))
+        ("steps_per_epoch", t.steps_per_epoch), ("cache_mb", d.cache_mb),
+        ("time_limit", t.time_limit)))
     _at_least(1, "at least 1", (
         ("epochs", t.epochs), ("batch_size", t.batch_size),
         ("steps_per_execution", t.steps_per_execution),

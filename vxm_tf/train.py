@@ -30,7 +30,8 @@ def main(argv):
         summary += (f", validation Dice {history['val_dice'][-1]:.4f} (best "
                     f"{max(history['val_dice']):.4f}, kept as best.keras)")
     epochs = len(history["loss"])
-    print(f"done: {result['run_dir']}: {epochs} epoch{'' if epochs == 1 else 's'}, {summary}")
+    ended = "stopped" if result["stopped_after"] else "done"
+    print(f"{ended}: {result['run_dir']}: {epochs} epoch{'' if epochs == 1 else 's'}, {summary}")
 
 
 if __name__ == "__main__":

@@ -269,6 +269,42 @@ class StepTimer(keras.callbacks.Callback):
                                  "device": self.device})
 
 
+class TimeLimit(keras.callbacks.Callback):
+    """Ends training after the epoch past which one more epoch, as long as the last one
+    (validation and checkpoint included), would not end within `seconds` of `start`.
+
+    At least one epoch runs. In a multi-process run every process takes the chief's
+    decision (each process has this callback, with or without a limit of its own): one
+    process stopping alone would leave the others waiting in their collectives.
+    `stopped_after` is the last epoch (1-based) when it stopped the run.
+    """
+
+    def __init__(self, seconds, start, clock=time.monotonic):
+        super().__init__()
+        self.seconds, self.start, self.clock = seconds, start, clock
+        self.mark, self.stopped_after = None, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.mark is None:
+            self.mark = self.clock()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = self.clock()
+        duration, self.mark = now - self.mark, now
+        if _chief_decides(now - self.start + duration > self.seconds):
+            self.model.stop_training = True
+            self.stopped_after = epoch + 1
+
+
+def _chief_decides(decision):
+    """Process 0's `decision`, in every process (the same value in a single process)."""
+    if process_shard()[1] == 1:
+        return decision
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(decision)))
+
+
 def device_description():
     """What trains: the first accelerator's name and how many there are, else the CPU."""
     try:
@@ -362,7 +398,7 @@ def lock_run_dir(run_dir):
 
 # settings a resumed run may change: how long and how verbosely it trains
 RESUMABLE_CHANGES = {("train", "epochs"), ("train", "resume"), ("train", "verbose"),
-                     ("train", "model_dir"), ("data", "cache_mb")}
+                     ("train", "model_dir"), ("train", "time_limit"), ("data", "cache_mb")}
 
 
 def _recorded(config):
@@ -440,7 +476,10 @@ def check_memory(shape, config, available=None):
 def train_and_evaluate(config, log=print):
     """Train `VxmDense` as configured; returns `{'history': ..., 'model': model, ...}`.
 
-    The run directory is locked for the duration (`lock_run_dir`)."""
+    The run directory is locked for the duration (`lock_run_dir`). With `time_limit` the
+    run may end before its epochs (`'stopped_after'`: the last completed epoch, else None);
+    it then writes no model.keras, and `resume` continues it."""
+    start = time.monotonic()
     scope = make_strategy(config.train.strategy)  # first: collectives set up at start
     run_dir = Path(config.train.model_dir)
     index, count = process_shard()
@@ -453,14 +492,14 @@ def train_and_evaluate(config, log=print):
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = lock_run_dir(run_dir)
     try:
-        return _train(config, log, scope, run_dir)
+        return _train(config, log, scope, run_dir, start)
     finally:
         lock.unlink(missing_ok=True)
         if created and not any(run_dir.iterdir()):  # refused before writing anything
             run_dir.rmdir()
 
 
-def _train(config, log, scope, run_dir):
+def _train(config, log, scope, run_dir, start):
     t = config.train
     initial_epoch, best = _start_epoch(run_dir, t.resume)
     if initial_epoch >= t.epochs:
@@ -547,13 +586,23 @@ def _train(config, log, scope, run_dir):
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss" if val_ds is not None else "loss", factor=0.5, patience=1,
             min_lr=t.lr * t.final_lr_fraction))
+    limit = None  # every process of a multi-process run takes part in the decision
+    if t.time_limit or shard[1] > 1:
+        limit = TimeLimit(t.time_limit or math.inf, start)
+        callbacks.append(limit)  # last: the checkpoint's time counts
     experiment.build_for_fit(fitted, train_ds)
     history = fitted.fit(train_ds, epochs=t.epochs, initial_epoch=initial_epoch,
                         steps_per_epoch=steps, validation_data=val_ds, callbacks=callbacks,
                         verbose=t.verbose, shuffle=False)
-    _atomic_save(model, run_dir / "model.keras")
+    stopped = limit.stopped_after if limit else None
+    if stopped and stopped < t.epochs:
+        log(f"stopped by --time_limit after epoch {stopped} of "
+            f"{t.epochs}; continue with --resume")
+    else:
+        stopped = None
+        _atomic_save(model, run_dir / "model.keras")
     return {"history": history.history, "model": model, "run_dir": str(run_dir),
-            "steps_per_epoch": steps, "splits": splits}
+            "steps_per_epoch": steps, "splits": splits, "stopped_after": stopped}
 
 
 def load_trained(run_dir, which="best"):
