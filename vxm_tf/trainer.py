@@ -12,7 +12,7 @@ The run directory holds:
     timing.json      training seconds per step
 Checkpoints are written to a temporary name and renamed, so an interrupted run always
 leaves the previous complete checkpoint; `resume` continues from it to the same total
-number of epochs.
+number of epochs. A run that `time_limit` ends early writes no model.keras.
 """
 
 import contextlib
