@@ -352,6 +352,15 @@ def test_tune_instance_sweeps_gradients_and_steps_within_a_time_budget(trained_r
     tune_instance.main([*common, "--steps", "1", "--max_seconds", "1e-6", "--out", str(out)])
     assert "No setting kept folding < 0.1% and at most 1e-06 s per pair" in out.read_text()
     assert not out.with_suffix(".json").exists()
+    # a setting that lowers the network's Dice is not chosen, whatever its folding
+    tune_instance.main([*common[:4], "--lr", "1000", "--lambda", "0", "--batch_size", "3",
+                        "--steps", "2", "--max_folding", "100", "--out", str(out)])
+    text = out.read_text()
+    alone, swept = (float(line.split("|")[-4]) for line in text.splitlines()
+                    if line.startswith(("| network alone", "| composition")))
+    assert swept < alone and "**chosen**" not in text
+    assert f"above the network alone's {alone:.4f}: register with this model alone" in text
+    assert not out.with_suffix(".json").exists()
 
 
 @pytest.mark.skipif(not (SYNTHSEG.parent / "neurite-oasis-2d").is_dir(),

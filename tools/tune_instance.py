@@ -10,11 +10,12 @@ authors' 3D .h5, the validation subjects of `--data_dir`: `make tune-instance-3d
 each combination of settings, all pairs in one batch (or `--batch_size` at a time), and
 writes a table of validation Dice, folding and seconds for all pairs (the registrations
 alone, after a warm-up call that compiles). The chosen setting is the highest Dice
-among those with folding under `--max_folding` percent (and, with `--max_seconds`,
-registering a pair in at most that many seconds: a sweep over step counts then chooses the
-best within a time budget), also written beside the table as JSON (`--out` with .json),
-which `--instance_settings` of register, evaluate, tools/report_oasis3d.py and
-tools/report_beyond.py reads.
+among those above the network alone's, with folding under `--max_folding` percent (and,
+with `--max_seconds`, registering a pair in at most that many seconds: a sweep over step
+counts then chooses the best within a time budget), also written beside the table as JSON
+(`--out` with .json), which `--instance_settings` of register, evaluate,
+tools/report_oasis3d.py and tools/report_beyond.py reads. When no setting beats the network
+alone, none is chosen and no JSON is left: the model registers better without.
 """
 
 import argparse
@@ -156,12 +157,14 @@ def main(argv=None):
               f"smoothing {config.smoothing} window {config.window} resolution "
               f"{config.resolution} steps {config.steps}: Dice {rows[-1][1]:.4f} folding "
               f"{rows[-1][2]:.3f}% {rows[-1][3] / len(pairs):.2f} s per pair", flush=True)
-    allowed = [r for r in rows if r[2] < args.max_folding
+    # a setting must beat the network alone: otherwise this model registers better without
+    allowed = [r for r in rows if r[2] < args.max_folding and r[1] > base[0]
                and (not args.max_seconds or r[3] / len(pairs) <= args.max_seconds)]
     best = max(allowed, key=lambda r: r[1]) if allowed else None
     rule = f"folding < {args.max_folding}%" + (
         f" and at most {args.max_seconds:g} s per pair, {args.max_seconds * len(pairs):g} s "
-        "for all pairs" if args.max_seconds else "")
+        "for all pairs" if args.max_seconds else "") + (
+        f", above the network alone's {base[0]:.4f}")
     command = compare.command_line("tune_instance.py", argv)
     # the NCC window, the grid and the gradient get columns (and flags in the choice) when
     # a sweep sets them, the steps when it varies them
@@ -197,7 +200,8 @@ def main(argv=None):
                    + "".join(f" --instance_{field}={getattr(best[0], field)}"
                              for _, field in optional) + "`"
                    if best else
-                   f"No setting kept {rule}."),
+                   f"No setting kept {rule}: register with this model alone "
+                   "(`--instance_steps=0`)."),
               "", "Command:", "", "```sh", command, "```"]
     evaluation.write_text(out, "\n".join(lines) + "\n")
     if best is not None:
