@@ -64,7 +64,7 @@ fi
 echo "rendered in $(( $(date +%s) - start )) s"
 # the run ends after its last epoch that fits (--time_limit); timeout only as a backstop
 left=$(( BUDGET - $(date +%s) + start ))
-timeout $left python3 -m vxm_tf.train "${args[@]}" --data_dir="$data" "$@" --time_limit=$(( left - 10 )) \
+timeout $left python3 -m vxm_tf.train "${args[@]}" --data_dir="$data" "$@" --time_limit=$(( left > 11 ? left - 10 : 1 )) \
     --precision=auto --verbose=2 --model_dir="$OUT/$MODE" 2>&1 | grep -v "^I0000\|^W0000\|WARNING: All log"
 echo "exit ${PIPESTATUS[0]} after $(( $(date +%s) - start )) s"
 rm -f "$OUT/$MODE/.lock" "$OUT/$MODE/last.keras" "$OUT/$MODE/last_optimizer.npz" "$OUT/$MODE/model.keras" \
