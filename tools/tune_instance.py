@@ -163,8 +163,7 @@ def main(argv=None):
     best = max(allowed, key=lambda r: r[1]) if allowed else None
     rule = f"folding < {args.max_folding}%" + (
         f" and at most {args.max_seconds:g} s per pair, {args.max_seconds * len(pairs):g} s "
-        "for all pairs" if args.max_seconds else "") + (
-        f", above the network alone's {base[0]:.4f}")
+        "for all pairs" if args.max_seconds else "") + f", above the network alone's {base[0]:.4f}"
     command = compare.command_line("tune_instance.py", argv)
     # the NCC window, the grid and the gradient get columns (and flags in the choice) when
     # a sweep sets them, the steps when it varies them
