@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+import textwrap
 
 from absl import app, flags
 
@@ -33,10 +34,22 @@ def quiet_tensorflow_import():
     try:
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), 2)
-            import tensorflow  # noqa: F401
+            import tensorflow
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+    # retracing notices and deprecation chatter are for developers, not a command's log
+    tensorflow.get_logger().setLevel("ERROR")
+
+
+def fit_verbosity(verbose, stream=None):
+    """Keras `fit`'s `verbose` for the flag value: 1 (a progress bar redrawn in place) only
+    when `stream` (default stdout) is a terminal, else 2 (one line per epoch), so that logs
+    written to files hold no escape codes or carriage returns."""
+    stream = sys.stdout if stream is None else stream
+    if verbose == 1 and not (hasattr(stream, "isatty") and stream.isatty()):
+        return 2
+    return verbose
 
 
 def parse_flags(argv):
@@ -78,6 +91,49 @@ def fail(message):
     sys.exit(2)
 
 
-def run(main):
-    """`app.run(main)` with one-line flag errors."""
+HELP_FLAGS = ("-h", "--help", "-help", "--h", "-?")
+
+
+def _flag_line(flag):
+    """`  --name=DEFAULT  help` for one absl flag, wrapped at 88 columns."""
+    default = flag.default_as_str.strip("'") if flag.default is not None else ""
+    if isinstance(flag.default, bool):
+        head = f"--[no]{flag.name}" + (" (default: on)" if flag.default else "")
+    else:
+        head = f"--{flag.name}" + (f"={default}" if default else "")
+    return f"  {head}\n" + textwrap.fill(flag.help, 88, initial_indent=" " * 6,
+                                         subsequent_indent=" " * 6)
+
+
+def usage(doc, groups, flag_values=flags.FLAGS, hide=()):
+    """A command's `--help`: its docstring, then its flags under the titles of `groups`
+    (`[(title, [flag names])]`); flags of vxm_tf's own that no group names (nor `hide`:
+    flags defined but without effect in this command) follow under "other", and absl's,
+    TensorFlow's and the test framework's are left out (`--helpfull` lists those)."""
+    lines, listed = [doc.strip(), ""], set(hide)
+    for title, names in groups:
+        names = [n for n in names if n in flag_values]
+        if not names:
+            continue
+        lines.append(f"{title}:")
+        lines.extend(_flag_line(flag_values[n]) for n in names)
+        lines.append("")
+        listed.update(names)
+    own = [f.name for module, defined in flag_values.flags_by_module_dict().items()
+           if module.startswith("vxm_tf") or module in (sys.argv[0], "__main__")
+           for f in defined if f.name not in listed]
+    if own:
+        lines.append("other:")
+        lines.extend(_flag_line(flag_values[n]) for n in dict.fromkeys(own))
+        lines.append("")
+    lines.append("--flagfile=FILE reads flags from a file; --helpfull lists every flag, "
+                 "including absl's and TensorFlow's.")
+    return "\n".join(lines)
+
+
+def run(main, doc="", groups=(), hide=()):
+    """`app.run(main)` with one-line flag errors; `--help` prints `usage(doc, groups)`."""
+    if any(arg in HELP_FLAGS for arg in sys.argv[1:]):
+        print(usage(doc, groups, hide=hide))
+        sys.exit(0)
     app.run(main, flags_parser=parse_flags)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from absl import flags
 
-from vxm_tf import data
+from vxm_tf import data, models
 
 DATASETS = ("synthetic", "oasis", "list", "cache")
 SIMILARITIES = ("ncc", "mse", "hybrid")
@@ -187,13 +187,15 @@ class TrainConfig:
     val_pairs: int = option(12, "validation pairs scored each epoch")
     model_dir: str = option("runs/default", "run directory")
     init_model: str = option("", "start from this model's weights (.keras or an original "
-                             "voxelmorph .h5), e.g. to fine-tune the authors' pretrained "
-                             "model; its architecture replaces the model flags")
+                             "voxelmorph .h5, or a registered name: vxm-models list), e.g. "
+                             "to fine-tune the authors' pretrained model; its architecture "
+                             "replaces the model flags")
     resume: bool = option(False, "continue from the run directory's last checkpoint")
     time_limit: float = option(0.0, "seconds: end the run after the last epoch that can end "
                                "within this time of its start (at least one epoch; "
                                "continue with --resume); 0: no limit")
-    verbose: int = option(1, "0 silent, 1 progress bar, 2 one line per epoch")
+    verbose: int = option(1, "0 silent, 1 a progress bar on a terminal (one line per epoch "
+                           "when the output is a file or pipe), 2 one line per epoch")
 
 
 @dataclass
@@ -214,6 +216,18 @@ def define_flags(flag_values=flags.FLAGS):
                         "original)", flag_values=flag_values)
     flags.DEFINE_string("dec", "", "U-Net decoder features, e.g. 32,32,32,32,32,16,16",
                         flag_values=flag_values)
+
+
+def flags_of(cls):
+    """The flag names of `cls`'s fields that are flags, in field order."""
+    return [flag_name(f) for f in fields(cls) if "help" in f.metadata]
+
+
+def flag_groups():
+    """`[(title, [flag names])]` of the flags `define_flags` declares, for `--help`."""
+    return [("data", flags_of(DataConfig)), ("augmentation", flags_of(data.Augmentation)),
+            ("model", [*flags_of(ModelConfig), "enc", "dec"]), ("loss", flags_of(LossConfig)),
+            ("training", flags_of(TrainConfig))]
 
 
 def config_from_flags(fl, training=True):
@@ -284,8 +298,13 @@ def check_config(config, training=True):
         raise ConfigError("--seg_weight and --aug_clean_targets do not go together")
     if lo.seg_weight and d.seg == "none":
         raise ConfigError("--seg_weight needs segmentations, not --seg=none")
-    if t.init_model and not Path(t.init_model).is_file():
-        raise ConfigError(f"--init_model={t.init_model}: no such file")
+    if t.init_model:
+        try:
+            init_model = models.resolve(t.init_model)
+        except models.ModelError as err:
+            raise ConfigError(f"--init_model={err}") from None
+        if not Path(init_model).is_file():
+            raise ConfigError(f"--init_model={t.init_model}: no such file")
     if training and d.val == 1 and not d.val_list:
         raise ConfigError("--val=1: validation scores pairs and needs at least 2 subjects; "
                           "use --val=0 (no validation, no best.keras) or 2 or more")
@@ -294,12 +313,17 @@ def check_config(config, training=True):
 
 
 def run_data_config(model_path):
-    """The `DataConfig` a model was trained with, from the config.json of its run
-    directory (beside the model file); None when there is none."""
+    """The `DataConfig` a model (a path or a registered name) was trained with, from the
+    config.json of its run directory (beside the model file); None when there is none.
+    A shipped model's relative data paths start at the repository (`models.REPOSITORY`)."""
+    model_path = models.resolve(model_path)
     path = Path(model_path).parent / "config.json"
     if not path.exists():
         return None
     saved = json.loads(path.read_text())["data"]
     saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+    if models.name_of(model_path):
+        saved = {k: os.path.join(models.REPOSITORY, v) if k in PATH_FIELDS and v
+                 and not os.path.isabs(v) else v for k, v in saved.items()}
     saved["augmentation"] = data.Augmentation()  # evaluation never augments
     return DataConfig(**saved)

@@ -27,6 +27,7 @@ from vxm_tf import (  # noqa: E402
     experiment,
     figures,
     instance,
+    models,
     networks,
     perturb,
     registration,
@@ -40,7 +41,8 @@ def define_flags():
     """Declare this entry point's flags (run as a program only)."""
     configs.define_flags()
     instance.define_flags()
-    flags.DEFINE_string("model", None, "model file (.keras, or an original voxelmorph .h5)")
+    flags.DEFINE_string("model", None, "model file (.keras, or an original voxelmorph .h5) or "
+                        "registered name (vxm-models list)")
     flags.DEFINE_string("out_dir", "", "report folder (default: eval-<split>/ beside the "
                         "model)")
     flags.DEFINE_string("pairs", "", "optional file of 'moving fixed' subject names per line")
@@ -96,7 +98,8 @@ def draw_figures(model, volumes, moving_images, pairs, label_rows, out_dir,
 
 def main(argv):
     cli.check_args(argv)
-    out_dir = FLAGS.out_dir or str(Path(FLAGS.model).parent / f"eval-{FLAGS.split}")
+    out_dir = FLAGS.out_dir or (f"eval-{FLAGS.model}-{FLAGS.split}" if models.is_name(FLAGS.model)
+                                else str(Path(FLAGS.model).parent / f"eval-{FLAGS.split}"))
     if not Path(out_dir).parent.is_dir():
         cli.fail(f"{out_dir}: parent folder {Path(out_dir).parent} does not exist")
     try:
@@ -122,10 +125,11 @@ def main(argv):
         moving_images = np.stack([perturb.perturb(image, perturbations, FLAGS.seed + k)
                                   for k, image in enumerate(volumes.images)])
 
-        def progress(done, total):
-            sys.stderr.write(f"\rregistered {done}/{total} pairs")
-            if done == total:
-                sys.stderr.write("\n")
+        def progress(done, total):  # redrawn in place on a terminal only
+            if sys.stderr.isatty():
+                sys.stderr.write(f"\rregistered {done}/{total} pairs")
+                if done == total:
+                    sys.stderr.write("\n")
         rows = evaluation.evaluate_pairs(model, volumes, pairs, FLAGS.surface, progress,
                                          moving_images, instance_config)
         summary = evaluation.summarise(*rows)
@@ -139,6 +143,19 @@ def main(argv):
           f"{summary['folding_percent']:.3f}%, {summary['seconds']:.4f} s per pair; {out_dir}")
 
 
-if __name__ == "__main__":
+def console():
+    """The `vxm-evaluate` command (also `python -m vxm_tf.evaluate`)."""
     define_flags()
-    cli.run(main)
+    groups = dict(configs.flag_groups())
+    shown = [("model", ["model"]),
+             ("evaluation", ["split", "pairs", "out_dir", "surface", "figures", "perturb",
+                             "seed"]),
+             ("data (default: the model's training run)", groups["data"]),
+             ("instance optimisation", list(instance.FLAG_NAMES))]
+    hidden = [n for title in ("augmentation", "model", "loss", "training")
+              for n in groups[title] if n != "seed"]
+    cli.run(main, __doc__, shown, hide=hidden)
+
+
+if __name__ == "__main__":
+    console()

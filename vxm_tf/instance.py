@@ -138,6 +138,15 @@ def save_settings(path, config, **extra):
     files.write_text(path, json.dumps({**fields, **extra}, indent=1) + "\n")
 
 
+def _model_file(value):
+    """The resolved file a model path or registered name stands for."""
+    from vxm_tf import models
+    try:
+        return Path(models.resolve(value)).resolve()
+    except ValueError:
+        return value
+
+
 def load_settings(path, steps, model=None):
     """`InstanceConfig` of `steps` steps with the settings in `path` (`save_settings`'s JSON,
     e.g. chosen for one model on its validation pairs by tools/tune_instance.py; `steps`
@@ -153,7 +162,7 @@ def load_settings(path, steps, model=None):
     if missing:
         raise ValueError(f"{path}: instance settings lack {', '.join(missing)}")
     chosen_for = saved.get("model")
-    if model and chosen_for and Path(chosen_for).resolve() != Path(model).resolve():
+    if model and chosen_for and _model_file(chosen_for) != _model_file(model):
         raise ValueError(f"{path}: instance settings chosen for {chosen_for}, not {model}")
     if steps is None:
         steps = saved.get("chosen_with_steps")
@@ -172,6 +181,10 @@ SETTING_FLAGS = {"lr": "instance_lr", "similarity": "instance_similarity",
                  "reg_weight": "instance_lambda", "smoothing": "instance_smoothing",
                  "space": "instance_space", "window": "instance_window",
                  "resolution": "instance_resolution", "gradient": "instance_gradient"}
+
+
+# every instance-optimisation flag, for `--help`
+FLAG_NAMES = ("instance_steps", "instance_settings", *SETTING_FLAGS.values())
 
 
 def define_flags(flag_values=None):

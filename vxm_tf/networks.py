@@ -323,8 +323,10 @@ class VxmDense(keras.Model):
 
     @classmethod
     def load(cls, path):
-        """Load a `.keras` file, or an `.h5` written by voxelmorph 0.2 (`save`)."""
-        path = str(path)
+        """Load a `.keras` file, an `.h5` written by voxelmorph 0.2 (`save`), or a registered
+        model by name (`vxm_tf.models`: e.g. `VxmDense.load("vxm-brain-t1-3d-mse")`)."""
+        from vxm_tf import models
+        path = str(models.resolve(path))
         if path.endswith(".keras"):
             if not os.path.isfile(path):
                 raise ValueError(f"{path}: no such file")

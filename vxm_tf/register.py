@@ -21,7 +21,16 @@ from vxm_tf import cli
 
 cli.quiet_tensorflow_import()
 
-from vxm_tf import affine, files, geometry, instance, io, networks, registration  # noqa: E402
+from vxm_tf import (  # noqa: E402
+    affine,
+    files,
+    geometry,
+    instance,
+    io,
+    models,
+    networks,
+    registration,
+)
 from vxm_tf.data.volumes import (  # noqa: E402
     NORMALISATIONS,
     check_intensities,
@@ -33,7 +42,8 @@ FLAGS = flags.FLAGS
 
 def define_flags():
     """Declare this entry point's flags (run as a program only)."""
-    flags.DEFINE_string("model", None, "model file (.keras, or an original voxelmorph .h5)")
+    flags.DEFINE_string("model", None, "model file (.keras, or an original voxelmorph .h5) or "
+                        "registered name (vxm-models list)")
     flags.DEFINE_string("moving", None, "moving image")
     flags.DEFINE_string("moving_list", None, "instead of --moving: a text file of moving "
                         "scans, one per line (`image` or `image seg`), all registered onto "
@@ -103,7 +113,7 @@ def register_files(model_path, moving_path, fixed_path, moved_path, warp_path=""
         raise ValueError("--moving_seg and --moved_seg go together")
     if io.file_type(warp_path) == ".mgz":
         raise io.VolumeError(f"{warp_path}: displacement fields are written as NIfTI or npz")
-    model_file = model_path if isinstance(model_path, (str, os.PathLike)) else ""
+    model_file = models.resolve(model_path) if isinstance(model_path, (str, os.PathLike)) else ""
     check_outputs([moved_path, warp_path, moved_seg_path],
                   inputs=[model_file, moving_path, fixed_path, moving_seg_path],
                   text=[affine_path] if affine_path else [])
@@ -219,6 +229,20 @@ def main(argv):
     print(f"wrote {FLAGS.moved}")
 
 
-if __name__ == "__main__":
+FLAG_GROUPS = [
+    ("model", ["model"]),
+    ("input/output", ["moving", "fixed", "moved", "warp", "moving_seg", "moved_seg",
+                      "inverse_warp", "affine_out", "moving_list", "out_dir"]),
+    ("pre-alignment and intensities", ["affine", "normalise"]),
+    ("instance optimisation", list(instance.FLAG_NAMES)),
+]
+
+
+def console():
+    """The `vxm-register` command (also `python -m vxm_tf.register`)."""
     define_flags()
-    cli.run(main)
+    cli.run(main, __doc__, FLAG_GROUPS)
+
+
+if __name__ == "__main__":
+    console()

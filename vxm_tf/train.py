@@ -1,6 +1,6 @@
 """Train VxmDense: `python -m vxm_tf.train --flagfile=flags/synthetic.cfg --flagfile=flags/ncc.cfg`.
 
-Flags: `python -m vxm_tf.train --helpfull`. The run directory (--model_dir) receives the
+Flags: `vxm-train --help`. The run directory (--model_dir) receives the
 checkpoints, logs and the resolved configuration; --resume continues an interrupted run.
 """
 
@@ -34,6 +34,11 @@ def main(argv):
     print(f"{ended}: {result['run_dir']}: {epochs} epoch{'' if epochs == 1 else 's'}, {summary}")
 
 
-if __name__ == "__main__":
+def console():
+    """The `vxm-train` command (also `python -m vxm_tf.train`)."""
     define_flags()
-    cli.run(main)
+    cli.run(main, __doc__, configs.flag_groups())
+
+
+if __name__ == "__main__":
+    console()

@@ -29,7 +29,7 @@ import keras
 import numpy as np
 
 import vxm_tf
-from vxm_tf import configs, data, experiment, files, metrics, networks, registration
+from vxm_tf import cli, configs, data, experiment, files, metrics, networks, registration
 
 
 class TrainingError(RuntimeError):
@@ -593,7 +593,7 @@ def _train(config, log, scope, run_dir, start):
     experiment.build_for_fit(fitted, train_ds)
     history = fitted.fit(train_ds, epochs=t.epochs, initial_epoch=initial_epoch,
                         steps_per_epoch=steps, validation_data=val_ds, callbacks=callbacks,
-                        verbose=t.verbose, shuffle=False)
+                        verbose=cli.fit_verbosity(t.verbose), shuffle=False)
     stopped = limit.stopped_after if limit else None
     if stopped and stopped < t.epochs:
         log(f"stopped by --time_limit after epoch {stopped} of "

@@ -38,6 +38,12 @@ def main(argv):
               f"{row['val_folding']:.4f}%")
 
 
-if __name__ == "__main__":
+def console():
+    """The `vxm-tune` command (also `python -m vxm_tf.tune`)."""
     define_flags()
-    cli.run(main)
+    cli.run(main, __doc__, [("tuning", configs.flags_of(tuning.TuneConfig)),
+                            *configs.flag_groups()])
+
+
+if __name__ == "__main__":
+    console()

@@ -18,7 +18,7 @@ import keras
 import keras_tuner
 import numpy as np
 
-from vxm_tf import configs, data, experiment, figures, files, metrics, registration
+from vxm_tf import cli, configs, data, experiment, figures, files, metrics, registration
 
 TUNERS = ("random", "bayesian", "hyperband", "grid")
 OBJECTIVES = ("dice", "dice_minus_folding")
@@ -135,7 +135,7 @@ class VxmHyperModel(keras_tuner.HyperModel):
         return model.fit(train_ds, epochs=kwargs.get("epochs", self.tune.epochs),
                          initial_epoch=kwargs.get("initial_epoch", 0),
                          steps_per_epoch=self.steps, callbacks=[scores, *callbacks],
-                         verbose=config.train.verbose, shuffle=False)
+                         verbose=cli.fit_verbosity(config.train.verbose), shuffle=False)
 
 
 def split_holdout(volumes, count):

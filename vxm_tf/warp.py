@@ -60,6 +60,11 @@ def main(argv):
     print(f"wrote {FLAGS.moved}")
 
 
-if __name__ == "__main__":
+def console():
+    """The `vxm-warp` command (also `python -m vxm_tf.warp`)."""
     define_flags()
-    cli.run(main)
+    cli.run(main, __doc__, [("input/output", ["moving", "warp", "moved", "interp"])])
+
+
+if __name__ == "__main__":
+    console()

@@ -1,0 +1,164 @@
+"""Models by name (`vxm_tf.models`): resolution, fetching with checksums, the cards, and the
+names the README and the Makefile use."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vxm_tf import models, networks
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+PRETRAINED = SHARED / "models" / "vxm_dense_brain_T1_3D_mse.h5"
+AUTHORS = "vxm-brain-t1-3d-mse"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """An empty user cache."""
+    monkeypatch.setenv("VXM_TF_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch):
+    """A registry holding one fetched-on-demand model: a small file with a known sha256."""
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"vxm_tf test weights")
+    folder = tmp_path / "registry" / "tiny-model"
+    folder.mkdir(parents=True)
+    (folder / "card.json").write_text(json.dumps({
+        "file": "tiny.h5", "sha256": models.sha256(weights), "shipped": False,
+        "url": "http://127.0.0.1:9/none.h5", "input": {"shape": [8, 8]}}))
+    monkeypatch.setattr(models, "HERE", tmp_path / "registry")
+    return weights
+
+
+def test_every_card_is_complete_and_its_readme_is_generated_from_it():
+    cards = models.cards()
+    assert AUTHORS in cards and len(cards) >= 2
+    for name, card in cards.items():
+        assert re.fullmatch(r"[0-9a-f]{64}", card.sha256), name
+        for key in ("shape", "voxel_size_mm", "space", "contrast", "skull", "intensity"):
+            assert key in card.input, f"{name}: input contract lacks {key}"
+        assert card.training and card.licence and card.citation and card.source, name
+        assert (card.folder / "README.md").read_text() == models.card_markdown(card), (
+            f"{name}: README.md differs from card.json; run tools/model_card.py --name={name}")
+
+
+def test_shipped_models_are_in_the_package_with_their_checksum_and_load():
+    shipped = [c for c in models.cards().values() if c.shipped]
+    assert shipped, "vxm_tf ships its own trained models"
+    for card in shipped:
+        assert models.resolve(card.name) == str(card.path)
+        assert models.sha256(card.path) == card.sha256, card.name
+        assert card.path.stat().st_size < 5 * 2**20
+        model = networks.VxmDense.load(card.name)
+        assert list(model.inshape) == list(card.input["shape"]), card.name
+        assert card.scores, f"{card.name}: a shipped model's card gives its scores"
+        assert (card.folder / "config.json").is_file()
+
+
+def test_paths_pass_through_and_unknown_names_are_one_line_errors(tmp_path):
+    existing = tmp_path / "m.keras"
+    existing.write_bytes(b"x")
+    assert models.resolve(str(existing)) == str(existing)
+    assert models.resolve("runs/none/best.keras") == "runs/none/best.keras"  # its reader says
+    with pytest.raises(models.ModelError) as err:
+        models.resolve("vxm-brain-t1-3d-msee")
+    assert "not a model name" in str(err.value) and AUTHORS in str(err.value)
+    assert len(str(err.value).splitlines()) == 1
+    with pytest.raises(ValueError, match="not a model name"):
+        networks.VxmDense.load("no-such-model")
+
+
+def test_a_name_not_fetched_yet_names_the_fetch_command(home):
+    with pytest.raises(models.ModelError, match=f"vxm-models fetch {AUTHORS}"):
+        models.resolve(AUTHORS)
+    with pytest.raises(ValueError, match="not fetched yet"):
+        networks.VxmDense.load(AUTHORS)
+
+
+def test_fetch_from_a_local_copy_checks_the_checksum(home, registry):
+    target = models.fetch("tiny-model", str(registry))
+    assert target == home / "models" / "tiny.h5" and target.read_bytes() == registry.read_bytes()
+    assert models.resolve("tiny-model") == str(target)
+
+
+def test_a_wrong_checksum_caches_nothing(home, registry, tmp_path):
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"something else")
+    with pytest.raises(models.ModelError, match="nothing was cached") as err:
+        models.fetch("tiny-model", str(other))
+    assert len(str(err.value).splitlines()) == 1
+    assert list((home / "models").iterdir()) == []
+    with pytest.raises(models.ModelError, match="no such file"):
+        models.fetch("tiny-model", str(tmp_path / "missing.h5"))
+    with pytest.raises(models.ModelError, match="download failed"):  # port 9: refused
+        models.fetch("tiny-model")
+    assert list((home / "models").iterdir()) == []
+
+
+def test_models_command_line(home, tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "vxm_tf.models", *args],
+                              capture_output=True, text=True, cwd=tmp_path)
+    listed = run("list")
+    assert listed.returncode == 0 and AUTHORS in listed.stdout
+    assert f"not fetched yet: vxm-models fetch {AUTHORS}" in listed.stdout
+    bad = run("fetch", "nope")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "nope" in bad.stderr
+    wrong = run("fetch", AUTHORS, f"--from={tmp_path}")
+    assert wrong.returncode == 2 and "no such file" in wrong.stderr
+    assert not (home / "models").exists() or not list((home / "models").iterdir())
+    shown = run("show", AUTHORS)
+    assert shown.returncode == 0 and "## Input" in shown.stdout
+
+
+@pytest.mark.skipif(not PRETRAINED.exists(), reason=f"{PRETRAINED} is absent")
+def test_fetched_authors_model_is_the_same_file(home):
+    done = subprocess.run([sys.executable, "-m", "vxm_tf.models", "fetch", AUTHORS,
+                           f"--from={PRETRAINED}"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert models.resolve(AUTHORS) == str(home / "models" / PRETRAINED.name)
+    by_name, by_path = networks.VxmDense.load(AUTHORS), networks.VxmDense.load(PRETRAINED)
+    for a, b in zip(by_name.weights, by_path.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def named_models(text):
+    """The values of --model= / --init_model= / --models NAME=... in a text."""
+    found = re.findall(r"--(?:init_)?model[= ]([^\s`\"')]+)", text)
+    found += re.findall(r"--models(?: [\w+-]+=[^\s\\]+)+", text)
+    values = []
+    for item in found:
+        if item.startswith("--models"):
+            values += [v.split("=", 1)[1] for v in item.split()[1:]]
+        else:
+            values.append(item)
+    return values
+
+
+def test_the_readme_names_models_that_resolve_from_a_clone():
+    """Every model a README command uses is a registered name, a file under ../shared, or
+    the run a command just before it trains (runs/ is never committed)."""
+    readme = (ROOT / "README.md").read_text()
+    names = named_models(readme)
+    assert AUTHORS in names, "the quick start fetches the authors' model by name"
+    for value in names:
+        if value in ("M", "NAME", "PATH", "M.keras") or value.startswith("$"):
+            continue  # placeholders
+        if models.is_name(value):
+            continue
+        if value.startswith("runs/"):
+            run = value.split("/")[1]
+            assert re.search(rf"(RUN=runs/{run}\b|model_dir=runs/{run}\b|make train "
+                             rf"DATA={run.split('-')[0]} LOSS={run.split('-', 1)[-1]}\b)",
+                             readme), f"README uses {value}, which no README command makes"
+            continue
+        assert value.startswith("../shared/"), f"README names {value}: not a model name"

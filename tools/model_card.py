@@ -1,0 +1,119 @@
+"""Ship a trained model and (re)write its card: `make model-cards` runs it for every model.
+
+    python tools/model_card.py --name=vxm-tf-oasis2d-ncc [--run=runs/oasis2d-ncc] \
+        --score="neurite-OASIS 2D test pairs=" --score="... + 10 instance steps=--instance_steps=10"
+
+With `--run`, the run's `best.keras` is copied into `vxm_tf/models/NAME/model.keras` with its
+`config.json` (data paths made relative to the repository, so that `vxm-evaluate --model=NAME`
+finds the data from a clone) and the training summary (steps, epochs, validation Dice, wall
+time, commit) goes into `card.json`. Each `--score=LABEL=EVALUATE FLAGS` runs `python -m
+vxm_tf.evaluate --model=NAME EVALUATE FLAGS` (the model's own test split unless the flags
+name other data) and records its Dice, HD95, folding and the command. The card's `README.md`
+is then written from `card.json` (`vxm_tf.models.card_markdown`); the fields given with
+`--card_json` (input contract, licence, citation, source) are merged in first.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from vxm_tf import configs, files, models  # noqa: E402
+
+
+def relative_config(run_dir):
+    """The run's config.json with its data paths relative to the repository (when under
+    the repository's parent folder, as ../shared is) and the run folder dropped."""
+    config = json.loads((Path(run_dir) / "config.json").read_text())
+    for name in configs.PATH_FIELDS:
+        value = config["data"].get(name)
+        if value and os.path.isabs(value):
+            config["data"][name] = os.path.relpath(value, models.REPOSITORY)
+    config["train"]["model_dir"] = ""
+    return config
+
+
+def training_summary(run_dir):
+    """One paragraph: what the run trained on, how long, its validation Dice, the commit."""
+    run = Path(run_dir)
+    config = json.loads((run / "config.json").read_text())
+    timing = json.loads((run / "timing.json").read_text()) if (run / "timing.json").exists() else {}
+    versions = json.loads((run / "versions.json").read_text())
+    lines = (run / "history.csv").read_text().splitlines()
+    rows = [dict(zip(lines[0].split(","), r.split(","))) for r in lines[1:]]
+    dice = [float(r["val_dice"]) for r in rows if r.get("val_dice")]
+    d, lo, t = config["data"], config["loss"], config["train"]
+    steps = config.get("steps_per_epoch", 0) * len(rows)
+    text = (f"Trained by vxm_tf ({d['dataset']} data `{os.path.basename(d['data_dir'] or '')}`, "
+            f"{d['train']} training subjects; {lo['similarity']} + {lo['reg_weight']} x Grad"
+            + (f" + {lo['seg_weight']} x Dice of the warped segmentations" if lo["seg_weight"]
+               else "")
+            + f"; Adam {t['lr']} {t['schedule']}; {len(rows)} epoch(s), {steps} steps"
+            + (f" from `{os.path.basename(os.path.dirname(t['init_model']))}`"
+               if t.get("init_model") else "") + ")")
+    if dice:
+        text += (f"; validation Dice by epoch {', '.join(f'{v:.3f}' for v in dice)} "
+                 f"(kept: the best)")
+    if timing.get("seconds_per_step"):
+        text += f"; {timing['seconds_per_step']:.3f} s per step on {timing.get('device', 'CPU')}"
+    text += f"; Keras {versions.get('keras')}, TensorFlow {versions.get('tensorflow')}"
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    return text + (f"; shipped from vxm_tf commit {commit}" if commit else "") + "."
+
+
+def evaluate(name, label, flag_text):
+    """Score the model with `python -m vxm_tf.evaluate`; the card row."""
+    extra = shlex.split(flag_text)
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, "-m", "vxm_tf.evaluate", f"--model={name}", "--figures=0",
+                   *extra]
+        subprocess.run([*command, f"--out_dir={out}/eval"], check=True, cwd=ROOT)
+        summary = json.loads((Path(out) / "eval" / "summary.json").read_text())
+    return {"data": label, "pairs": summary["pairs"],
+            "dice": round(summary["dice_after"], 4),
+            "dice_before": round(summary["dice_before"], 4),
+            "hd95_mm": round(summary["hd95_after"], 3),
+            "folding_percent": round(summary["folding_percent"], 4),
+            "command": " ".join(["vxm-evaluate", f"--model={name}", *extra])}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--run", help="run folder whose best.keras to ship")
+    parser.add_argument("--card_json", help="JSON of card fields to set (input, licence, ...)")
+    parser.add_argument("--score", action="append", default=[], metavar="LABEL=FLAGS")
+    args = parser.parse_args(argv)
+    folder = models.HERE / args.name
+    card = json.loads((folder / "card.json").read_text()) if (folder / "card.json").exists() \
+        else {"file": "model.keras", "shipped": True}
+    if args.card_json:
+        card.update(json.loads(Path(args.card_json).read_text()))
+    if args.run:
+        folder.mkdir(exist_ok=True)
+        shutil.copyfile(Path(args.run) / "best.keras", folder / "model.keras")
+        files.write_json(folder / "config.json", relative_config(args.run))
+        card["training"] = training_summary(args.run)
+    if card.get("shipped"):
+        card["sha256"] = models.sha256(folder / card["file"])
+    if args.score:
+        card["scores"] = [evaluate(args.name, *spec.split("=", 1)) for spec in args.score]
+    order = ("file", "sha256", "shipped", "url", "input", "training", "scores", "licence",
+             "citation", "source")
+    card = {k: card[k] for k in order if k in card}
+    files.write_json(folder / "card.json", card)
+    files.write_text(folder / "README.md", models.card_markdown(models.read_card(folder)))
+    print(f"{folder}: card written")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""Registration models by name: `--model=vxm-brain-t1-3d-mse` wherever a model file is taken.
+
+Each model has a folder here holding its card: `card.json` (what `Card` reads: the file's
+sha256, the input it expects, its training, its scores, licence, citation, source) and
+`README.md` (the same for a reader). vxm_tf's own models ship their weights in that folder
+(`model.keras`, with the run's `config.json`, whose data paths are relative to the
+repository). Models that are not redistributed (the VoxelMorph authors') are fetched once
+with `python -m vxm_tf.models fetch NAME` (or `vxm-models fetch NAME`) into the user cache
+`$VXM_TF_HOME/models` (default `~/.cache/vxm_tf/models`), from their public address or from a
+local copy (`--from PATH`), and checked against the sha256 on the card; a file that does not
+match is never kept.
+
+`resolve(name_or_path)` turns a flag's value into a file path: an existing file is taken as
+it is, a registered name gives its file, anything else is a one-line `ModelError`.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# where relative data paths in a shipped model's config.json start (the repository root when
+# vxm_tf runs from its clone)
+REPOSITORY = HERE.parents[1]
+MODEL_SUFFIXES = (".keras", ".h5")
+
+
+class ModelError(ValueError):
+    """A model name or file that cannot be used; the message names it and what to do."""
+
+
+@dataclass(frozen=True)
+class Card:
+    """What a registered model is: read from its folder's `card.json`.
+
+    name: the registry name (the folder's name).
+    file: the weights' file name (in the folder when shipped, else in the cache).
+    sha256: hex digest of that file.
+    shipped: True when the weights are in the package, False when fetched.
+    url: public address to fetch from (fetched models).
+    input: the input contract: shape (voxels), voxel size (mm), space / orientation,
+        contrast, skull stripping, intensity range.
+    training: one paragraph: data, losses, steps, command.
+    scores: rows of `{"data", "metric", "value", "report"}`.
+    licence, citation, source: free text.
+    """
+
+    name: str
+    file: str
+    sha256: str
+    shipped: bool
+    url: str = ""
+    input: dict = field(default_factory=dict)
+    training: str = ""
+    scores: tuple = ()
+    licence: str = ""
+    citation: str = ""
+    source: str = ""
+
+    @property
+    def folder(self):
+        return HERE / self.name
+
+    @property
+    def path(self):
+        """Where the weights are (or will be, once fetched)."""
+        return self.folder / self.file if self.shipped else cache_dir() / self.file
+
+    @property
+    def available(self):
+        return self.path.is_file()
+
+
+def cache_dir():
+    """`$VXM_TF_HOME/models`, default `~/.cache/vxm_tf/models` (XDG_CACHE_HOME respected)."""
+    home = os.environ.get("VXM_TF_HOME")
+    if not home:
+        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"),
+                                                                 ".cache")
+        home = os.path.join(cache, "vxm_tf")
+    return Path(home) / "models"
+
+
+def read_card(folder):
+    """The `Card` of one model folder."""
+    values = json.loads((Path(folder) / "card.json").read_text())
+    values["scores"] = tuple(values.get("scores", ()))
+    return Card(name=Path(folder).name, **values)
+
+
+def cards():
+    """Every registered model's card, by name (sorted)."""
+    return {f.name: read_card(f) for f in sorted(HERE.iterdir())
+            if (f / "card.json").is_file()}
+
+
+def card(name):
+    """The card of `name`; `ModelError` listing the names for an unknown one."""
+    known = cards()
+    if name not in known:
+        raise ModelError(f"{name}: no such model file, and not a model name (known names: "
+                         f"{', '.join(known)}; `vxm-models list` describes them)")
+    return known[name]
+
+
+def is_name(value):
+    """Whether `value` is a registered model name."""
+    return isinstance(value, str) and (HERE / value / "card.json").is_file()
+
+
+def resolve(value):
+    """The file path for a `--model`-like flag value: an existing file as it is, a
+    registered name as its weights' path (`ModelError` when not fetched yet, naming the
+    fetch command), a path to a missing `.keras` / `.h5` file as it is (its reader names
+    it), anything else a `ModelError`. Non-string values (a loaded model) pass through."""
+    if not isinstance(value, (str, os.PathLike)):
+        return value
+    value = str(value)
+    if os.path.exists(value) or not value:
+        return value
+    if is_name(value):
+        entry = card(value)
+        if not entry.available:
+            source = f"downloads {entry.url}; " if entry.url else ""
+            raise ModelError(f"{value}: not fetched yet; run `vxm-models fetch {value}` "
+                             f"({source}--from=PATH takes a local copy)")
+        return str(entry.path)
+    if value.endswith(MODEL_SUFFIXES) or os.sep in value:
+        return value
+    card(value)  # raises, listing the names
+    return value
+
+
+def name_of(value):
+    """The registry name a flag value refers to (a name, or the path of a registered
+    model's weights), else None."""
+    if is_name(value):
+        return value
+    try:
+        path = Path(value).resolve()
+    except (TypeError, OSError):
+        return None
+    for entry in cards().values():
+        if entry.path.resolve() == path:
+            return entry.name
+    return None
+
+
+def sha256(path):
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch(name, source=None, progress=None):
+    """Download (or copy, `source` a local path) model `name`'s weights into the cache,
+    checked against its card's sha256; returns the cached path. A file whose checksum
+    differs is deleted and `ModelError` raised: nothing is cached then. `progress(done,
+    total)`: optional byte counter. Shipped models need no fetch (their path is returned)."""
+    entry = card(name)
+    if entry.shipped:
+        return entry.path
+    source = source or entry.url
+    if not source:
+        raise ModelError(f"{name}: no public address known; give --from=PATH")
+    target = entry.path
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".part")
+    except OSError as err:
+        raise ModelError(f"{target.parent}: cannot write the model cache ({err.strerror}); "
+                         "set VXM_TF_HOME to a writable folder") from None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            if "://" in source:
+                _download(source, out, progress)
+            else:
+                if not os.path.isfile(source):
+                    raise ModelError(f"--from={source}: no such file")
+                with open(source, "rb") as src:
+                    shutil.copyfileobj(src, out)
+        digest = sha256(tmp)
+        if digest != entry.sha256:
+            raise ModelError(f"{source}: sha256 {digest} is not {name}'s ({entry.sha256}); "
+                             "nothing was cached")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return target
+
+
+def _download(url, out, progress=None):
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            total = int(response.headers.get("Content-Length") or 0)
+            done = 0
+            for block in iter(lambda: response.read(1 << 20), b""):
+                out.write(block)
+                done += len(block)
+                if progress:
+                    progress(done, total)
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", None) or err
+        raise ModelError(f"{url}: download failed ({reason}); fetch from a local copy with "
+                         "--from=PATH") from None
+
+
+def card_markdown(entry):
+    """A card as the Markdown of its folder's README.md (what `vxm-models show` prints)."""
+    contract = entry.input
+    lines = [f"# {entry.name}", "",
+             f"Weights: `{entry.file}` (sha256 `{entry.sha256}`), "
+             + ("shipped in this folder." if entry.shipped else
+                f"not redistributed: `vxm-models fetch {entry.name}` downloads it from "
+                f"{entry.url} (or `--from=PATH` takes a local copy) and checks the sha256."),
+             "", "## Input", ""]
+    names = {"shape": "shape (voxels)", "voxel_size_mm": "voxel size (mm)", "space": "space",
+             "contrast": "contrast", "skull": "skull", "intensity": "intensities"}
+    for key, title in names.items():
+        if key in contract:
+            value = contract[key]
+            value = " x ".join(map(str, value)) if isinstance(value, list) else value
+            lines.append(f"- {title}: {value}")
+    lines += ["", "`vxm-register` takes scans of any size, orientation and voxel size: it "
+              "pre-aligns the moving scan to the fixed one in world coordinates and resamples "
+              "both onto this grid; intensities are min-max scaled to [0, 1] unless already "
+              "there (`--normalise`).", "", "## Training", "", entry.training or "-", ""]
+    if entry.scores:
+        lines += ["## Scores", "", "| data | pairs | Dice before | Dice | HD95 mm | folding % |"
+                  " command |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['data']} | {r['pairs']} | {r['dice_before']:.3f} | {r['dice']:.3f} "
+                  f"| {r['hd95_mm']:.2f} | {r['folding_percent']:.4f} | `{r['command']}` |"
+                  for r in entry.scores]
+        lines += ["", "Regenerated by `make model-cards` (tools/model_card.py).", ""]
+    lines += ["## Licence", "", entry.licence or "-", "", "## Citation", "",
+              entry.citation or "-", "", "## Source", "", entry.source or "-", ""]
+    return "\n".join(lines)
+
+
+def describe(entry):
+    """One-paragraph description of a card for `vxm-models list` / `show`."""
+    contract = entry.input
+    shape = "x".join(str(n) for n in contract.get("shape", ()))
+    where = (f"shipped: {entry.path}" if entry.shipped else f"fetched: {entry.path}"
+             if entry.available else f"not fetched yet: vxm-models fetch {entry.name}")
+    lines = [f"{entry.name}  ({where})",
+             f"  input: {shape}, {contract.get('voxel_size_mm', '?')} mm, "
+             f"{contract.get('space', '')}; {contract.get('contrast', '')}, "
+             f"{contract.get('skull', '')}, intensities {contract.get('intensity', '')}"]
+    for row in entry.scores:
+        lines.append(f"  Dice {row['dice']:.3f} (from {row['dice_before']:.3f}) on "
+                     f"{row['data']} ({row['pairs']} pairs)")
+    return "\n".join(lines)
