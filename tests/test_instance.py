@@ -379,3 +379,21 @@ def test_settings_in_words_name_how_the_correction_acts():
     assert "straight-through" not in composed
     assert "differentiated as the identity (straight-through)" in instance.InstanceConfig(
         gradient="straight-through").describe()
+
+
+def test_settings_follow_the_weights_not_the_path(tmp_path, monkeypatch):
+    """A settings file names its model by the weights' sha256: a copy elsewhere (or the
+    same file from another working folder) is the same model; other weights are not."""
+    chosen = instance.InstanceConfig(steps=5, lr=0.5)
+    (tmp_path / "a.keras").write_bytes(b"weights A")
+    monkeypatch.chdir(tmp_path)
+    instance.save_settings(tmp_path / "s.json", chosen, model="a.keras")  # relative
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "copy.keras").write_bytes(b"weights A")
+    (elsewhere / "b.keras").write_bytes(b"weights B")
+    monkeypatch.chdir(elsewhere)
+    assert instance.load_settings(tmp_path / "s.json", 5, "copy.keras") == chosen
+    assert instance.load_settings(tmp_path / "s.json", 5, tmp_path / "a.keras") == chosen
+    with pytest.raises(ValueError, match="instance settings chosen for a.keras, not b.keras"):
+        instance.load_settings(tmp_path / "s.json", 5, "b.keras")

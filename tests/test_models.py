@@ -2,6 +2,7 @@
 names the README and the Makefile use."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -86,7 +87,8 @@ def test_a_name_not_fetched_yet_names_the_fetch_command(home):
 
 def test_fetch_from_a_local_copy_checks_the_checksum(home, registry):
     target = models.fetch("tiny-model", str(registry))
-    assert target == home / "models" / "tiny.h5" and target.read_bytes() == registry.read_bytes()
+    assert target == home / "models" / "tiny-model" / "tiny.h5"
+    assert target.read_bytes() == registry.read_bytes()
     assert models.resolve("tiny-model") == str(target)
 
 
@@ -96,12 +98,12 @@ def test_a_wrong_checksum_caches_nothing(home, registry, tmp_path):
     with pytest.raises(models.ModelError, match="nothing was cached") as err:
         models.fetch("tiny-model", str(other))
     assert len(str(err.value).splitlines()) == 1
-    assert list((home / "models").iterdir()) == []
+    assert not [p for p in (home / "models").rglob("*") if p.is_file()]
     with pytest.raises(models.ModelError, match="no such file"):
         models.fetch("tiny-model", str(tmp_path / "missing.h5"))
     with pytest.raises(models.ModelError, match="download failed"):  # port 9: refused
         models.fetch("tiny-model")
-    assert list((home / "models").iterdir()) == []
+    assert not [p for p in (home / "models").rglob("*") if p.is_file()]
 
 
 def test_models_command_line(home, tmp_path):
@@ -114,8 +116,9 @@ def test_models_command_line(home, tmp_path):
     bad = run("fetch", "nope")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "nope" in bad.stderr
     wrong = run("fetch", AUTHORS, f"--from={tmp_path}")
-    assert wrong.returncode == 2 and "no such file" in wrong.stderr
-    assert not (home / "models").exists() or not list((home / "models").iterdir())
+    assert wrong.returncode == 2 and "a folder, not a file" in wrong.stderr
+    assert not (home / "models").exists() or not [
+        p for p in (home / "models").rglob("*") if p.is_file()]
     shown = run("show", AUTHORS)
     assert shown.returncode == 0 and "## Input" in shown.stdout
 
@@ -125,7 +128,7 @@ def test_fetched_authors_model_is_the_same_file(home):
     done = subprocess.run([sys.executable, "-m", "vxm_tf.models", "fetch", AUTHORS,
                            f"--from={PRETRAINED}"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert models.resolve(AUTHORS) == str(home / "models" / PRETRAINED.name)
+    assert models.resolve(AUTHORS) == str(home / "models" / AUTHORS / PRETRAINED.name)
     by_name, by_path = networks.VxmDense.load(AUTHORS), networks.VxmDense.load(PRETRAINED)
     for a, b in zip(by_name.weights, by_path.weights):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -162,3 +165,83 @@ def test_the_readme_names_models_that_resolve_from_a_clone():
                              readme), f"README uses {value}, which no README command makes"
             continue
         assert value.startswith("../shared/"), f"README names {value}: not a model name"
+
+
+def test_the_readme_is_written_for_users():
+    readme = (ROOT / "README.md").read_text()
+    for phrase in ("lent gpu", "lease", "project brief", "2-core", "this cpu", "our machine",
+                   "this project's"):
+        assert phrase not in readme.lower(), f"README speaks of {phrase!r}"
+    sections = re.split(r"\n## ", readme)
+    for section in sections:
+        if "../shared" in section:
+            assert section.startswith("Reproducing the reports"), section.splitlines()[0]
+    quick = next(s for s in sections if s.startswith("Quick start"))
+    commands = [line for line in quick.split("```sh")[1].split("```")[0].splitlines()
+                if line.startswith("vxm-")]
+    assert len(commands) <= 3 and commands[0].startswith(f"vxm-models fetch {AUTHORS}")
+    assert f"vxm-register --model={AUTHORS}" in quick
+
+
+OASIS3D = SHARED / "data" / "neurite-oasis-3d"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (PRETRAINED.exists() and OASIS3D.is_dir()),
+                    reason=f"needs {PRETRAINED} and {OASIS3D} (../shared beside the repo)")
+def test_quick_start_by_name_gives_what_the_file_gives(home, tmp_path):
+    """The README's quick start (fetch from the local copy, register by name through the
+    console command) against the library given the .h5 path."""
+    import nibabel as nib
+
+    from vxm_tf import register
+
+    bin_dir = Path(sys.executable).parent
+    done = subprocess.run([bin_dir / "vxm-models", "fetch", AUTHORS, f"--from={PRETRAINED}"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    a, b = (OASIS3D / f"OASIS_OAS1_000{k}_MR1" / "aligned_norm.nii.gz" for k in (1, 2))
+    done = subprocess.run([bin_dir / "vxm-register", f"--model={AUTHORS}", f"--moving={a}",
+                           f"--fixed={b}", f"--moved={tmp_path / 'by_name.nii.gz'}",
+                           "--affine=none"], capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    register.register_files(str(PRETRAINED), str(a), str(b), str(tmp_path / "by_path.nii.gz"),
+                            affine_config=register.affine.AffineConfig("none"))
+    by_name = nib.load(tmp_path / "by_name.nii.gz")
+    by_path = nib.load(tmp_path / "by_path.nii.gz")
+    np.testing.assert_array_equal(by_name.affine, by_path.affine)
+    np.testing.assert_allclose(by_name.get_fdata(), by_path.get_fdata(), atol=1e-6)
+
+
+def test_train_and_evaluate_take_names():
+    from vxm_tf import configs
+
+    shipped = next(c.name for c in models.cards().values() if c.shipped)
+    config = configs.Config(train=configs.TrainConfig(init_model=shipped))
+    configs.check_config(config)
+    with pytest.raises(configs.ConfigError, match="--init_model=nope: no such model file"):
+        configs.check_config(configs.Config(train=configs.TrainConfig(init_model="nope")))
+    data = configs.run_data_config(shipped)  # a shipped model's data, from the repository
+    assert data is not None and Path(data.data_dir).is_absolute()
+    assert Path(data.data_dir).resolve().parent == SHARED.resolve() / "data"
+
+
+def test_a_name_is_not_shadowed_by_a_folder_of_that_name(home, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / AUTHORS).mkdir()
+    with pytest.raises(models.ModelError, match="not fetched yet"):
+        models.resolve(AUTHORS)
+    assert models.resolve(f".{os.sep}{AUTHORS}") == f".{os.sep}{AUTHORS}"
+
+
+def test_a_damaged_cached_model_is_named(home, registry):
+    target = models.fetch("tiny-model", str(registry))
+    target.write_bytes(b"truncated")
+    with pytest.raises(models.ModelError, match="damaged.*vxm-models fetch tiny-model"):
+        models.resolve("tiny-model")
+    mask = os.umask(0o022)
+    try:  # fetched again, readable by others as any new file under umask 022
+        assert models.fetch("tiny-model", str(registry)).stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(mask)

@@ -254,9 +254,11 @@ def test_ants_baseline_recovers_a_shift_in_the_registration_convention(tmp_path)
 
 
 def test_readme_tables_are_the_reports_tables(tmp_path):
-    readme = (sync_readme.ROOT / "README.md").read_text()
-    assert "<!-- table: " in readme
-    assert sync_readme.synced(readme) == readme, "README drifted: run `make readme`"
+    for document in sync_readme.DOCUMENTS:
+        readme = document.read_text()
+        assert "<!-- table: " in readme
+        assert sync_readme.synced(readme, document.parent) == readme, (
+            f"{document} drifted: run `make readme`")
     # a stale copy is replaced by the report's table; a missing table is named
     (tmp_path / "r.md").write_text("text\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
     stale = "x\n<!-- table: r.md 1 -->\n| a | b |\n| 9 | 9 |\n<!-- end table -->\ny\n"

@@ -3,14 +3,15 @@
     python tools/model_card.py --name=vxm-tf-oasis2d-ncc [--run=runs/oasis2d-ncc] \
         --score="neurite-OASIS 2D test pairs=" --score="... + 10 instance steps=--instance_steps=10"
 
-With `--run`, the run's `best.keras` is copied into `vxm_tf/models/NAME/model.keras` with its
-`config.json` (data paths made relative to the repository, so that `vxm-evaluate --model=NAME`
-finds the data from a clone) and the training summary (steps, epochs, validation Dice, wall
-time, commit) goes into `card.json`. Each `--score=LABEL=EVALUATE FLAGS` runs `python -m
-vxm_tf.evaluate --model=NAME EVALUATE FLAGS` (the model's own test split unless the flags
-name other data) and records its Dice, HD95, folding and the command. The card's `README.md`
-is then written from `card.json` (`vxm_tf.models.card_markdown`); the fields given with
-`--card_json` (input contract, licence, citation, source) are merged in first.
+With `--run`, the run's `best.keras` is copied into `vxm_tf/models/NAME/model.keras` with
+its `config.json` (data paths made relative to the repository, so that `vxm-evaluate
+--model=NAME` finds the data from a clone), `history.csv` and `timing.json`, and the
+training summary (steps, epochs, validation Dice, step time, commit) goes into `card.json`.
+Each `--score=LABEL=EVALUATE FLAGS` runs `python -m vxm_tf.evaluate --model=NAME EVALUATE
+FLAGS` (the model's own test split unless the flags name other data) and records its Dice,
+HD95, folding and the command. The card's `README.md` is then written from `card.json`
+(`vxm_tf.models.card_markdown`); the fields given with `--card_json` (input contract,
+licence, citation, source) are merged in first.
 """
 
 import argparse
@@ -41,6 +42,11 @@ def relative_config(run_dir):
     return config
 
 
+def start_model(init_model):
+    """How a run's --init_model reads on a card: its registry name, else its run folder."""
+    return models.name_of(init_model) or os.path.basename(os.path.dirname(init_model))
+
+
 def training_summary(run_dir):
     """One paragraph: what the run trained on, how long, its validation Dice, the commit."""
     run = Path(run_dir)
@@ -57,8 +63,7 @@ def training_summary(run_dir):
             + (f" + {lo['seg_weight']} x Dice of the warped segmentations" if lo["seg_weight"]
                else "")
             + f"; Adam {t['lr']} {t['schedule']}; {len(rows)} epoch(s), {steps} steps"
-            + (f" from `{os.path.basename(os.path.dirname(t['init_model']))}`"
-               if t.get("init_model") else "") + ")")
+            + (f" from `{start_model(t['init_model'])}`" if t.get("init_model") else "") + ")")
     if dice:
         text += (f"; validation Dice by epoch {', '.join(f'{v:.3f}' for v in dice)} "
                  f"(kept: the best)")
@@ -86,13 +91,38 @@ def evaluate(name, label, flag_text):
             "command": " ".join(["vxm-evaluate", f"--model={name}", *extra])}
 
 
+def summary_markdown(cards):
+    """reports/models.md: every registered model's scores, one table."""
+    lines = ["# Models by name: their scores", "",
+             "Every model `vxm-models list` names, with the scores on its card (each row's "
+             "command regenerates it; `make model-cards` reruns them all). Written by "
+             "`make model-cards` (tools/model_card.py --summary).", "",
+             "| model | input | data | pairs | Dice before | Dice | HD95 mm | folding % |",
+             "|---|---|---|---|---|---|---|---|"]
+    for card in cards.values():
+        shape = "x".join(map(str, card.input.get("shape", ())))
+        for row in card.scores:
+            lines.append(f"| [{card.name}](../vxm_tf/models/{card.name}/README.md) | {shape} "
+                         f"| {row['data']} | {row['pairs']} | {row['dice_before']:.3f} | "
+                         f"**{row['dice']:.3f}** | {row['hd95_mm']:.2f} | "
+                         f"{row['folding_percent']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--name", required=True)
+    parser.add_argument("--summary", help="write every card's scores as one table here "
+                        "and stop")
+    parser.add_argument("--name")
     parser.add_argument("--run", help="run folder whose best.keras to ship")
     parser.add_argument("--card_json", help="JSON of card fields to set (input, licence, ...)")
     parser.add_argument("--score", action="append", default=[], metavar="LABEL=FLAGS")
     args = parser.parse_args(argv)
+    if args.summary:
+        files.write_text(args.summary, summary_markdown(models.cards()))
+        return
+    if not args.name:
+        parser.error("--name is required")
     folder = models.HERE / args.name
     card = json.loads((folder / "card.json").read_text()) if (folder / "card.json").exists() \
         else {"file": "model.keras", "shipped": True}
@@ -102,6 +132,9 @@ def main(argv=None):
         folder.mkdir(exist_ok=True)
         shutil.copyfile(Path(args.run) / "best.keras", folder / "model.keras")
         files.write_json(folder / "config.json", relative_config(args.run))
+        for name in ("history.csv", "timing.json"):  # the training curve and speed
+            if (Path(args.run) / name).is_file():
+                shutil.copyfile(Path(args.run) / name, folder / name)
         card["training"] = training_summary(args.run)
     if card.get("shipped"):
         card["sha256"] = models.sha256(folder / card["file"])

@@ -27,11 +27,14 @@ cli.quiet_tensorflow_import()
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare  # noqa: E402
 
-from vxm_tf import evaluation, figures, instance  # noqa: E402
+from vxm_tf import evaluation, figures, instance, models  # noqa: E402
 
 
 def training_line(name, model_path):
-    """How a model was trained, from its run folder (nothing when it has none)."""
+    """How a model was trained, from its card (a registered name) or run folder (nothing
+    when it has neither)."""
+    if models.is_name(model_path):
+        return f"- {name}: `{model_path}`: {models.card(model_path).training}"
     run = Path(model_path).parent
     try:
         config = json.loads((run / "config.json").read_text())
@@ -74,20 +77,20 @@ def main(argv=None):
         if len(settings) != len(args.instance_settings):
             raise ValueError("--instance_settings takes NAME=JSON, got "
                              f"{' '.join(args.instance_settings)}")
-        models, volumes, pairs = evaluation.models_and_test_pairs(args.models)
-        unknown = set(settings) - set(models)
+        loaded, volumes, pairs = evaluation.models_and_test_pairs(args.models)
+        unknown = set(settings) - set(loaded)
         if unknown:
             raise ValueError(f"--instance_settings names {', '.join(sorted(unknown))}, not "
-                             f"among --models ({', '.join(models)})")
+                             f"among --models ({', '.join(loaded)})")
         paths = dict(spec.split("=", 1) for spec in args.models)
         io_configs = {name: [instance.load_settings(settings[name], n, paths[name])
                              if name in settings else instance.InstanceConfig(steps=n)
                              for n in steps]
-                      for name in models}
+                      for name in loaded}
     except ValueError as err:
         sys.exit(f"error: {err}")
     names, summaries, label_rows = [], [], {}
-    for name, model in models.items():
+    for name, model in loaded.items():
         for config in [None, *io_configs[name]]:
             label = name if config is None else f"{name} + {config.steps} instance steps"
             print(f"{label}: {len(pairs)} pairs", flush=True)

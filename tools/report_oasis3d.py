@@ -37,7 +37,15 @@ from vxm_tf import cli
 cli.quiet_tensorflow_import()
 import compare  # noqa: E402
 
-from vxm_tf import configs, evaluation, experiment, figures, instance, networks  # noqa: E402
+from vxm_tf import (  # noqa: E402
+    configs,
+    evaluation,
+    experiment,
+    figures,
+    instance,
+    models,
+    networks,
+)
 from vxm_tf import ops as vxm_ops  # noqa: E402
 
 HAVE_ORIGINAL = all(importlib.util.find_spec(m) for m in ("voxelmorph", "neurite", "tf_keras"))
@@ -206,10 +214,11 @@ def main(argv=None):
         sys.exit(f"error: {err}")
     pairs = experiment.split_pairs(volumes)
     names, results = [], []
-    if HAVE_ORIGINAL and not args.no_original and args.model.endswith(".h5"):
+    model_file = models.resolve(args.model)  # a registered name: its file
+    if HAVE_ORIGINAL and not args.no_original and model_file.endswith(".h5"):
         print("voxelmorph 0.2", flush=True)
         names.append("voxelmorph 0.2 (original code)")
-        results.append(original_rows(args.model, volumes, pairs))
+        results.append(original_rows(model_file, volumes, pairs))
     if args.ants_python:
         print("ANTs SyN", flush=True)
         names.append("ANTs SyN (antspyx defaults, 2 threads)")
@@ -268,8 +277,9 @@ def main(argv=None):
                                           f"{rel}/{pair_name}"], command).rstrip("\n"),
         *per_direction(names, [rows[0] for rows in results]),
         *(training_section(args.run, args.trained_on) if args.run else []),
-        *[line for _, _, path in extras if (Path(path).parent / "config.json").is_file()
-          for line in training_section(Path(path).parent)]]) + "\n"
+        *[line for _, _, path in extras
+          if (Path(models.resolve(path)).parent / "config.json").is_file()
+          for line in training_section(Path(models.resolve(path)).parent)]]) + "\n"
     evaluation.write_text(out, text)
     print(text)
 

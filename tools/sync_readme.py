@@ -1,5 +1,5 @@
-"""Copy result tables from the generated reports into the README (`make readme`), so that
-no figure in the README is typed by hand or drifts from its report.
+"""Copy result tables from the generated reports into the README and reports/README.md
+(`make readme`), so that no figure in them is typed by hand or drifts from its report.
 
 A block in the README
 
@@ -50,25 +50,31 @@ def synced(readme, root=ROOT):
     return BLOCK.sub(replace, readme)
 
 
+# the documents whose blocks `make readme` fills (a block's report path is relative to the
+# document's folder)
+DOCUMENTS = (ROOT / "README.md", ROOT / "reports" / "README.md")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--readme", default=str(ROOT / "README.md"))
+    parser.add_argument("--readme", nargs="*", default=[str(p) for p in DOCUMENTS])
     parser.add_argument("--check", action="store_true", help="report drift, change nothing")
     args = parser.parse_args(argv)
-    readme = Path(args.readme)
-    text = readme.read_text()
-    try:
-        new = synced(text, readme.parent)
-    except ValueError as err:
-        sys.exit(f"error: {err}")
-    if args.check:
+    for path in args.readme:
+        readme = Path(path)
+        text = readme.read_text()
+        try:
+            new = synced(text, readme.parent)
+        except ValueError as err:
+            sys.exit(f"error: {readme}: {err}")
+        if args.check:
+            if new != text:
+                sys.exit(f"error: {readme} differs from the reports; run `make readme`")
+            continue
         if new != text:
-            sys.exit(f"error: {readme} differs from the reports; run `make readme`")
-        return
-    if new != text:
-        from vxm_tf import files
+            from vxm_tf import files
 
-        files.write_text(readme, new)
+            files.write_text(readme, new)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,16 @@ cli.quiet_tensorflow_import()
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare  # noqa: E402
 
-from vxm_tf import configs, evaluation, experiment, instance, metrics, networks, registration  # noqa: E402
+from vxm_tf import (  # noqa: E402
+    configs,
+    evaluation,
+    experiment,
+    instance,
+    metrics,
+    models,
+    networks,
+    registration,
+)
 
 
 def floats(text, flag):
@@ -60,7 +69,10 @@ OPTIONAL = (("window", "window"), ("grid", "resolution"), ("gradient", "gradient
 
 
 def training_state(model_path):
-    """'N epochs, validation Dice D' from the run's state.json, or '' when absent."""
+    """'N epochs, validation Dice D' from the run's state.json (the card's training for a
+    registered name), or '' when absent."""
+    if models.is_name(model_path):
+        return f" ({models.card(model_path).training})"
     path = Path(model_path).parent / "state.json"
     if not path.exists():
         return ""

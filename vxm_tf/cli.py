@@ -112,7 +112,7 @@ def usage(doc, groups, flag_values=flags.FLAGS, hide=()):
     TensorFlow's and the test framework's are left out (`--helpfull` lists those)."""
     lines, listed = [doc.strip(), ""], set(hide)
     for title, names in groups:
-        names = [n for n in names if n in flag_values]
+        names = [n for n in names if n in flag_values and n not in hide]
         if not names:
             continue
         lines.append(f"{title}:")

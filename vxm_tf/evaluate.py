@@ -43,7 +43,8 @@ def define_flags():
     instance.define_flags()
     flags.DEFINE_string("model", None, "model file (.keras, or an original voxelmorph .h5) or "
                         "registered name (vxm-models list)")
-    flags.DEFINE_string("out_dir", "", "report folder (default: eval-<split>/ beside the "
+    flags.DEFINE_string("out_dir", "", "report folder (default: eval-<split>/ beside a model "
+                        "file; eval-<name>-<split>/ in the working folder for a registered "
                         "model)")
     flags.DEFINE_string("pairs", "", "optional file of 'moving fixed' subject names per line")
     flags.DEFINE_enum("split", "test", ("test", "val", "train"), "split whose pairs to score")
@@ -98,7 +99,8 @@ def draw_figures(model, volumes, moving_images, pairs, label_rows, out_dir,
 
 def main(argv):
     cli.check_args(argv)
-    out_dir = FLAGS.out_dir or (f"eval-{FLAGS.model}-{FLAGS.split}" if models.is_name(FLAGS.model)
+    registered = models.name_of(FLAGS.model)  # never write into the package or the cache
+    out_dir = FLAGS.out_dir or (f"eval-{registered}-{FLAGS.split}" if registered
                                 else str(Path(FLAGS.model).parent / f"eval-{FLAGS.split}"))
     if not Path(out_dir).parent.is_dir():
         cli.fail(f"{out_dir}: parent folder {Path(out_dir).parent} does not exist")

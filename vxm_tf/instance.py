@@ -135,16 +135,22 @@ def save_settings(path, config, **extra):
     chose them): what `load_settings` reads back for a model of its own."""
     fields = {k: v for k, v in dataclasses.asdict(config).items()
               if k in SETTINGS + LATER_SETTINGS}
+    if extra.get("model"):  # the weights it was chosen for, under whatever path or name
+        extra["model_sha256"] = _model_file(extra["model"])
     files.write_text(path, json.dumps({**fields, **extra}, indent=1) + "\n")
 
 
 def _model_file(value):
-    """The resolved file a model path or registered name stands for."""
+    """What identifies a model path or registered name: its file's sha256 (the same weights
+    under another path or name), else the resolved path as a string."""
     from vxm_tf import models
+    if models.is_name(value):
+        return models.card(value).sha256
     try:
-        return Path(models.resolve(value)).resolve()
+        path = Path(models.resolve(value)).resolve()
     except ValueError:
-        return value
+        return str(value)
+    return models.sha256(path) if path.is_file() else str(path)
 
 
 def load_settings(path, steps, model=None):
@@ -162,7 +168,8 @@ def load_settings(path, steps, model=None):
     if missing:
         raise ValueError(f"{path}: instance settings lack {', '.join(missing)}")
     chosen_for = saved.get("model")
-    if model and chosen_for and _model_file(chosen_for) != _model_file(model):
+    chosen_id = saved.get("model_sha256") or (_model_file(chosen_for) if chosen_for else None)
+    if model and chosen_id and _model_file(model) != chosen_id:
         raise ValueError(f"{path}: instance settings chosen for {chosen_for}, not {model}")
     if steps is None:
         steps = saved.get("chosen_with_steps")

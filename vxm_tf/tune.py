@@ -41,8 +41,11 @@ def main(argv):
 def console():
     """The `vxm-tune` command (also `python -m vxm_tf.tune`)."""
     define_flags()
+    # a trial's length, folder and starting point are the search's (--tune_epochs,
+    # --tune_dir), so the training run's own are not shown
+    hidden = ["epochs", "model_dir", "resume", "time_limit", "val_pairs", "init_model"]
     cli.run(main, __doc__, [("tuning", configs.flags_of(tuning.TuneConfig)),
-                            *configs.flag_groups()])
+                            *configs.flag_groups()], hide=hidden)
 
 
 if __name__ == "__main__":

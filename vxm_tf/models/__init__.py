@@ -15,6 +15,7 @@ it is, a registered name gives its file, anything else is a one-line `ModelError
 """
 
 import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -69,8 +70,9 @@ class Card:
 
     @property
     def path(self):
-        """Where the weights are (or will be, once fetched)."""
-        return self.folder / self.file if self.shipped else cache_dir() / self.file
+        """Where the weights are (or will be, once fetched: a folder per name in the
+        cache)."""
+        return self.folder / self.file if self.shipped else cache_dir() / self.name / self.file
 
     @property
     def available(self):
@@ -95,14 +97,18 @@ def read_card(folder):
 
 
 def cards():
-    """Every registered model's card, by name (sorted)."""
-    return {f.name: read_card(f) for f in sorted(HERE.iterdir())
-            if (f / "card.json").is_file()}
+    """Every registered model's card, by name (sorted). A folder whose card has no sha256
+    yet (a model being prepared by tools/model_card.py) is not registered."""
+    found = (read_card(f) for f in sorted(HERE.iterdir()) if (f / "card.json").is_file()
+             and "sha256" in json.loads((f / "card.json").read_text()))
+    return {c.name: c for c in found}
 
 
 def card(name):
     """The card of `name`; `ModelError` listing the names for an unknown one."""
     known = cards()
+    if not name:
+        raise ModelError("a model name or file is required (`vxm-models list` names them)")
     if name not in known:
         raise ModelError(f"{name}: no such model file, and not a model name (known names: "
                          f"{', '.join(known)}; `vxm-models list` describes them)")
@@ -111,26 +117,34 @@ def card(name):
 
 def is_name(value):
     """Whether `value` is a registered model name."""
-    return isinstance(value, str) and (HERE / value / "card.json").is_file()
+    return isinstance(value, str) and "/" not in value and value in cards()
 
 
 def resolve(value):
-    """The file path for a `--model`-like flag value: an existing file as it is, a
-    registered name as its weights' path (`ModelError` when not fetched yet, naming the
-    fetch command), a path to a missing `.keras` / `.h5` file as it is (its reader names
-    it), anything else a `ModelError`. Non-string values (a loaded model) pass through."""
+    """The file path for a `--model`-like flag value: a registered name as its weights'
+    path (a name wins over a file of that name in the working folder: write `./NAME` for
+    the file), checked against the card's sha256 (`ModelError` when not fetched yet or
+    damaged, naming the fetch command); an existing path as it is; a path to a missing
+    `.keras` / `.h5` file as it is (its reader names it); anything else a `ModelError`.
+    Non-string values (a loaded model) pass through."""
     if not isinstance(value, (str, os.PathLike)):
         return value
     value = str(value)
-    if os.path.exists(value) or not value:
-        return value
     if is_name(value):
         entry = card(value)
+        again = (f"run `vxm-models fetch {value}` (downloads {entry.url}; --from=PATH takes "
+                 "a local copy)")
         if not entry.available:
-            source = f"downloads {entry.url}; " if entry.url else ""
-            raise ModelError(f"{value}: not fetched yet; run `vxm-models fetch {value}` "
-                             f"({source}--from=PATH takes a local copy)")
+            if entry.shipped:
+                raise ModelError(f"{value}: its weights {entry.path} are missing from the "
+                                 "package; reinstall vxm_tf")
+            raise ModelError(f"{value}: not fetched yet; {again}")
+        if not entry.shipped and sha256(entry.path) != entry.sha256:
+            raise ModelError(f"{value}: the cached {entry.path} is damaged (its sha256 "
+                             f"differs from the card's); {again}")
         return str(entry.path)
+    if os.path.exists(value) or not value:
+        return value
     if value.endswith(MODEL_SUFFIXES) or os.sep in value:
         return value
     card(value)  # raises, listing the names
@@ -138,16 +152,17 @@ def resolve(value):
 
 
 def name_of(value):
-    """The registry name a flag value refers to (a name, or the path of a registered
-    model's weights), else None."""
+    """The registry name a flag value refers to (a name, or a file holding a registered
+    model's weights: the same sha256), else None."""
     if is_name(value):
         return value
     try:
         path = Path(value).resolve()
+        digest = sha256(path) if path.is_file() else None
     except (TypeError, OSError):
         return None
     for entry in cards().values():
-        if entry.path.resolve() == path:
+        if entry.path.resolve() == path or entry.sha256 == digest:
             return entry.name
     return None
 
@@ -168,31 +183,42 @@ def fetch(name, source=None, progress=None):
     total)`: optional byte counter. Shipped models need no fetch (their path is returned)."""
     entry = card(name)
     if entry.shipped:
-        return entry.path
+        return Path(resolve(name))  # checks that the package holds it
+    if source is not None and not source:
+        raise ModelError("--from is empty: give a file or an address")
     source = source or entry.url
     if not source:
         raise ModelError(f"{name}: no public address known; give --from=PATH")
+    if "://" not in source and not os.path.isfile(source):
+        what = "a folder, not a file" if os.path.isdir(source) else "no such file"
+        raise ModelError(f"--from={source}: {what}")
     target = entry.path
+    if target.is_dir():
+        raise ModelError(f"{target}: a folder stands where the model file goes; remove it")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".part")
     except OSError as err:
-        raise ModelError(f"{target.parent}: cannot write the model cache ({err.strerror}); "
-                         "set VXM_TF_HOME to a writable folder") from None
+        raise ModelError(f"{target.parent}: cannot write the model cache "
+                         f"({err.strerror or err}); set VXM_TF_HOME to a writable folder") from None
     try:
         with os.fdopen(fd, "wb") as out:
             if "://" in source:
                 _download(source, out, progress)
             else:
-                if not os.path.isfile(source):
-                    raise ModelError(f"--from={source}: no such file")
                 with open(source, "rb") as src:
                     shutil.copyfileobj(src, out)
         digest = sha256(tmp)
         if digest != entry.sha256:
             raise ModelError(f"{source}: sha256 {digest} is not {name}'s ({entry.sha256}); "
                              "nothing was cached")
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # readable as any file the user creates
         os.replace(tmp, target)
+    except OSError as err:
+        raise ModelError(f"{target}: cannot write the model ({err.strerror or err}); "
+                         "nothing was cached") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -209,7 +235,7 @@ def _download(url, out, progress=None):
                 done += len(block)
                 if progress:
                     progress(done, total)
-    except (urllib.error.URLError, OSError, ValueError) as err:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
         reason = getattr(err, "reason", None) or err
         raise ModelError(f"{url}: download failed ({reason}); fetch from a local copy with "
                          "--from=PATH") from None
@@ -251,8 +277,11 @@ def describe(entry):
     """One-paragraph description of a card for `vxm-models list` / `show`."""
     contract = entry.input
     shape = "x".join(str(n) for n in contract.get("shape", ()))
-    where = (f"shipped: {entry.path}" if entry.shipped else f"fetched: {entry.path}"
-             if entry.available else f"not fetched yet: vxm-models fetch {entry.name}")
+    if entry.available:
+        where = f"{'shipped' if entry.shipped else 'fetched'}: {entry.path}"
+    else:
+        where = ("missing from the package" if entry.shipped else
+                 f"not fetched yet: vxm-models fetch {entry.name}")
     lines = [f"{entry.name}  ({where})",
              f"  input: {shape}, {contract.get('voxel_size_mm', '?')} mm, "
              f"{contract.get('space', '')}; {contract.get('contrast', '')}, "

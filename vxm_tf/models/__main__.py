@@ -45,13 +45,13 @@ def main(argv=None):
         if args.command == "list":
             print("\n\n".join(models.describe(c) for c in models.cards().values()))
         elif args.command == "show":
-            print((models.card(args.name).folder / "README.md").read_text(), end="")
+            print(models.card_markdown(models.card(args.name)), end="")
         elif args.command == "fetch":
             target = models.fetch(args.name, args.source, _progress)
             print(f"{args.name}: {target} (sha256 checked)")
         elif args.command == "path":
-            print(models.resolve(args.name) if models.is_name(args.name)
-                  else models.card(args.name).path)
+            models.card(args.name)  # an unknown name: the list of names
+            print(models.resolve(args.name))
     except models.ModelError as err:
         sys.stderr.write(f"error: {err}\n")
         return 2
