@@ -64,17 +64,24 @@ EVALUATE_ERRORS = [
     (lambda d, t: [f"--model={d}/best.keras", f"--out_dir={t}/missing/report"],
      "does not exist"),
     (lambda d, t: [], "Flag --model must have a value"),
+    # refused before any pair is registered (no traceback, no work lost)
+    (lambda d, t: [f"--model={d}/best.keras", f"--out_dir={t}/notes.keras"],
+     "a file, not a folder"),
+    (lambda d, t: [f"--model={d}/best.keras", "--figures=-3"], "--figures must be 0 or more"),
+    (lambda d, t: [f"--model={d}/best.keras", f"--pairs={t}/empty.txt",
+                   f"--out_dir={t}/empty_pairs"], "no pairs listed"),
 ]
 
 
 def test_evaluate_errors_are_one_line(trained_run, tmp_path):
     (tmp_path / "notes.keras").write_text("not a model")
+    (tmp_path / "empty.txt").write_text("# no pairs\n")
     results = cli_batch.run("vxm_tf.evaluate", [make_args(trained_run, tmp_path)
                                                 for make_args, _ in EVALUATE_ERRORS])
     for (_, message), result in zip(EVALUATE_ERRORS, results):
         assert result["code"] == 2 and len(result["lines"]) == 1, result["stderr"][-2000:]
         assert message in result["lines"][0]
-    assert not (tmp_path / "missing").exists()
+    assert not (tmp_path / "missing").exists() and not (tmp_path / "empty_pairs").exists()
 
 
 def test_perturbation_moves_only_the_registered_result(trained_run, tmp_path):

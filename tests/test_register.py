@@ -416,3 +416,37 @@ def test_auto_normalisation_keeps_scans_already_in_the_unit_range():
     raw = image * 4095 + 100
     np.testing.assert_allclose(normalise_image(raw, "auto"), normalise_image(raw, "minmax"))
     assert normalise_image(raw, "auto").max() == pytest.approx(1.0)
+
+
+def test_warp_never_writes_over_its_inputs(tmp_path):
+    """`--moved` naming `--moving` or `--warp` is refused before anything is written."""
+    from vxm_tf import io, warp
+
+    affine = np.eye(4)
+    io.save_volume(tmp_path / "m.nii.gz", np.random.default_rng(0).random((8, 8, 8)), affine)
+    io.save_displacement(tmp_path / "w.nii.gz", np.zeros((8, 8, 8, 3), np.float32), affine)
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    for target in ("m.nii.gz", "w.nii.gz", "./w.nii.gz"):
+        with pytest.raises(ValueError, match="would overwrite the input"):
+            warp.warp_file(str(tmp_path / "m.nii.gz"), str(tmp_path / "w.nii.gz"),
+                           str(tmp_path / target))
+    with pytest.raises(ValueError, match="unknown file type"):
+        warp.warp_file(str(tmp_path / "m.nii.gz"), str(tmp_path / "w.nii.gz"),
+                       str(tmp_path / "out.txt"))
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
+    warp.warp_file(str(tmp_path / "m.nii.gz"), str(tmp_path / "w.nii.gz"),
+                   str(tmp_path / "out.nii.gz"))
+    np.testing.assert_allclose(io.load_volume(tmp_path / "out.nii.gz").data,
+                               io.load_volume(tmp_path / "m.nii.gz").data, atol=1e-5)
+
+
+def test_output_folder_checks(tmp_path):
+    from vxm_tf import files
+
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ValueError, match="--out_dir=.*a_file: a file, not a folder"):
+        files.check_output_folder(tmp_path / "a_file")
+    with pytest.raises(ValueError, match="parent folder .* does not exist"):
+        files.check_output_folder(tmp_path / "no" / "such")
+    files.check_output_folder(tmp_path / "new")
+    files.check_output_folder(tmp_path)

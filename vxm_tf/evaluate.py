@@ -26,6 +26,7 @@ from vxm_tf import (  # noqa: E402
     evaluation,
     experiment,
     figures,
+    files,
     instance,
     models,
     networks,
@@ -76,6 +77,8 @@ def read_pairs(path, volumes):
             raise data.DatasetError(f"{path}:{number}: expected two subject names of the "
                                     f"{FLAGS.split} split, got {line!r}")
         pairs.append((index[names[0]], index[names[1]]))
+    if not pairs:
+        raise data.DatasetError(f"--pairs={path}: no pairs listed")
     return pairs
 
 
@@ -102,8 +105,9 @@ def main(argv):
     registered = models.name_of(FLAGS.model)  # never write into the package or the cache
     out_dir = FLAGS.out_dir or (f"eval-{registered}-{FLAGS.split}" if registered
                                 else str(Path(FLAGS.model).parent / f"eval-{FLAGS.split}"))
-    if not Path(out_dir).parent.is_dir():
-        cli.fail(f"{out_dir}: parent folder {Path(out_dir).parent} does not exist")
+    if FLAGS.figures < 0:
+        cli.fail(f"--figures must be 0 or more, got {FLAGS.figures}")
+    cli.call(files.check_output_folder, out_dir)
     try:
         model = networks.VxmDense.load(FLAGS.model)
         config = data_config(FLAGS.model, FLAGS)

@@ -36,6 +36,28 @@ def atomic_path(path):
             os.remove(tmp)
 
 
+def check_output_folder(path, flag="--out_dir"):
+    """`path` can receive a run's files: an existing writable folder, or a new folder whose
+    parent exists and is writable. `ValueError` naming the flag otherwise, before any work."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag}={path}: a file, not a folder")
+    folder = path if path.is_dir() else path.parent
+    if not folder.is_dir():
+        raise ValueError(f"{flag}={path}: parent folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag}={path}: folder {folder} is not writable")
+
+
+def check_not_inputs(output, inputs, flag):
+    """`ValueError` when `output` is the same file as one of `inputs` (a flag value naming
+    an input would be overwritten)."""
+    target = Path(output).resolve()
+    for name, path in inputs.items():
+        if path and Path(path).resolve() == target:
+            raise ValueError(f"{flag}={output} would overwrite the input {name}")
+
+
 def write_text(path, text):
     with atomic_path(path) as tmp, open(tmp, "w") as file:
         file.write(text)

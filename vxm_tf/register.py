@@ -86,6 +86,8 @@ def check_outputs(paths, inputs=(), text=()):
         if path not in text and io.file_type(path) is None:
             raise io.VolumeError(f"{path}: unknown file type; expected one of "
                                  f"{', '.join(io.SUFFIXES)}")
+        if Path(path).is_dir():
+            raise io.VolumeError(f"{path}: a folder stands there; give a file name")
         folder = Path(path).parent
         if not folder.is_dir():
             raise io.VolumeError(f"{path}: folder {folder} does not exist")

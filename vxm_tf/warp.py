@@ -10,7 +10,7 @@ from pathlib import Path
 
 from absl import flags
 
-from vxm_tf import cli, geometry, io
+from vxm_tf import cli, files, geometry, io
 
 FLAGS = flags.FLAGS
 
@@ -31,8 +31,16 @@ MIN_INSIDE = 0.2
 
 
 def warp_file(moving_path, warp_path, moved_path, interp="linear"):
+    """Warp the image or label map `moving_path` by the displacement `warp_path` (world mm on
+    its grid) and write `moved_path` on the warp's grid with its affine; linear or nearest
+    `interp`. The output may not be one of the inputs; nothing is written on an error."""
     if not Path(moved_path).parent.is_dir():
         raise io.VolumeError(f"{moved_path}: folder {Path(moved_path).parent} does not exist")
+    files.check_not_inputs(moved_path, {"--moving": moving_path, "--warp": warp_path},
+                           "--moved")
+    if io.file_type(moved_path) is None:
+        raise io.VolumeError(f"{moved_path}: unknown file type; expected one of "
+                             f"{', '.join(io.SUFFIXES)}")
     labels = interp == "nearest"
     moving = io.load_volume(moving_path, labels=labels)
     warp = io.load_displacement(warp_path)
