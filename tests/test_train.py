@@ -590,3 +590,14 @@ def test_every_training_flagfile_makes_a_valid_config(flagfile):
     config = configs.config_from_flags(fv)
     if flagfile == "finetune3d.cfg":
         assert config.loss.seg_weight > 0 and config.loss.seg_resolution == 2
+
+
+def test_a_time_limited_stop_has_its_own_exit_status(tmp_path):
+    from vxm_tf import train
+
+    stopped, done = cli_batch.run("vxm_tf.train", [
+        [*TINY, "--epochs=3", "--time_limit=0.001", f"--model_dir={tmp_path}/run"],
+        [*TINY, "--epochs=2", "--resume", f"--model_dir={tmp_path}/run"]])
+    assert stopped["code"] == train.STOPPED == 3, stopped["stderr"][-2000:]
+    assert done["code"] == 0, done["stderr"][-2000:]
+    assert (tmp_path / "run" / "model.keras").exists()

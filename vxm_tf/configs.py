@@ -192,8 +192,8 @@ class TrainConfig:
                              "replaces the model flags")
     resume: bool = option(False, "continue from the run directory's last checkpoint")
     time_limit: float = option(0.0, "seconds: end the run after the last epoch that can end "
-                               "within this time of its start (at least one epoch; "
-                               "continue with --resume); 0: no limit")
+                               "within this time of its start (at least one epoch; exit "
+                               "status 3; continue with --resume); 0: no limit")
     verbose: int = option(1, "0 silent, 1 a progress bar on a terminal (one line per epoch "
                            "when the output is a file or pipe), 2 one line per epoch")
 

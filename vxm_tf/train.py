@@ -4,6 +4,8 @@ Flags: `vxm-train --help`. The run directory (--model_dir) receives the
 checkpoints, logs and the resolved configuration; --resume continues an interrupted run.
 """
 
+import sys
+
 from absl import flags
 
 from vxm_tf import cli
@@ -12,6 +14,9 @@ cli.quiet_tensorflow_import()
 from vxm_tf import configs, trainer  # noqa: E402
 
 FLAGS = flags.FLAGS
+# exit status of a run that --time_limit ended before its last epoch (checkpointed, no
+# model.keras; --resume continues it), so that scripts can tell it from a finished run
+STOPPED = 3
 
 
 def define_flags():
@@ -31,7 +36,11 @@ def main(argv):
                     f"{max(history['val_dice']):.4f}, kept as best.keras)")
     epochs = len(history["loss"])
     ended = "stopped" if result["stopped_after"] else "done"
-    print(f"{ended}: {result['run_dir']}: {epochs} epoch{'' if epochs == 1 else 's'}, {summary}")
+    print(f"{ended}: {result['run_dir']}: {epochs} epoch{'' if epochs == 1 else 's'}, {summary}"
+          + (f"; --resume continues it (exit status {STOPPED})" if result["stopped_after"]
+             else ""))
+    if result["stopped_after"]:
+        sys.exit(STOPPED)
 
 
 def console():
