@@ -58,6 +58,17 @@ def test_grid_search_writes_trials_and_a_best_model_that_registers_then_resumes(
     again = tuning.run_search(tiny_config(), tune, log=lambda _: None)
     assert [r["lambda"] for r in again] == [r["lambda"] for r in rows]
     assert sorted(p.name for p in (tmp_path / "tune" / "trials").iterdir()) == trial_dirs
+    # the same folder with other settings is refused before any trial (it reported the old
+    # trials under the new range and kept the old best model)
+    other = tuning.TuneConfig(**{**tune.__dict__, "lambda_max": 10.0})
+    with pytest.raises(configs.ConfigError, match=r"other settings \(tune.lambda_max 1.0 -> "
+                                                  r"10.0\)"):
+        tuning.run_search(tiny_config(), other, log=lambda _: None)
+    wider = tiny_config()
+    wider.loss = configs.LossConfig(window=5)
+    with pytest.raises(configs.ConfigError, match="loss.window 9 -> 5"):
+        tuning.run_search(wider, tune, log=lambda _: None)
+    assert sorted(p.name for p in (tmp_path / "tune" / "trials").iterdir()) == trial_dirs
 
 
 @pytest.mark.parametrize("tuner", ["bayesian", "hyperband"])

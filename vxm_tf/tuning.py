@@ -8,6 +8,8 @@ oracle state) and run distributed with Keras Tuner's chief / worker protocol
 """
 
 import copy
+import dataclasses
+import json
 import os
 import time
 import warnings
@@ -202,6 +204,51 @@ def write_outputs(tuner, directory):
     return rows
 
 
+# settings that change how a search is shown, not what it searches
+_UNSEARCHED = {("train", "verbose"), ("train", "model_dir"), ("train", "resume"),
+               ("train", "time_limit")}
+
+
+def search_settings(config, tune):
+    """What a search is, as `{"section.name": value}` (JSON values): the run's settings and
+    the search's, the folder excepted."""
+    flat = {}
+    for section, values in (*dataclasses.asdict(config).items(),
+                            ("tune", dataclasses.asdict(tune))):
+        for name, value in values.items():
+            if (section, name) in _UNSEARCHED or (section, name) == ("tune", "directory"):
+                continue
+            if isinstance(value, dict):
+                flat.update({f"{section}.{name}.{k}": v for k, v in value.items()})
+            else:
+                flat[f"{section}.{name}"] = value
+    return json.loads(json.dumps(flat, default=str))
+
+
+def check_search_folder(config, tune, chief=True):
+    """A `--tune_dir` that already holds a search resumes it only when it was started with
+    the same settings (`search.json`); one with other settings, or an older search without
+    that record, is a `ConfigError` naming the differences, before any trial runs. The
+    chief records the settings of a new search; a worker checks them once recorded."""
+    record = Path(tune.directory) / "search.json"
+    settings = search_settings(config, tune)
+    if record.is_file():
+        saved = json.loads(record.read_text())
+        changed = [f"{k} {saved.get(k)!r} -> {settings.get(k)!r}"
+                   for k in sorted(set(saved) | set(settings)) if saved.get(k) != settings.get(k)]
+        if changed:
+            raise configs.ConfigError(
+                f"--tune_dir={tune.directory} holds a search with other settings "
+                f"({'; '.join(changed[:4])}{'; ...' if len(changed) > 4 else ''}): choose "
+                "another --tune_dir, or remove that folder to start again")
+    elif chief and (Path(tune.directory) / "trials").exists():
+        raise configs.ConfigError(f"--tune_dir={tune.directory} holds a search whose settings "
+                                  "were not recorded: choose another --tune_dir, or remove "
+                                  "that folder to start again")
+    elif chief:
+        files.write_json(record, settings)
+
+
 def run_search(config, tune, log=print):
     """Search as configured; on the chief (or alone) write the outputs. Returns the rows."""
     check_tune_config(tune)
@@ -213,6 +260,7 @@ def run_search(config, tune, log=print):
                                      "trains plain models")
     keras.utils.set_random_seed(tune.seed)
     Path(tune.directory).mkdir(parents=True, exist_ok=True)
+    check_search_folder(config, tune, os.environ.get("KERASTUNER_TUNER_ID", "chief") == "chief")
     volumes = experiment.build_splits(config.data)["train"]
     if volumes.segs is None:
         raise configs.ConfigError("tuning scores trials by Dice and needs segmentations")
