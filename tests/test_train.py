@@ -246,6 +246,21 @@ def test_a_time_limited_run_keeps_its_epochs_and_resumes(tmp_path):
     assert history_epochs(run) == [0, 1, 2]
 
 
+def test_resuming_with_more_epochs_stretches_the_schedule(tmp_path):
+    """The cosine schedule of a resumed run spans its new --epochs (it kept the first run's
+    length, so the extra epochs trained at the floor rate)."""
+    trainer.train_and_evaluate(tiny_config(tmp_path, epochs=2, time_limit=1e-3,
+                                           schedule="cosine", lr=1e-3), log=lambda _: None)
+    done = trainer.train_and_evaluate(tiny_config(tmp_path, epochs=5, resume=True,
+                                                  schedule="cosine", lr=1e-3),
+                                      log=lambda _: None)
+    schedule = done["model"].optimizer.get_config()["learning_rate"]["config"]
+    assert schedule["decay_steps"] == 5 * 4  # epochs x steps_per_epoch, not 2 x 4
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["epochs"] == 5
+    saved = keras.saving.load_model(tmp_path / "run" / "last.keras")
+    assert saved.optimizer.get_config()["learning_rate"]["config"]["decay_steps"] == 20
+
+
 def test_a_run_directory_in_use_is_refused_and_a_stale_lock_taken_over(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

@@ -535,6 +535,10 @@ def _train(config, log, scope, run_dir, start):
             if fitted is not model:  # a view: compile it and set its optimiser's state
                 experiment.compile_model(fitted, config, steps * t.epochs, labels)
                 restore_optimizer(fitted, run_dir / "last_optimizer.npz")
+            else:  # the schedule spans this run's epochs (--epochs may have changed)
+                rate = experiment.learning_rate(t, steps * t.epochs)
+                if not isinstance(rate, float):
+                    model.optimizer.learning_rate = rate
             log(f"resuming {run_dir} after epoch {initial_epoch}")
         else:
             model = experiment.initial_model(config, train.shape)
