@@ -249,6 +249,14 @@ ERROR_CASES = [
                       f"--fixed={t}/raw.nii.gz", f"--moved={t}/out.nii.gz",
                       "--normalise=none"],
      "raw.nii.gz: intensities 0..4095, but models train and register on [0, 1]"),
+    # --moving_list names each scan's outputs itself: single-scan outputs are refused
+    (lambda r, p, t: [f"--model={r}/best.keras", f"--moving_list={t}/notes.keras",
+                      f"--fixed={p}/fixed.nii.gz", f"--out_dir={t}",
+                      f"--warp={t}/w.nii.gz", f"--moved_seg={t}/s.nii.gz"],
+     "--warp, --moved_seg belong to one --moving scan"),
+    (lambda r, p, t: [f"--model={r}/best.keras", f"--moving={p}/moving.nii.gz",
+                      f"--fixed={p}/fixed.nii.gz", f"--moved={t}/out.nii.gz",
+                      f"--warp={t}"], "a folder stands there"),
 ]
 
 
@@ -403,6 +411,23 @@ def test_the_composed_transform_is_the_affine_then_the_deformation(trained_run, 
         geometry.sample(moving.data, geometry.apply(geometry.voxel_map(
             fixed.affine, moving.affine, 2), geometry.indices((40, 40))), 1)
         - fixed.data)[inside].mean()  # and the composed map does register
+
+
+def test_auto_normalisation_treats_the_two_scans_alike():
+    """A raw moving scan beside a fixed scan in [0, 0.6]: both are min-max scaled (the raw
+    one alone was, leaving the pair at different brightness), and the sentence says so."""
+    from vxm_tf.data.volumes import normalise_pair
+
+    rng = np.random.default_rng(0)
+    fixed = rng.random((8, 8)).astype(np.float32) * 0.6
+    raw = fixed * 4095 / 0.6 + 100
+    moving, fixed_out, said = normalise_pair(raw, fixed, "auto")
+    np.testing.assert_allclose(moving, fixed_out, atol=1e-5)  # the same scan, alike
+    assert "both scaled to [0, 1] (minmax)" in said
+    assert said.startswith("intensities moving 111.2..4184, fixed 0.001643..0.5983")
+    kept_m, kept_f, said = normalise_pair(fixed, fixed * 0.5, "auto")
+    np.testing.assert_array_equal(kept_f, fixed * 0.5)
+    assert "kept as they are" in said
 
 
 def test_auto_normalisation_keeps_scans_already_in_the_unit_range():

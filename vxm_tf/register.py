@@ -35,6 +35,7 @@ from vxm_tf.data.volumes import (  # noqa: E402
     NORMALISATIONS,
     check_intensities,
     normalise_image,
+    normalise_pair,
 )
 
 FLAGS = flags.FLAGS
@@ -66,8 +67,8 @@ def define_flags():
                         "(RAS mm, fixed-space point -> moving-space point)")
     flags.DEFINE_enum("normalise", "auto", NORMALISATIONS,
                       "intensity scaling of both images before registration (models are "
-                      "trained on [0, 1]): auto keeps images already in [0, 1] as they are "
-                      "and min-max scales others")
+                      "trained on [0, 1]): auto keeps the two as they are when both are in "
+                      "[0, 1], else min-max scales both (the same for both scans, and said)")
     instance.define_flags()
     flags.mark_flags_as_required(["model", "fixed"])
     flags.mark_flags_as_mutual_exclusive(["moving", "moving_list"], required=True)
@@ -83,11 +84,11 @@ def check_outputs(paths, inputs=(), text=()):
     for path in [*paths, *text]:
         if not path:
             continue
+        if Path(path).is_dir():
+            raise io.VolumeError(f"{path}: a folder stands there; give a file name")
         if path not in text and io.file_type(path) is None:
             raise io.VolumeError(f"{path}: unknown file type; expected one of "
                                  f"{', '.join(io.SUFFIXES)}")
-        if Path(path).is_dir():
-            raise io.VolumeError(f"{path}: a folder stands there; give a file name")
         folder = Path(path).parent
         if not folder.is_dir():
             raise io.VolumeError(f"{path}: folder {folder} does not exist")
@@ -107,10 +108,12 @@ MIN_OVERLAP = 0.2
 def register_files(model_path, moving_path, fixed_path, moved_path, warp_path="",
                    moving_seg_path="", moved_seg_path="", normalise="auto",
                    instance_config=None, affine_config=None, affine_path="",
-                   inverse_path=""):
+                   inverse_path="", log=None):
     """Register `moving_path` onto `fixed_path` and write the requested outputs
-    (`model_path`: a model file or a loaded `VxmDense`; `affine_config`: pre-alignment,
-    default affine; `instance_config`: optional test-time instance optimisation)."""
+    (`model_path`: a model file, a registered name or a loaded `VxmDense`; `affine_config`:
+    pre-alignment, default affine; `instance_config`: optional test-time instance
+    optimisation; `normalise`: `normalise_pair`'s method; `log`: called with the sentence
+    saying how the intensities were scaled)."""
     if bool(moving_seg_path) != bool(moved_seg_path):
         raise ValueError("--moving_seg and --moved_seg go together")
     if io.file_type(warp_path) == ".mgz":
@@ -132,9 +135,11 @@ def register_files(model_path, moving_path, fixed_path, moved_path, warp_path=""
     if seg is not None and seg.data.ndim != ndims:
         raise ValueError(f"{moving_seg_path}: a {seg.data.ndim}D label map for the "
                          f"{ndims}D moving image")
+    moving_scaled, fixed_scaled, said = normalise_pair(moving.data, fixed.data, normalise)
+    if log:
+        log(said)
     result = registration.register_volumes(
-        model, io.Volume(normalise_image(moving.data, normalise), moving.affine),
-        io.Volume(normalise_image(fixed.data, normalise), fixed.affine),
+        model, io.Volume(moving_scaled, moving.affine), io.Volume(fixed_scaled, fixed.affine),
         affine_config, instance_config, inverse=bool(inverse_path))
     foreground = normalise_image(fixed.data, "minmax") > 0.1
     overlap = geometry.inside_fraction(result.coords[foreground], moving.data.shape)
@@ -217,8 +222,12 @@ def main(argv):
     instance_config = cli.call(instance.config_from_flags, FLAGS)
     affine_config = cli.call(affine.AffineConfig, FLAGS.affine)
     if FLAGS.moving_list:
-        if FLAGS.moved:
-            cli.fail("--moving_list replaces --moved (outputs go to --out_dir)")
+        single = [f"--{name}" for name in ("moved", "warp", "moving_seg", "moved_seg",
+                                           "inverse_warp", "affine_out") if FLAGS[name].value]
+        if single:  # each scan's outputs are named in --out_dir, its seg in the list
+            cli.fail(f"--moving_list writes NAME_moved.nii.gz, NAME_warp.nii.gz, "
+                     "NAME_affine.txt (and NAME_moved_seg.nii.gz for a listed seg) into "
+                     f"--out_dir; {', '.join(single)} belong to one --moving scan")
         failed = cli.call(register_list, FLAGS.model, FLAGS.moving_list, FLAGS.fixed,
                           FLAGS.out_dir, FLAGS.normalise, instance_config, affine_config)
         if failed:
@@ -227,7 +236,7 @@ def main(argv):
         return
     cli.call(register_files, FLAGS.model, FLAGS.moving, FLAGS.fixed, FLAGS.moved, FLAGS.warp,
              FLAGS.moving_seg, FLAGS.moved_seg, FLAGS.normalise, instance_config,
-             affine_config, FLAGS.affine_out, FLAGS.inverse_warp)
+             affine_config, FLAGS.affine_out, FLAGS.inverse_warp, print)
     print(f"wrote {FLAGS.moved}")
 
 

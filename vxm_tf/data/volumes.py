@@ -170,6 +170,22 @@ def normalise_image(data, method="minmax"):
     return np.clip((data - low) / (high - low), 0, 1).astype(np.float32)
 
 
+def normalise_pair(moving, fixed, method="auto"):
+    """Scale the two images of a pair alike: with 'auto', both as they are when both are
+    already in [0, 1], else both min-max scaled (a raw scan beside a [0, 1] one would
+    otherwise be stretched alone and no longer match the other's brightness); other methods
+    as `normalise_image`. Returns (moving, fixed, a sentence saying what was done)."""
+    ranges = [(float(np.min(d)), float(np.max(d))) for d in (moving, fixed)]
+    if method == "auto":
+        inside = all(0.0 <= low and high <= 1.0 for low, high in ranges)
+        method = "none" if inside else "minmax"
+    said = ", ".join(f"{name} {low:.4g}..{high:.4g}" for name, (low, high)
+                     in zip(("moving", "fixed"), ranges))
+    said = (f"intensities {said}: " + ("kept as they are (both in [0, 1])" if method == "none"
+                                       else f"both scaled to [0, 1] ({method})"))
+    return normalise_image(moving, method), normalise_image(fixed, method), said
+
+
 # intensities a model may see without normalisation: VoxelMorph models train on [0, 1]
 NONE_RANGE = (-0.05, 1.5)
 
