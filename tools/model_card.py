@@ -26,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from vxm_tf import configs, files, models  # noqa: E402
 
@@ -43,8 +44,12 @@ def relative_config(run_dir):
 
 
 def start_model(init_model):
-    """How a run's --init_model reads on a card: its registry name, else its run folder."""
-    return models.name_of(init_model) or os.path.basename(os.path.dirname(init_model))
+    """How a run's --init_model reads on a card: the registry name of the model shipped
+    from that run (or of that file), else its run folder."""
+    folder = os.path.basename(os.path.dirname(init_model))
+    shipped = [c.name for c in models.cards().values()
+               if c.run and os.path.basename(c.run) == folder]
+    return (shipped or [models.name_of(init_model) or folder])[0]
 
 
 def training_summary(run_dir):
@@ -94,15 +99,16 @@ def evaluate(name, label, flag_text):
 def summary_markdown(cards):
     """reports/models.md: every registered model's scores, one table."""
     lines = ["# Models by name: their scores", "",
-             "Every model `vxm-models list` names, with the scores on its card (each row's "
-             "command regenerates it; `make model-cards` reruns them all). Written by "
-             "`make model-cards` (tools/model_card.py --summary).", "",
+             "Every model `vxm-models list` names, with the scores on its card "
+             "(`vxm_tf/models/NAME/README.md`, or `vxm-models show NAME`: each row's command "
+             "regenerates it). Written by `make model-cards` (tools/model_card.py --summary).",
+             "",
              "| model | input | data | pairs | Dice before | Dice | HD95 mm | folding % |",
              "|---|---|---|---|---|---|---|---|"]
     for card in cards.values():
         shape = "x".join(map(str, card.input.get("shape", ())))
         for row in card.scores:
-            lines.append(f"| [{card.name}](../vxm_tf/models/{card.name}/README.md) | {shape} "
+            lines.append(f"| `{card.name}` | {shape} "
                          f"| {row['data']} | {row['pairs']} | {row['dice_before']:.3f} | "
                          f"**{row['dice']:.3f}** | {row['hd95_mm']:.2f} | "
                          f"{row['folding_percent']:.4f} |")
@@ -130,7 +136,13 @@ def main(argv=None):
         card.update(json.loads(Path(args.card_json).read_text()))
     if args.run:
         folder.mkdir(exist_ok=True)
-        shutil.copyfile(Path(args.run) / "best.keras", folder / "model.keras")
+        import keras  # the weights alone: the optimiser's state is for resuming a run
+
+        from vxm_tf import networks  # noqa: F401 - registers the layers
+        model = keras.saving.load_model(Path(args.run) / "best.keras", compile=False)
+        with files.atomic_path(folder / "model.keras") as tmp:
+            model.save(tmp)
+        card["run"] = str(Path(args.run))
         files.write_json(folder / "config.json", relative_config(args.run))
         for name in ("history.csv", "timing.json"):  # the training curve and speed
             if (Path(args.run) / name).is_file():
@@ -141,7 +153,7 @@ def main(argv=None):
     if args.score:
         card["scores"] = [evaluate(args.name, *spec.split("=", 1)) for spec in args.score]
     order = ("file", "sha256", "shipped", "url", "input", "training", "scores", "licence",
-             "citation", "source")
+             "citation", "source", "run")
     card = {k: card[k] for k in order if k in card}
     files.write_json(folder / "card.json", card)
     files.write_text(folder / "README.md", models.card_markdown(models.read_card(folder)))

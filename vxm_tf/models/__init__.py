@@ -50,6 +50,7 @@ class Card:
     training: one paragraph: data, losses, steps, command.
     scores: rows of `{"data", "metric", "value", "report"}`.
     licence, citation, source: free text.
+    run: the training run folder a shipped model came from (runs/NAME; not kept).
     """
 
     name: str
@@ -63,6 +64,7 @@ class Card:
     licence: str = ""
     citation: str = ""
     source: str = ""
+    run: str = ""
 
     @property
     def folder(self):
