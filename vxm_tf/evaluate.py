@@ -110,6 +110,8 @@ def main(argv):
     cli.call(files.check_output_folder, out_dir)
     try:
         model = networks.VxmDense.load(FLAGS.model)
+        instance_config = instance.config_from_flags(FLAGS)
+        instance.check_for_model(instance_config, model)
         config = data_config(FLAGS.model, FLAGS)
         volumes = experiment.build_splits(config)[FLAGS.split]
         if volumes is None:
@@ -126,7 +128,6 @@ def main(argv):
                              "--target_shape")
         pairs = (read_pairs(FLAGS.pairs, volumes) if FLAGS.pairs
                  else experiment.split_pairs(volumes, atlas=bool(config.atlas)))
-        instance_config = instance.config_from_flags(FLAGS)
         perturbations = perturb.parse_perturbations(FLAGS.perturb)
         moving_images = np.stack([perturb.perturb(image, perturbations, FLAGS.seed + k)
                                   for k, image in enumerate(volumes.images)])

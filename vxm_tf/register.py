@@ -124,6 +124,8 @@ def register_files(model_path, moving_path, fixed_path, moved_path, warp_path=""
                   text=[affine_path] if affine_path else [])
     affine_config = affine.AffineConfig() if affine_config is None else affine_config
     model = networks.VxmDense.load(model_path) if model_file else model_path
+    if instance_config is not None:
+        instance.check_for_model(instance_config, model)
     moving, fixed = io.load_volume(moving_path), io.load_volume(fixed_path)
     ndims = len(model.inshape)
     for volume in (moving, fixed):
