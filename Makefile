@@ -84,7 +84,7 @@ training-report: $(foreach r,$(TRAINING_RUNS),runs/oasis2d-$(r)/eval-test/summar
 
 # Beyond the original (reports/beyond_original.md): the NCC model and the same fine-tuned
 # for one epoch with a Dice loss on the training subjects' labels (flags/seg_finetune.cfg),
-# each alone and with 10 to 100 instance-optimisation steps, on the test pairs.
+# each alone and with 10 to 50 instance-optimisation steps, on the test pairs.
 runs/oasis2d-ncc-seg/best.keras: runs/oasis2d-ncc/best.keras
 	$(MAKE) train DATA=oasis2d LOSS=ncc RUN=runs/oasis2d-ncc-seg \
 		ARGS="--flagfile=flags/seg_finetune.cfg --init_model=$<"
@@ -95,7 +95,7 @@ runs/oasis2d-ncc-seg/best.keras: runs/oasis2d-ncc/best.keras
 SHIPPED := vxm_tf/models
 beyond-report: reports/instance_sweep_oasis2d_seg.json | install
 	$(PY) tools/report_beyond.py --models unsupervised=vxm-tf-oasis2d-ncc \
-		semi-supervised=vxm-tf-oasis2d-semisup --instance_steps=10,25,50,100 \
+		semi-supervised=vxm-tf-oasis2d-semisup --instance_steps=10,25,50 \
 		--instance_settings semi-supervised=reports/instance_sweep_oasis2d_seg.json \
 		--out=reports/beyond_original.md
 
@@ -212,16 +212,18 @@ scratch-3d: $(SCRATCH_DATA)/manifest.json
 
 # FINETUNED: the authors' model fine-tuned (make finetune-3d, or tools/gpu_train.sh finetune
 # on the GPU machine with its run folder copied here), and SCRATCH, the 3D model trained from
-# scratch at 128^3 (through a resize): synth3d-report's GPU run, else make scratch-3d's; each
-# scored beside it when present.
+# scratch at 128^3 (through a resize): the shipped vxm-tf-brain-3d-128 (make ship-3d), or a
+# run's file; each scored beside it when present.
 FINETUNED ?= $(FINETUNE_RUN)/best.keras
-SCRATCH ?= $(firstword $(wildcard $(RUN3D)/best.keras $(SCRATCH_RUN)/best.keras))
-oasis3d-report: reports/instance_sweep_synth3d.json | install
-	$(PY) tools/report_oasis3d.py --model=$(PRETRAINED) --data_dir=$(OASIS3D) $(INSTANCE) \
-		--instance_settings=reports/instance_sweep_synth3d.json \
-		$(if $(wildcard $(FINETUNED) $(SCRATCH)),--extra) \
-		$(if $(wildcard $(FINETUNED)),"fine-tuned on synthetic subjects=$(FINETUNED)") \
-		$(if $(wildcard $(SCRATCH)),"trained from scratch on synthetic subjects=$(SCRATCH)") \
+SCRATCH ?= vxm-tf-brain-3d-128
+# $(call have,MODEL): MODEL when it is a file or a shipped model's name, else nothing
+have = $(or $(wildcard $(1)),$(if $(wildcard $(SHIPPED)/$(1)/model.keras),$(1)))
+oasis3d-report: reports/instance_sweep_synth3d.json fetch-models
+	$(PY) tools/report_oasis3d.py --model=vxm-brain-t1-3d-mse --data_dir=$(OASIS3D) \
+		$(INSTANCE) --instance_settings=reports/instance_sweep_synth3d.json \
+		$(if $(call have,$(FINETUNED))$(call have,$(SCRATCH)),--extra) \
+		$(if $(call have,$(FINETUNED)),"fine-tuned on synthetic subjects=$(FINETUNED)") \
+		$(if $(call have,$(SCRATCH)),"trained from scratch on synthetic subjects=$(SCRATCH)") \
 		$(if $(wildcard $(ANTS_VENV)/.installed),--ants_python=$(ANTS_VENV)/bin/python) \
 		--out=reports/oasis3d.md
 

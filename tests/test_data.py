@@ -66,9 +66,11 @@ def test_pairs_and_atlas_pairs():
 
 def test_split_errors(tmp_path):
     dataset = data.oasis_dataset(fake_oasis(tmp_path / "o", [(8, 8, 8)] * 3))
-    with pytest.raises(DatasetError,
-                       match=r"splits need 48 subjects \(train 48, test 11, val 0\).*has 3"):
-        data.split_subjects(dataset)
+    with pytest.raises(DatasetError, match=r"splits need 59 subjects \(--train=48, --test=11, "
+                                           r"--val=0\).*has 3"):
+        data.split_subjects(dataset)  # all the splits' subjects (it said 48: the first's)
+    with pytest.raises(DatasetError, match=r"splits need 63 subjects"):
+        data.split_subjects(dataset, val=4)
     (tmp_path / "test.txt").write_text("OASIS_OAS1_0002_MR1\nghost\n")
     with pytest.raises(DatasetError, match=r"test.txt: 1 subjects not in dataset.*ghost"):
         data.split_subjects(dataset, train=2, test_list=tmp_path / "test.txt")

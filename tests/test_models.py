@@ -245,3 +245,22 @@ def test_a_damaged_cached_model_is_named(home, registry):
         assert models.fetch("tiny-model", str(registry)).stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(mask)
+
+
+def test_an_installed_package_carries_every_models_files():
+    """`pip install .` (not editable) installs what setup.cfg's package_data matches: every
+    file of every model folder must match (a comma-separated list was one pattern, and a
+    plain install had no cards and no weights)."""
+    from fnmatch import fnmatch
+
+    from setuptools.config.setupcfg import read_configuration
+
+    patterns = read_configuration(ROOT / "setup.cfg")["options"]["package_data"]
+    patterns = patterns["vxm_tf.models"]
+    folder = ROOT / "vxm_tf" / "models"
+    found = [p.relative_to(folder).as_posix() for p in folder.glob("*/*")
+             if p.is_file() and not p.parent.name.startswith("__")]
+    assert any(name.endswith("/model.keras") for name in found)
+    for name in found:
+        assert any(fnmatch(name, pattern) for pattern in patterns), (
+            f"{name} is not installed by setup.cfg's package_data")

@@ -475,3 +475,23 @@ def test_output_folder_checks(tmp_path):
         files.check_output_folder(tmp_path / "no" / "such")
     files.check_output_folder(tmp_path / "new")
     files.check_output_folder(tmp_path)
+
+
+def test_a_label_map_is_not_blended_by_default(tmp_path):
+    """vxm-warp's default linear interpolation refuses a label map (an integer image of
+    few values: it wrote float32 with thousands of new values); nearest keeps the labels."""
+    from vxm_tf import io, warp
+
+    affine = np.eye(4)
+    labels = np.random.default_rng(0).integers(0, 5, (8, 8, 8)).astype(np.uint8)
+    io.save_volume(tmp_path / "seg.nii.gz", labels, affine)
+    shift = np.full((8, 8, 8, 3), 0.4, np.float32)
+    io.save_displacement(tmp_path / "w.nii.gz", shift, affine)
+    args = (str(tmp_path / "seg.nii.gz"), str(tmp_path / "w.nii.gz"))
+    with pytest.raises(ValueError, match="looks like a label map .*--interp=nearest"):
+        warp.warp_file(*args, str(tmp_path / "a.nii.gz"))
+    assert not (tmp_path / "a.nii.gz").exists()
+    warp.warp_file(*args, str(tmp_path / "b.nii.gz"), "nearest")
+    assert set(np.unique(io.load_volume(tmp_path / "b.nii.gz", labels=True).data)) <= set(
+        range(5))
+    warp.warp_file(*args, str(tmp_path / "c.nii.gz"), "linear")  # asked for: done

@@ -58,14 +58,23 @@ def define_flags():
 
 
 def data_config(model_path, fl):
-    """The run's data configuration, with any data flag given on the command line applied."""
+    """The run's data configuration, with any data flag given on the command line applied;
+    a registered model's data folder that is not here is a `DatasetError` saying how to
+    point at it."""
     config = configs.config_from_flags(fl, training=False).data
     saved = configs.run_data_config(model_path)
     if saved is None:
         return config
     given = {f.name for f in dataclasses.fields(config)
              if f.name in fl and fl[f.name].present}
-    return dataclasses.replace(saved, **{k: getattr(config, k) for k in given})
+    merged = dataclasses.replace(saved, **{k: getattr(config, k) for k in given})
+    name = models.name_of(model_path)
+    if name and merged.data_dir and not Path(merged.data_dir).is_dir():
+        raise data.DatasetError(
+            f"{name} was trained and scored on {Path(merged.data_dir).name}, which is not at "
+            f"{merged.data_dir}: give its folder with --data_dir (the neurite-OASIS archives: "
+            "tools/fetch_oasis.py in the repository)")
+    return merged
 
 
 def read_pairs(path, volumes):

@@ -239,7 +239,8 @@ def main(argv):
     cli.call(register_files, FLAGS.model, FLAGS.moving, FLAGS.fixed, FLAGS.moved, FLAGS.warp,
              FLAGS.moving_seg, FLAGS.moved_seg, FLAGS.normalise, instance_config,
              affine_config, FLAGS.affine_out, FLAGS.inverse_warp, print)
-    print(f"wrote {FLAGS.moved}")
+    written = [FLAGS.moved, FLAGS.warp, FLAGS.moved_seg, FLAGS.inverse_warp, FLAGS.affine_out]
+    print(f"wrote {', '.join(path for path in written if path)}")
 
 
 FLAG_GROUPS = [

@@ -8,6 +8,7 @@ the warp's grid and affine. Label maps: `--interp=nearest`.
 
 from pathlib import Path
 
+import numpy as np
 from absl import flags
 
 from vxm_tf import cli, files, geometry, io
@@ -21,7 +22,9 @@ def define_flags():
     flags.DEFINE_string("warp", None, "displacement field in world mm (vxm_tf.register "
                         "--warp, or ANTs)")
     flags.DEFINE_string("moved", None, "output")
-    flags.DEFINE_enum("interp", "linear", ("linear", "nearest"), "interpolation")
+    flags.DEFINE_enum("interp", "linear", ("linear", "nearest"), "interpolation: nearest for "
+                      "label maps (an integer image of at most 256 values is refused unless "
+                      "--interp is given)")
     flags.mark_flags_as_required(["moving", "warp", "moved"])
 
 
@@ -30,10 +33,16 @@ def define_flags():
 MIN_INSIDE = 0.2
 
 
-def warp_file(moving_path, warp_path, moved_path, interp="linear"):
+# an integer image with at most this many values is taken for a label map
+LABEL_VALUES = 256
+
+
+def warp_file(moving_path, warp_path, moved_path, interp=None):
     """Warp the image or label map `moving_path` by the displacement `warp_path` (world mm on
-    its grid) and write `moved_path` on the warp's grid with its affine; linear or nearest
-    `interp`. The output may not be one of the inputs; nothing is written on an error."""
+    its grid) and write `moved_path` on the warp's grid with its affine; `interp` linear or
+    nearest (None: linear, except that an integer image of at most `LABEL_VALUES` values, a
+    label map, is refused: linear interpolation would blend its labels into new values).
+    The output may not be one of the inputs; nothing is written on an error."""
     if not Path(moved_path).parent.is_dir():
         raise io.VolumeError(f"{moved_path}: folder {Path(moved_path).parent} does not exist")
     files.check_not_inputs(moved_path, {"--moving": moving_path, "--warp": warp_path},
@@ -43,6 +52,13 @@ def warp_file(moving_path, warp_path, moved_path, interp="linear"):
                              f"{', '.join(io.SUFFIXES)}")
     labels = interp == "nearest"
     moving = io.load_volume(moving_path, labels=labels)
+    if interp is None:
+        values = np.unique(moving.data)
+        integers = np.array_equal(values, np.round(values))
+        if integers and len(values) <= LABEL_VALUES:
+            raise ValueError(f"{moving_path} looks like a label map ({len(values)} integer "
+                             "values): pass --interp=nearest (or --interp=linear to blend "
+                             "them anyway)")
     warp = io.load_displacement(warp_path)
     ndims = moving.data.ndim
     field = warp.data
@@ -64,7 +80,8 @@ def warp_file(moving_path, warp_path, moved_path, interp="linear"):
 
 def main(argv):
     cli.check_args(argv)
-    cli.call(warp_file, FLAGS.moving, FLAGS.warp, FLAGS.moved, FLAGS.interp)
+    cli.call(warp_file, FLAGS.moving, FLAGS.warp, FLAGS.moved,
+             FLAGS.interp if FLAGS["interp"].present else None)
     print(f"wrote {FLAGS.moved}")
 
 

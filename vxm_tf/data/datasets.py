@@ -132,6 +132,7 @@ def split_subjects(dataset, train=48, test=11, val=0, train_list=None, test_list
     lists = {"train": train_list, "test": test_list, "val": val_list}
     counts = {"train": train, "test": test, "val": val}
     splits, taken = {}, 0
+    needed = sum(counts[s] for s in counts if not lists[s])
     for split in ("train", "test", "val"):
         if lists[split]:
             names = read_list(lists[split])
@@ -145,8 +146,8 @@ def split_subjects(dataset, train=48, test=11, val=0, train_list=None, test_list
         if count < 0:
             raise DatasetError(f"{split} split size must be non-negative, got {count}")
         if taken + count > len(dataset):
-            raise DatasetError(f"splits need {taken + count} subjects (train {train}, test "
-                               f"{test}, val {val}) but dataset {dataset.name!r} has "
+            raise DatasetError(f"splits need {needed} subjects (--train={train}, "
+                               f"--test={test}, --val={val}) but dataset {dataset.name!r} has "
                                f"{len(dataset)}")
         splits[split] = dataset.subjects[taken:taken + count]
         taken += count
