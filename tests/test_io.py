@@ -84,3 +84,42 @@ def test_failed_save_leaves_no_partial_file(tmp_path):
     with pytest.raises(Exception, match="object"):
         save_volume(tmp_path / "bad.nii.gz", np.zeros((4, 4), dtype=object))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("affine, message", [
+    (np.full((4, 4), np.nan), "not a finite 4x4 matrix"),
+    (np.diag([1.0, 0.0, 1.0, 1.0]), "singular"),
+])
+def test_a_header_that_cannot_place_the_voxels_is_named(tmp_path, affine, message):
+    """A NaN or singular affine is refused naming the file (it surfaced as 'Singular
+    matrix' or 'cannot convert float NaN to integer' from deep in the registration)."""
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    header["qform_code"], header["sform_code"] = 0, 2
+    for k, row in enumerate(("srow_x", "srow_y", "srow_z")):
+        header[row] = affine[k]
+    data = np.random.default_rng(0).random((6, 6, 6)).astype(np.float32)
+    path = tmp_path / "bad.nii.gz"
+    nib.save(nib.Nifti1Image(data, None, header=header), str(path))
+    with pytest.raises(VolumeError, match=f"bad.nii.gz: its header's affine .*{message}"):
+        load_volume(path)
+
+
+def test_a_write_that_fails_names_the_users_path(tmp_path):
+    """An error while writing names the output, not the temporary file beside it."""
+    from vxm_tf import files
+
+    (tmp_path / "out.nii.gz").mkdir()  # the final rename fails
+    with pytest.raises(OSError, match=r"out.nii.gz: cannot write") as err:
+        files.write_text(tmp_path / "out.nii.gz", "x")
+    assert ".tmp-" not in str(err.value)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.nii.gz"]
+
+
+def test_a_folder_given_as_a_model_is_named(tmp_path):
+    from vxm_tf import networks
+
+    (tmp_path / "run.h5").mkdir()
+    with pytest.raises(ValueError, match="run.h5: a folder, not a model file"):
+        networks.VxmDense.load(tmp_path / "run.h5")

@@ -25,12 +25,18 @@ def atomic_path(path):
     """Yield a temporary path beside `path` (same suffixes, for writers that choose the
     format by name) to write to; on success it replaces `path`, on error it is removed."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix="".join(path.suffixes))
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-",
+                                   suffix="".join(path.suffixes))
+    except OSError as err:
+        raise OSError(f"{path}: cannot write ({err.strerror})") from None
     os.close(fd)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as err:  # a full disk, a folder in the way: the user's path, not ours
+        raise OSError(f"{path}: cannot write ({err.strerror or err})") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

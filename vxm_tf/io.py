@@ -86,7 +86,20 @@ def load_volume(path, key=None, labels=False):
     except Exception as err:  # nibabel, gzip and zlib raise many types for bad files
         raise VolumeError(f"{path}: unreadable or truncated ({type(err).__name__}: {err})"
                           ) from None
-    return Volume(_checked(data, path, labels), np.asarray(affine, dtype=np.float64), path)
+    return Volume(_checked(data, path, labels), _checked_affine(affine, path), path)
+
+
+def _checked_affine(affine, path):
+    """The header's voxel-to-world matrix, `VolumeError` naming `path` when it cannot place
+    the voxels in the world (non-finite, or singular: a zero voxel size)."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+        raise VolumeError(f"{path}: its header's affine is not a finite 4x4 matrix; fix the "
+                          "header (e.g. the qform / sform) before registering")
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise VolumeError(f"{path}: its header's affine is singular (a voxel size of 0): "
+                          "the voxels have no place in the world; fix the header")
+    return affine
 
 
 # displacement fields are stored as ITK and ANTs write them: world millimetres in LPS

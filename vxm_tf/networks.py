@@ -327,6 +327,8 @@ class VxmDense(keras.Model):
         model by name (`vxm_tf.models`: e.g. `VxmDense.load("vxm-brain-t1-3d-mse")`)."""
         from vxm_tf import models
         path = str(models.resolve(path))
+        if os.path.isdir(path):
+            raise ValueError(f"{path}: a folder, not a model file (.keras or .h5)")
         if path.endswith(".keras"):
             if not os.path.isfile(path):
                 raise ValueError(f"{path}: no such file")
