@@ -616,3 +616,30 @@ def test_a_time_limited_stop_has_its_own_exit_status(tmp_path):
     assert stopped["code"] == train.STOPPED == 3, stopped["stderr"][-2000:]
     assert done["code"] == 0, done["stderr"][-2000:]
     assert (tmp_path / "run" / "model.keras").exists()
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_the_run_in_one_line(tmp_path,
+                                                                       monkeypatch):
+    """A full disk at an epoch's end: a TrainingError naming the epoch and --resume (it was a
+    traceback), the files of the epoch before intact."""
+    saved = trainer._atomic_save
+    calls = []
+
+    def full_disk(model, path):
+        calls.append(path)
+        if len(calls) > 2:  # epoch 1 writes best and last; epoch 2 finds the disk full
+            raise OSError(28, "No space left on device")
+        saved(model, path)
+    monkeypatch.setattr(trainer, "_atomic_save", full_disk)
+    with pytest.raises(trainer.TrainingError, match=r"epoch 2: the checkpoint could not be "
+                                                    r"written .*then --resume"):
+        trainer.train_and_evaluate(tiny_config(tmp_path, epochs=3), log=lambda _: None)
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["epoch"] == 1 and (tmp_path / "run" / "last.keras").exists()
+
+
+def test_a_model_dir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "run").write_text("notes")
+    with pytest.raises(trainer.TrainingError, match="--model_dir=.*run: a file, not a folder"):
+        trainer.train_and_evaluate(tiny_config(tmp_path), log=lambda _: None)
+    assert (tmp_path / "run").read_text() == "notes"

@@ -206,6 +206,14 @@ class Checkpoints(keras.callbacks.Callback):
         self.trainer = trainer if trainer is not registrar else None
 
     def on_epoch_end(self, epoch, logs=None):
+        try:
+            self._save(epoch, logs or {})
+        except OSError as err:  # a full disk, a folder removed: a one-line stop
+            raise TrainingError(f"epoch {epoch + 1}: the checkpoint could not be written "
+                                f"({err}); the files of the epoch before are intact: free "
+                                "the space, then --resume") from None
+
+    def _save(self, epoch, logs):
         score = logs.get("val_dice")
         improved = score is not None and score > self.best
         if improved:
@@ -488,8 +496,16 @@ def train_and_evaluate(config, log=print):
                             f"the {count} processes: each feeds an equal part of a batch")
     if index:  # the chief (process 0) writes --model_dir; the others a folder inside it
         run_dir = run_dir / f"worker-{index}"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainingError(f"--model_dir={run_dir}: a file, not a folder")
     created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(run_dir, os.W_OK | os.X_OK):
+            raise PermissionError(13, "not writable")
+    except OSError as err:
+        raise TrainingError(f"--model_dir={run_dir}: cannot write there "
+                            f"({err.strerror or err})") from None
     lock = lock_run_dir(run_dir)
     try:
         return _train(config, log, scope, run_dir, start)
