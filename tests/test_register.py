@@ -495,3 +495,18 @@ def test_a_label_map_is_not_blended_by_default(tmp_path):
     assert set(np.unique(io.load_volume(tmp_path / "b.nii.gz", labels=True).data)) <= set(
         range(5))
     warp.warp_file(*args, str(tmp_path / "c.nii.gz"), "linear")  # asked for: done
+
+
+def test_register_writes_all_its_outputs_or_none(trained_run, pair, tmp_path, monkeypatch):
+    """A failure on a later output (a full disk on --warp) leaves none of the earlier ones
+    (the moved image stayed, half of the promised outputs)."""
+    from vxm_tf import io
+
+    def full_disk(path, *args, **kwargs):
+        raise OSError(f"{path}: cannot write (No space left on device)")
+    monkeypatch.setattr(io, "save_displacement", full_disk)
+    with pytest.raises(OSError, match="warp.nii.gz: cannot write"):
+        register.register_files(str(trained_run / "best.keras"), str(pair / "moving.nii.gz"),
+                                str(pair / "fixed.nii.gz"), str(tmp_path / "moved.nii.gz"),
+                                str(tmp_path / "warp.nii.gz"), affine_config=None)
+    assert list(tmp_path.iterdir()) == []

@@ -149,9 +149,11 @@ def main(argv):
         rows = evaluation.evaluate_pairs(model, volumes, pairs, FLAGS.surface, progress,
                                          moving_images, instance_config)
         summary = evaluation.summarise(*rows)
-        evaluation.write_report(out_dir, *rows, summary,
-                                title=f"{Path(FLAGS.model).name} on {len(pairs)} pairs")
-        draw_figures(model, volumes, moving_images, pairs, rows[1], out_dir, instance_config)
+        with files.all_or_nothing():  # the tables and figures together, or none
+            evaluation.write_report(out_dir, *rows, summary,
+                                    title=f"{Path(FLAGS.model).name} on {len(pairs)} pairs")
+            draw_figures(model, volumes, moving_images, pairs, rows[1], out_dir,
+                         instance_config)
     except (configs.ConfigError, data.DatasetError, ValueError, OSError) as err:
         cli.fail(str(err))
     print(f"Dice {summary['dice_before']:.3f} -> {summary['dice_after']:.3f}, HD95 "

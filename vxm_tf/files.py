@@ -20,6 +20,36 @@ def _umask():
     return mask
 
 
+# the open `all_or_nothing` groups: each a list of (temporary, final) renames it holds back
+_GROUPS = []
+
+
+@contextlib.contextmanager
+def all_or_nothing():
+    """Files written inside (through `atomic_path`) appear together when the block ends
+    without an error, and none of them when it raises: a command that writes several
+    outputs leaves all of them or none."""
+    group = []
+    _GROUPS.append(group)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in group:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        raise
+    finally:
+        _GROUPS.remove(group)
+    try:  # renames within a folder checked beforehand: the step that can hardly fail
+        for tmp, path in group:
+            os.replace(tmp, path)
+    except OSError as err:
+        for tmp, _ in group:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        raise OSError(f"{path}: cannot write ({err.strerror or err})") from None
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside `path` (same suffixes, for writers that choose the
@@ -31,14 +61,19 @@ def atomic_path(path):
     except OSError as err:
         raise OSError(f"{path}: cannot write ({err.strerror})") from None
     os.close(fd)
+    held = False
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        if _GROUPS:  # renamed with the rest of its group
+            _GROUPS[-1].append((tmp, path))
+            held = True
+        else:
+            os.replace(tmp, path)
     except OSError as err:  # a full disk, a folder in the way: the user's path, not ours
         raise OSError(f"{path}: cannot write ({err.strerror or err})") from None
     finally:
-        if os.path.exists(tmp):
+        if not held and os.path.exists(tmp):
             os.remove(tmp)
 
 

@@ -150,21 +150,22 @@ def register_files(model_path, moving_path, fixed_path, moved_path, warp_path=""
                          f"it after --affine={affine_config.kind}; check both affines, or "
                          "pre-align with --affine=affine")
     background = float(moving.data.min())
-    io.save_volume(moved_path, geometry.sample(moving.data, result.coords, 1, background),
-                   fixed.affine)
-    if warp_path:
-        io.save_displacement(warp_path, geometry.world_displacement(
-            result.coords, moving.affine, fixed.affine), fixed.affine)
-    if inverse_path:
-        io.save_displacement(inverse_path, geometry.world_displacement(
-            result.inverse, fixed.affine, moving.affine), moving.affine)
-    if affine_path:
-        files.write_text(affine_path, "\n".join(" ".join(f"{v:.9g}" for v in row)
-                                                for row in result.matrix) + "\n")
-    if seg is not None:
-        seg_coords = geometry.apply(geometry.voxel_map(moving.affine, seg.affine, ndims),
-                                    result.coords)
-        io.save_volume(moved_seg_path, geometry.sample(seg.data, seg_coords, 0), fixed.affine)
+    with files.all_or_nothing():  # every output, or none of them
+        io.save_volume(moved_path, geometry.sample(moving.data, result.coords, 1, background),
+                       fixed.affine)
+        if warp_path:
+            io.save_displacement(warp_path, geometry.world_displacement(
+                result.coords, moving.affine, fixed.affine), fixed.affine)
+        if inverse_path:
+            io.save_displacement(inverse_path, geometry.world_displacement(
+                result.inverse, fixed.affine, moving.affine), moving.affine)
+        if affine_path:
+            files.write_text(affine_path, "\n".join(" ".join(f"{v:.9g}" for v in row)
+                                                    for row in result.matrix) + "\n")
+        if seg is not None:
+            seg_coords = geometry.apply(geometry.voxel_map(moving.affine, seg.affine, ndims),
+                                        result.coords)
+            io.save_volume(moved_seg_path, geometry.sample(seg.data, seg_coords, 0), fixed.affine)
 
 
 def read_moving_list(list_path):
