@@ -478,6 +478,12 @@ TRAIN_ERRORS = [
     (["--seg_weight=1", "--seg_resolution=3"], "--seg_resolution: seg_resolution 3 must divide"),
     (["--synthetic_shape=16,16", "--train=3", "--val=2", "--window=17"],
      "--window=17 is larger than the images (16, 16); choose at most 16"),
+    # field grids that cannot work, named before any step (a TensorFlow graph error, or a
+    # model that could only translate, trained with exit 0)
+    (["--synthetic_shape=48,40", "--train=3", "--val=2", "--svf_resolution=3"],
+     "--svf_resolution=3 does not divide the image shape 48x40"),
+    (["--synthetic_shape=32,32", "--train=3", "--val=2", "--int_resolution=8"],
+     "--int_resolution=8 leaves a 4x4 field on 32x32 images"),
 ]
 
 

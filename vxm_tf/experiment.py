@@ -81,8 +81,34 @@ def split_pairs(volumes, limit=0, seed=0, atlas=False):
     return pairs
 
 
+# fewest voxels per axis of the grid the velocity is predicted or integrated on: a coarser
+# field can hardly do more than translate
+MIN_FIELD_GRID = 8
+
+
+def check_resolutions(model_config, inshape):
+    """`ConfigError` naming the flag when `--svf_resolution` or `--int_resolution` does not
+    divide the image shape (the field could not be brought back to it: a graph error deep
+    in TensorFlow) or leaves fewer than `MIN_FIELD_GRID` voxels along an axis."""
+    for flag, factor in (("svf_resolution", model_config.svf_resolution),
+                         ("int_resolution", model_config.int_resolution)):
+        if factor == 1:
+            continue
+        shape = "x".join(map(str, inshape))
+        if any(n % factor for n in inshape):
+            raise ConfigError(f"--{flag}={factor} does not divide the image shape {shape}; "
+                              "choose a factor of every axis (or --target_shape)")
+        if min(inshape) // factor < MIN_FIELD_GRID:
+            raise ConfigError(f"--{flag}={factor} leaves a "
+                              f"{'x'.join(str(n // factor) for n in inshape)} field on "
+                              f"{shape} images, fewer than {MIN_FIELD_GRID} voxels an axis: "
+                              f"use at most {max(min(inshape) // MIN_FIELD_GRID, 1)}")
+
+
 def build_model(model_config, inshape):
-    """An uncompiled `VxmDense` for images of spatial shape `inshape`."""
+    """An uncompiled `VxmDense` for images of spatial shape `inshape`; `ConfigError` for
+    field resolutions that do not suit it (`check_resolutions`)."""
+    check_resolutions(model_config, inshape)
     return networks.VxmDense(
         inshape, nb_unet_features=model_config.nb_features,
         nb_unet_levels=model_config.nb_levels, unet_feat_mult=model_config.feat_mult,
