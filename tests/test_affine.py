@@ -104,7 +104,7 @@ def test_none_keeps_the_world_map():
 
 @pytest.mark.parametrize("bad, message", [
     (dict(kind="similarity"), "--affine must be one of"),
-    (dict(similarity="mi"), "--affine_similarity must be one of"),
+    (dict(similarity="mi"), "the affine similarity must be one of"),
     (dict(steps=()), "must be positive integers"),
     (dict(grid=0), "must be positive integers"),
     (dict(lr=0), "lr must be positive"),

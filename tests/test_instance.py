@@ -194,7 +194,9 @@ def test_each_batch_starts_afresh_and_pairs_do_not_mix(pairs):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(steps=-1), "--instance_steps must be a non-negative integer, got -1"),
     (dict(steps=2.5), "--instance_steps must be a non-negative integer"),
-    (dict(lr=0), "--instance_lr must be positive, got 0"),
+    (dict(lr=0), "--instance_lr must be positive and finite, got 0"),
+    (dict(lr=float("inf")), "--instance_lr must be positive and finite, got inf"),
+    (dict(reg_weight=float("nan")), "--instance_lambda must be non-negative and finite"),
     (dict(similarity="dice"), "--instance_similarity must be one of"),
     (dict(reg_weight=-1.0), "--instance_lambda must be non-negative"),
     (dict(smoothing=0), "--instance_smoothing must be a positive integer, got 0"),

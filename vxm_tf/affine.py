@@ -44,12 +44,12 @@ class AffineConfig:
         if self.kind not in KINDS:
             raise ValueError(f"--affine must be one of {KINDS}, got {self.kind!r}")
         if self.similarity not in SIMILARITIES:
-            raise ValueError(f"--affine_similarity must be one of {SIMILARITIES}, got "
+            raise ValueError(f"the affine similarity must be one of {SIMILARITIES}, got "
                              f"{self.similarity!r}")
         if not self.steps or not all(int(n) == n and n >= 1 for n in (*self.steps, self.grid)):
             raise ValueError("affine steps (per level) and grid must be positive integers")
-        if not self.lr > 0:
-            raise ValueError(f"affine lr must be positive, got {self.lr}")
+        if not 0 < self.lr < float("inf"):
+            raise ValueError(f"affine lr must be positive and finite, got {self.lr}")
 
 
 def rotation(angles, ndims):

@@ -8,6 +8,7 @@ Fields without metadata (the original's U-Net options) are not flags.
 """
 
 import json
+import math
 import os
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -253,8 +254,20 @@ def _at_least(minimum, what, pairs):
             raise ConfigError(f"--{name} must be {what}, got {value}")
 
 
+def _check_finite(config):
+    """Every number a flag sets is finite (NaN passes every `<` check silently)."""
+    for section in (config.data, config.data.augmentation, config.model, config.loss,
+                    config.train):
+        for f in fields(section):
+            value = getattr(section, f.name)
+            if (isinstance(value, float) and "help" in f.metadata
+                    and not math.isfinite(value)):
+                raise ConfigError(f"--{flag_name(f)} must be a finite number, got {value}")
+
+
 def check_config(config, training=True):
     """Raise `ConfigError` naming the flag for values that cannot work together."""
+    _check_finite(config)
     d, m, lo, t = config.data, config.model, config.loss, config.train
     if d.dataset in ("oasis", "cache") and not d.data_dir:
         raise ConfigError(f"--dataset={d.dataset} needs --data_dir")

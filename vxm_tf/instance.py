@@ -84,13 +84,14 @@ class InstanceConfig:
         if int(self.steps) != self.steps or self.steps < 0:
             raise ValueError(f"--instance_steps must be a non-negative integer, got "
                              f"{self.steps}")
-        if not self.lr > 0:
-            raise ValueError(f"--instance_lr must be positive, got {self.lr}")
+        if not 0 < self.lr < float("inf"):
+            raise ValueError(f"--instance_lr must be positive and finite, got {self.lr}")
         if self.similarity not in SIMILARITIES:
             raise ValueError(f"--instance_similarity must be one of {SIMILARITIES}, got "
                              f"{self.similarity!r}")
-        if not self.reg_weight >= 0:
-            raise ValueError(f"--instance_lambda must be non-negative, got {self.reg_weight}")
+        if not 0 <= self.reg_weight < float("inf"):
+            raise ValueError(f"--instance_lambda must be non-negative and finite, got "
+                             f"{self.reg_weight}")
         if self.space not in SPACES:
             raise ValueError(f"--instance_space must be one of {SPACES}, got {self.space!r}")
         if int(self.smoothing) != self.smoothing or self.smoothing < 1:
