@@ -109,6 +109,7 @@ def test_jax_backend_trains_evaluates_and_registers_without_tensorflow(tmp_path)
 JAX_MIRRORED = """
 import sys, keras
 from vxm_tf import configs, trainer
+from vxm_tf.training import devices
 config = configs.Config()
 config.data = configs.DataConfig(synthetic_shape=(32, 32), synthetic_labels=4, train=4,
                                  val=3, test=2)
@@ -138,6 +139,7 @@ def test_jax_mirrored_is_data_parallel_over_the_local_devices(tmp_path):
 JAX_PROCESS = """
 import sys, keras
 from vxm_tf import configs, trainer
+from vxm_tf.training import devices
 config = configs.Config()
 config.data = configs.DataConfig(synthetic_shape=(32, 32), synthetic_labels=4, train=4,
                                  val=3, test=2)
@@ -146,7 +148,7 @@ config.train = configs.TrainConfig(epochs=3, steps_per_epoch=3, batch_size=2, lr
                                    strategy=sys.argv[2], verbose=0, model_dir=sys.argv[1],
                                    time_limit=float(sys.argv[3]))
 result = trainer.train_and_evaluate(config, log=lambda _: None)
-print("processes", trainer.process_shard()[1], "epochs", len(result["history"]["loss"]),
+print("processes", devices.process_shard()[1], "epochs", len(result["history"]["loss"]),
       "val_dice", result["history"]["val_dice"][-1])
 """
 

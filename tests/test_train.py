@@ -16,6 +16,7 @@ import pytest
 
 import vxm_tf
 from vxm_tf import configs, data, experiment, losses, networks, trainer
+from vxm_tf.training import callbacks
 
 TINY = ["--dataset=synthetic", "--synthetic_shape=32,32", "--synthetic_labels=4",
         "--train=4", "--val=3", "--test=2", "--enc=8,8,8", "--dec=8,8,8,8,8",
@@ -214,7 +215,7 @@ class FakeClock:
 
 def test_time_limit_stops_after_the_last_epoch_that_fits():
     clock, model = FakeClock(), keras.Sequential()
-    limit = trainer.TimeLimit(100, start=0.0, clock=clock)
+    limit = callbacks.TimeLimit(100, start=0.0, clock=clock)
     limit.set_model(model)
     clock.now = 5  # start-up counts towards the limit
     for epoch, end in enumerate([35, 60, 85]):  # 30 s first (compiling), then 25 s each
@@ -224,7 +225,7 @@ def test_time_limit_stops_after_the_last_epoch_that_fits():
         if getattr(model, "stop_training", False):
             break
     assert limit.stopped_after == 3  # after 85 s one more 25 s epoch would end at 110
-    late = trainer.TimeLimit(10, start=0.0, clock=clock)
+    late = callbacks.TimeLimit(10, start=0.0, clock=clock)
     late.set_model(model := keras.Sequential())
     clock.now = 20
     late.on_epoch_begin(0)  # the first epoch always runs, even past the limit
@@ -631,7 +632,7 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_run_in_one_line(tmp_path,
                                                                        monkeypatch):
     """A full disk at an epoch's end: a TrainingError naming the epoch and --resume (it was a
     traceback), the files of the epoch before intact."""
-    saved = trainer._atomic_save
+    saved = callbacks.save_model
     calls = []
 
     def full_disk(model, path):
@@ -639,7 +640,7 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_run_in_one_line(tmp_path,
         if len(calls) > 2:  # epoch 1 writes best and last; epoch 2 finds the disk full
             raise OSError(28, "No space left on device")
         saved(model, path)
-    monkeypatch.setattr(trainer, "_atomic_save", full_disk)
+    monkeypatch.setattr(callbacks, "save_model", full_disk)
     with pytest.raises(trainer.TrainingError, match=r"epoch 2: the checkpoint could not be "
                                                     r"written .*then --resume"):
         trainer.train_and_evaluate(tiny_config(tmp_path, epochs=3), log=lambda _: None)

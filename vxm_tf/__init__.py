@@ -47,7 +47,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 __version__ = "0.1.0"
 
 _SUBMODULES = ("configs", "data", "evaluation", "experiment", "figures", "io", "layers", "losses",
-               "metrics", "networks", "ops", "registration", "trainer")
+               "metrics", "models", "networks", "ops", "registration", "trainer", "training")
 
 
 def __getattr__(name):

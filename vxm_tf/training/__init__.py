@@ -1,0 +1,11 @@
+"""Training: the parts of a run that `vxm_tf.trainer`'s loop puts together.
+
+    devices     precision, distribution strategies, process shards, what trains
+    callbacks   validation Dice, checkpoints, non-finite loss, step timing, time limit
+    rundir      the run folder: lock, start epoch, recorded config, resume check
+    memory      the CPU memory check before a run
+"""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or go on; the message says why."""
