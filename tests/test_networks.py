@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from vxm_tf import losses, networks
+from vxm_tf import losses, networks, views
 from vxm_tf import ops as vxm_ops
 
 SMALL = [[8, 8, 8], [8, 8, 8, 8, 8]]
@@ -35,7 +35,7 @@ def test_clean_target_view_warps_the_clean_scan_by_the_field_of_the_augmented_pa
     # a visible field: random weights in the flow head
     head = model.get_layer("vxm_dense_flow")
     head.kernel.assign(np.random.default_rng(0).normal(0, 0.05, head.kernel.shape))
-    view = networks.clean_target_model(model)
+    view = views.clean_target_model(model)
     assert view.output_names == model.output_names
     moving, fixed, clean = [blob_image((1, 24, 16, 1), seed) for seed in range(3)]
     moved_clean, flow = view.predict_on_batch([moving, fixed, clean])
@@ -45,7 +45,7 @@ def test_clean_target_view_warps_the_clean_scan_by_the_field_of_the_augmented_pa
     np.testing.assert_allclose(moved_clean, keras.ops.convert_to_numpy(expected), atol=1e-5)
     np.testing.assert_allclose(flow, model.predict_on_batch([moving, fixed])[1], atol=1e-6)
     with pytest.raises(ValueError, match="unidirectional"):
-        networks.clean_target_model(networks.VxmDense((16, 16), nb_unet_features=SMALL,
+        views.clean_target_model(networks.VxmDense((16, 16), nb_unet_features=SMALL,
                                                       bidir=True))
 
 

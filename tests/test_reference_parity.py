@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from vxm_tf import layers, losses, networks
+from vxm_tf import layers, losses, networks, original
 
 pytestmark = pytest.mark.reference
 
@@ -110,7 +110,7 @@ def test_vxmdense_loads_original_weights(oracle, filename):
         model = networks.VxmDense.load(path)
     else:
         model = networks.VxmDense(tuple(inputs["model_inshape"]), int_steps=7, int_resolution=2)
-        networks.load_original_weights(model, path)
+        original.load_original_weights(model, path)
     moving, fixed = inputs["model_moving"], inputs["model_fixed"]
     moved, preint = model.predict_on_batch([moving, fixed])
     assert np.abs(expected["model_warp"]).max() > 0.5, "the oracle's field should not be ~0"
@@ -123,7 +123,7 @@ def test_load_original_weights_rejects_other_architecture(oracle, tmp_path):
     _, _, workdir = oracle
     model = networks.VxmDense((32, 48), nb_unet_features=[[8, 8, 8, 8], [8, 8, 8, 8, 8, 8]])
     with pytest.raises(ValueError, match="vxm_dense_unet_enc_conv_0_0"):
-        networks.load_original_weights(model, workdir / "original_weights.h5")
+        original.load_original_weights(model, workdir / "original_weights.h5")
 
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

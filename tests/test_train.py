@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import vxm_tf
-from vxm_tf import configs, data, experiment, losses, networks, trainer
+from vxm_tf import configs, data, experiment, losses, networks, trainer, views
 from vxm_tf.training import callbacks
 
 TINY = ["--dataset=synthetic", "--synthetic_shape=32,32", "--synthetic_labels=4",
@@ -84,7 +84,7 @@ def test_seg_supervised_view_warps_the_one_hot_moving_labels_by_the_models_field
     model = networks.VxmDense((24, 24), nb_unet_features=[[8, 8], [8, 8, 8]])
     kernel, bias = model.get_layer("vxm_dense_flow").get_weights()
     model.get_layer("vxm_dense_flow").set_weights([kernel * 3e4, bias])  # a real field
-    view = networks.seg_training_model(model, [2, 1])
+    view = views.seg_training_model(model, [2, 1])
     assert view.output_names == ["vxm_dense_transformer", "vxm_dense_flow_resize",
                                  "vxm_dense_seg_transformer"]
     rng = np.random.default_rng(0)
@@ -98,10 +98,10 @@ def test_seg_supervised_view_warps_the_one_hot_moving_labels_by_the_models_field
     np.testing.assert_allclose(moved_seg, expected, atol=1e-5)
     np.testing.assert_allclose(moved, model.predict_on_batch([moving, fixed])[0], atol=1e-6)
     with pytest.raises(ValueError, match="unidirectional"):
-        networks.seg_training_model(networks.VxmDense((16, 16), bidir=True), [1])
+        views.seg_training_model(networks.VxmDense((16, 16), bidir=True), [1])
 
     # at half resolution: pooled one-hot maps (partial volumes) warped by the halved field
-    half = networks.seg_training_model(model, [2, 1], resolution=2)
+    half = views.seg_training_model(model, [2, 1], resolution=2)
     moved_half = half.predict_on_batch([moving, fixed, seg])[2]
     pooled = onehot.reshape(1, 12, 2, 12, 2, 2).mean(axis=(2, 4))
     field = keras.ops.convert_to_numpy(ops.rescale_dense_transform(warp, 0.5))
@@ -111,7 +111,7 @@ def test_seg_supervised_view_warps_the_one_hot_moving_labels_by_the_models_field
     assert float(losses.Dice([2, 1], resolution=2)(seg, moved_half)) == pytest.approx(
         float(losses.Dice()(pooled, moved_half)), abs=1e-6)
     with pytest.raises(ValueError, match="must divide the image shape"):
-        networks.seg_training_model(model, [2, 1], resolution=5)
+        views.seg_training_model(model, [2, 1], resolution=5)
 
 
 def test_seg_supervised_training_lowers_the_dice_loss_and_fine_tunes_from_a_model(tmp_path):

@@ -9,7 +9,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from vxm_tf import configs, data, layers, losses, networks
+from vxm_tf import configs, data, layers, losses, networks, views
 from vxm_tf.configs import ConfigError
 
 
@@ -159,10 +159,10 @@ def training_model(model, config, labels=()):
     """What `fit` trains: `model`, its clean-target view (`--aug_clean_targets`) or its
     semi-supervised view over `labels` (`--seg_weight`)."""
     if config.data.augmentation.clean_targets:
-        return networks.clean_target_model(model)
+        return views.clean_target_model(model)
     if config.loss.seg_weight:
         try:
-            return networks.seg_training_model(model, labels, config.loss.seg_resolution)
+            return views.seg_training_model(model, labels, config.loss.seg_resolution)
         except ValueError as err:
             raise ConfigError(f"--seg_resolution: {err}") from None
     return model

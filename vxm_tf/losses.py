@@ -185,7 +185,7 @@ class Dice(_VxmLoss):
     encoded here in the order of `labels` (the semi-supervised loss: `y_pred` is the moving
     segmentation's one-hot maps warped by linear interpolation, `layers.OneHot`), and
     `resolution` > 1 average-pools those one-hot maps by that factor per axis (the
-    partial volumes `networks.seg_training_model` warps at that resolution).
+    partial volumes `views.seg_training_model` warps at that resolution).
     """
 
     def __init__(self, labels=None, resolution=1, name="dice", **kwargs):

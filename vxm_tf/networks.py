@@ -1,20 +1,19 @@
 """VoxelMorph networks: `Unet` and `VxmDense`, with the original Keras constructor arguments.
 
 Layer names match the original (`vxm_dense_unet_enc_conv_0_0`, `vxm_dense_flow`, ...) so
-that weights written by voxelmorph 0.2 load by name (`load_original_weights`).
+that weights written by voxelmorph 0.2 load by name (`vxm_tf.original.load_original_weights`).
 """
 
-import json
 import os
 import zipfile
 from pathlib import Path
 
-import h5py
 import keras
 import numpy as np
 
-from vxm_tf import files, layers
+from vxm_tf import files, layers, original
 from vxm_tf import ops as vxm_ops
+from vxm_tf.original import load_original_weights  # noqa: F401 - the original API
 
 DEFAULT_UNET_FEATURES = ((16, 32, 32, 32), (32, 32, 32, 32, 32, 16, 16))
 
@@ -191,7 +190,7 @@ class VxmDense(keras.Model):
                  int_downsize=None, **kwargs):
         if unet_half_res or int_downsize is not None:
             svf_resolution, int_resolution = (
-                translate_original_config(
+                original.translate_original_config(
                     dict(svf_resolution=svf_resolution, int_resolution=int_resolution,
                          unet_half_res=unet_half_res, int_downsize=int_downsize),
                     f"VxmDense({name!r})")[k] for k in ("svf_resolution", "int_resolution"))
@@ -342,121 +341,10 @@ class VxmDense(keras.Model):
             if not isinstance(model, cls):
                 raise ValueError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
             return model
-        config = _original_config(path)
+        config = original.read_original_config(path)
         model = cls(**config)
         load_original_weights(model, path)
         return model
-
-
-def clean_target_model(model):
-    """Training view of a unidirectional `VxmDense` for intensity-augmented scans.
-
-    Inputs `[moving, fixed, moving_clean]`; outputs `[moved_clean, preint_flow]`: the
-    field is predicted from `(moving, fixed)` as usual, but warps `moving_clean` (the same
-    scan without intensity augmentation), so the similarity loss compares clean images.
-    Shares `model`'s weights; output names match `model`'s, so the losses log alike.
-    """
-    if model.bidir:
-        raise ValueError("clean_target_model takes a unidirectional VxmDense")
-    name = model.name
-    fields = keras.Model(model.inputs, [model.get_layer(f"{name}_transformer").input[1],
-                                        model.outputs[-1]], name=model.output_names[-1])
-    moving, fixed, clean = [keras.Input(shape=model.inputs[k].shape[1:], name=f"{name}_{n}")
-                            for k, n in ((0, "source_input"), (1, "target_input"),
-                                         (0, "clean_source_input"))]
-    warp, preint_flow = fields([moving, fixed])
-    moved = layers.SpatialTransformer(interp_method="linear", indexing="ij",
-                                      name=f"{name}_transformer")([clean, warp])
-    return keras.Model([moving, fixed, clean], [moved, preint_flow],
-                       name=f"{name}_clean_target")
-
-
-def seg_training_model(model, labels, resolution=1):
-    """Semi-supervised training view of a unidirectional `VxmDense` (`--seg_weight`).
-
-    Inputs `[moving, fixed, moving_seg]` (ids `(B, *spatial, 1)`); outputs `[moved,
-    preint_flow, moved_seg]`: the moving segmentation's one-hot maps of `labels` warped
-    (linear) by the same full-resolution field, for `losses.Dice(labels)` against the fixed
-    segmentation. With `resolution` > 1 the one-hot maps are average-pooled by that factor
-    and warped by the field resized to match (`losses.Dice(labels, resolution)`): 1/8 of
-    the memory at 2 in 3D. Shares `model`'s weights; image and field outputs keep
-    `model`'s names.
-    """
-    if model.bidir:
-        raise ValueError("seg_training_model takes a unidirectional VxmDense")
-    name = model.name
-    fields = keras.Model(model.inputs, [model.get_layer(f"{name}_transformer").input[1],
-                                        model.outputs[0], model.outputs[-1]],
-                         name=f"{name}_fields")
-    moving, fixed = [keras.Input(shape=model.inputs[k].shape[1:], name=f"{name}_{n}")
-                     for k, n in ((0, "source_input"), (1, "target_input"))]
-    moving_seg = keras.Input(shape=(*model.inputs[0].shape[1:-1], 1),
-                             name=f"{name}_source_seg_input")
-    warp, moved, preint_flow = fields([moving, fixed])
-    moved = keras.layers.Identity(name=f"{name}_transformer")(moved)
-    preint_flow = keras.layers.Identity(name=model.output_names[-1])(preint_flow)
-    one_hot = layers.OneHot(labels, name=f"{name}_seg_one_hot")(moving_seg)
-    if resolution > 1:
-        spatial = tuple(model.inputs[0].shape[1:-1])
-        if any(n % resolution for n in spatial):
-            raise ValueError(f"seg_resolution {resolution} must divide the image shape "
-                             f"{spatial}")
-        pool = getattr(keras.layers, f"AveragePooling{len(spatial)}D")
-        one_hot = pool(resolution, dtype="float32", name=f"{name}_seg_pool")(one_hot)
-        warp = layers.RescaleTransform(1 / resolution, name=f"{name}_seg_field")(warp)
-    moved_seg = layers.SpatialTransformer(interp_method="linear", indexing="ij",
-                                          name=f"{name}_seg_transformer")([one_hot, warp])
-    return keras.Model([moving, fixed, moving_seg], [moved, preint_flow, moved_seg],
-                       name=f"{name}_seg_supervised")
-
-
-# options of the original VxmDense that vxm_tf leaves out, with the value it assumes
-ORIGINAL_ONLY_OPTIONS = {"use_probs": False, "input_model": None, "hyp_model": None,
-                         "fill_value": None, "reg_field": "preintegrated"}
-
-
-def translate_original_config(config, source="the original config"):
-    """voxelmorph 0.2 `VxmDense` arguments -> vxm_tf's: the deprecated `int_downsize` becomes
-    `int_resolution` and `unet_half_res=True` becomes `svf_resolution=2`, as the original
-    itself does; options vxm_tf leaves out must have their default (else `ValueError`)."""
-    config = dict(config)
-    config.pop("metadata", None)
-    int_downsize = config.pop("int_downsize", None)
-    if int_downsize is not None:
-        config["int_resolution"] = int_downsize
-    if config.pop("unet_half_res", False):
-        if config.get("svf_resolution", 1) not in (1, 2):
-            raise ValueError(f"{source}: unet_half_res=True contradicts svf_resolution="
-                             f"{config['svf_resolution']}")
-        config["svf_resolution"] = 2
-    for key, default in ORIGINAL_ONLY_OPTIONS.items():
-        value = config.pop(key, default)
-        if value != default:
-            raise ValueError(f"{source}: option {key}={value!r} of the original VxmDense is "
-                             "not supported by vxm_tf")
-    return config
-
-
-def _original_config(path):
-    """Constructor arguments stored by voxelmorph 0.2's `model.save` in an `.h5`."""
-    try:
-        with h5py.File(path, "r") as f:
-            raw = f.attrs.get("model_config")
-    except OSError as err:
-        raise ValueError(f"{path}: not a readable HDF5 model file ({err})") from None
-    if raw is None:
-        raise ValueError(f"{path}: no model_config attribute; this looks like weights only "
-                         "(save_weights). Build VxmDense(...) with the original arguments "
-                         "and call load_original_weights(model, path)")
-    try:
-        model_config = json.loads(raw if isinstance(raw, str) else raw.decode("utf-8"))
-        config = model_config["config"]
-    except (ValueError, KeyError, TypeError):
-        raise ValueError(f"{path}: model_config is not a saved VxmDense configuration") \
-            from None
-    if model_config.get("class_name", "VxmDense") != "VxmDense":
-        raise ValueError(f"{path}: holds a {model_config['class_name']}, not a VxmDense")
-    return translate_original_config(config, path)
 
 
 def save_model(model, path):
@@ -468,45 +356,3 @@ def save_model(model, path):
         raise ValueError(f"{path}: folder {path.parent} does not exist")
     with files.atomic_path(path) as tmp:
         model.save(tmp)
-
-
-def convert_original(original_path, out_path):
-    """Load a voxelmorph 0.2 `.h5` model file and save it as a `.keras` file; returns the
-    model. The output must not be the input."""
-    if Path(out_path).resolve() == Path(original_path).resolve():
-        raise ValueError(f"{out_path}: the output would overwrite the original model")
-    if not Path(original_path).is_file():
-        raise ValueError(f"{original_path}: no such file")
-    model = VxmDense.load(original_path)
-    save_model(model, out_path)
-    return model
-
-
-def load_original_weights(model, path):
-    """Copy weights from an `.h5` written by voxelmorph 0.2 (`save_weights` or `save`).
-
-    Layers are matched by name; every weighted layer of `model` must be found with weights
-    of the same shapes, else a `ValueError` names the layer.
-    """
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise ValueError(f"{path}: not a readable HDF5 weights file ({err})") from None
-    with f:
-        group = f["model_weights"] if "model_weights" in f else f
-        for layer in model.layers:
-            if not layer.weights:
-                continue
-            if layer.name not in group:
-                raise ValueError(f"{path}: no weights for layer {layer.name!r}; was it saved "
-                                 "from a VxmDense with the same name and arguments?")
-            layer_group = group[layer.name]
-            names = [n.decode() if isinstance(n, bytes) else n
-                     for n in layer_group.attrs["weight_names"]]
-            arrays = [np.asarray(layer_group[n]) for n in names]
-            expected = [tuple(w.shape) for w in layer.weights]
-            if [a.shape for a in arrays] != expected:
-                raise ValueError(f"{path}: layer {layer.name!r} has weights of shapes "
-                                 f"{[a.shape for a in arrays]}, the model expects {expected}")
-            layer.set_weights(arrays)
-    return model

@@ -37,7 +37,7 @@ class PairSource:
         bidir: targets `(fixed, moving, zeros)` for a bidirectional model.
         with_segs: batches `((moving, fixed), (moving_seg, fixed_seg))`.
         seg_targets: the segmentations join the training inputs and targets
-            (`networks.seg_training_model`).
+            (`views.seg_training_model`).
         repeat: an endless stream of pairs (pass after pass, batches spanning passes);
             otherwise one pass, its last batch smaller unless `drop_remainder`.
         shard: (index, count): this process's part of every batch in a multi-process run,

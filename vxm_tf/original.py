@@ -1,0 +1,105 @@
+"""The voxelmorph 0.2 compatibility layer: its model files and weights in vxm_tf.
+
+`read_original_config` reads the constructor arguments an original `VxmDense.save` stored
+in an `.h5` (translated by `translate_original_config`: `int_downsize` -> `int_resolution`,
+`unet_half_res` -> `svf_resolution=2`), `load_original_weights` copies weights by layer
+name, and `convert_original` writes an original model as a `.keras` file.
+"""
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+# options of the original VxmDense that vxm_tf leaves out, with the value it assumes
+ORIGINAL_ONLY_OPTIONS = {"use_probs": False, "input_model": None, "hyp_model": None,
+                         "fill_value": None, "reg_field": "preintegrated"}
+
+
+def translate_original_config(config, source="the original config"):
+    """voxelmorph 0.2 `VxmDense` arguments -> vxm_tf's: the deprecated `int_downsize` becomes
+    `int_resolution` and `unet_half_res=True` becomes `svf_resolution=2`, as the original
+    itself does; options vxm_tf leaves out must have their default (else `ValueError`)."""
+    config = dict(config)
+    config.pop("metadata", None)
+    int_downsize = config.pop("int_downsize", None)
+    if int_downsize is not None:
+        config["int_resolution"] = int_downsize
+    if config.pop("unet_half_res", False):
+        if config.get("svf_resolution", 1) not in (1, 2):
+            raise ValueError(f"{source}: unet_half_res=True contradicts svf_resolution="
+                             f"{config['svf_resolution']}")
+        config["svf_resolution"] = 2
+    for key, default in ORIGINAL_ONLY_OPTIONS.items():
+        value = config.pop(key, default)
+        if value != default:
+            raise ValueError(f"{source}: option {key}={value!r} of the original VxmDense is "
+                             "not supported by vxm_tf")
+    return config
+
+
+def read_original_config(path):
+    """Constructor arguments stored by voxelmorph 0.2's `model.save` in an `.h5`."""
+    try:
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get("model_config")
+    except OSError as err:
+        raise ValueError(f"{path}: not a readable HDF5 model file ({err})") from None
+    if raw is None:
+        raise ValueError(f"{path}: no model_config attribute; this looks like weights only "
+                         "(save_weights). Build VxmDense(...) with the original arguments "
+                         "and call load_original_weights(model, path)")
+    try:
+        model_config = json.loads(raw if isinstance(raw, str) else raw.decode("utf-8"))
+        config = model_config["config"]
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"{path}: model_config is not a saved VxmDense configuration") \
+            from None
+    if model_config.get("class_name", "VxmDense") != "VxmDense":
+        raise ValueError(f"{path}: holds a {model_config['class_name']}, not a VxmDense")
+    return translate_original_config(config, path)
+
+
+def convert_original(original_path, out_path):
+    """Load a voxelmorph 0.2 `.h5` model file and save it as a `.keras` file; returns the
+    model. The output must not be the input."""
+    if Path(out_path).resolve() == Path(original_path).resolve():
+        raise ValueError(f"{out_path}: the output would overwrite the original model")
+    if not Path(original_path).is_file():
+        raise ValueError(f"{original_path}: no such file")
+    from vxm_tf.networks import VxmDense, save_model
+
+    model = VxmDense.load(original_path)
+    save_model(model, out_path)
+    return model
+
+
+def load_original_weights(model, path):
+    """Copy weights from an `.h5` written by voxelmorph 0.2 (`save_weights` or `save`).
+
+    Layers are matched by name; every weighted layer of `model` must be found with weights
+    of the same shapes, else a `ValueError` names the layer.
+    """
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise ValueError(f"{path}: not a readable HDF5 weights file ({err})") from None
+    with f:
+        group = f["model_weights"] if "model_weights" in f else f
+        for layer in model.layers:
+            if not layer.weights:
+                continue
+            if layer.name not in group:
+                raise ValueError(f"{path}: no weights for layer {layer.name!r}; was it saved "
+                                 "from a VxmDense with the same name and arguments?")
+            layer_group = group[layer.name]
+            names = [n.decode() if isinstance(n, bytes) else n
+                     for n in layer_group.attrs["weight_names"]]
+            arrays = [np.asarray(layer_group[n]) for n in names]
+            expected = [tuple(w.shape) for w in layer.weights]
+            if [a.shape for a in arrays] != expected:
+                raise ValueError(f"{path}: layer {layer.name!r} has weights of shapes "
+                                 f"{[a.shape for a in arrays]}, the model expects {expected}")
+            layer.set_weights(arrays)
+    return model
