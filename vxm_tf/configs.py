@@ -10,73 +10,27 @@ Fields without metadata (the original's U-Net options) are not flags.
 import json
 import math
 import os
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from absl import flags
 
 from vxm_tf import data, models
+from vxm_tf.flagging import (  # noqa: F401 - the one way to declare a flag, used here
+    ConfigError,
+    define_flags_of,
+    flag_name,
+    flags_of,
+    ints,
+    option,
+    values_from_flags,
+)
 
 DATASETS = ("synthetic", "oasis", "list", "cache")
 SIMILARITIES = ("ncc", "mse", "hybrid")
 SCHEDULES = ("constant", "cosine", "exponential", "plateau")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("default", "mirrored", "multi_worker")
-
-
-class ConfigError(ValueError):
-    """Flags that are inconsistent; the message names them."""
-
-
-def option(default, help, flag=None, choices=None):
-    """A dataclass field that is also a flag (`flag`: its name when not the field's)."""
-    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices})
-
-
-def flag_name(f):
-    return f.metadata.get("flag") or f.name
-
-
-def define_flags_of(cls, flag_values=flags.FLAGS):
-    """Declare one absl flag per field of `cls` that has a help text; the flag's type
-    follows the default (bool, int, float, str, or a tuple of ints as a list flag)."""
-    fv = {"flag_values": flag_values}
-    for f in fields(cls):
-        if "help" not in f.metadata:
-            continue
-        name, help_text, default = flag_name(f), f.metadata["help"], f.default
-        assert default is not MISSING, f"{cls.__name__}.{f.name}: a flag needs a default"
-        if f.metadata.get("choices"):
-            flags.DEFINE_enum(name, default, f.metadata["choices"], help_text, **fv)
-        elif isinstance(default, bool):
-            flags.DEFINE_bool(name, default, help_text, **fv)
-        elif isinstance(default, int):
-            flags.DEFINE_integer(name, default, help_text, **fv)
-        elif isinstance(default, float):
-            flags.DEFINE_float(name, default, help_text, **fv)
-        elif isinstance(default, tuple):
-            flags.DEFINE_list(name, [str(v) for v in default], help_text, **fv)
-        else:
-            flags.DEFINE_string(name, default, help_text, **fv)
-
-
-def ints(values, name):
-    """Comma-separated integers of the list flag `--name` as a tuple (empty entries
-    dropped); `ConfigError` naming the flag otherwise."""
-    try:
-        return tuple(int(v) for v in values if str(v).strip())
-    except ValueError:
-        raise ConfigError(f"--{name} must be comma-separated integers, got "
-                          f"{','.join(map(str, values))!r}") from None
-
-
-def values_from_flags(cls, fl, **given):
-    """`cls(...)` from the parsed flags of its flag fields (and `given` for the others)."""
-    for f in fields(cls):
-        if "help" in f.metadata:
-            value = fl[flag_name(f)].value
-            given[f.name] = ints(value, flag_name(f)) if isinstance(f.default, tuple) else value
-    return cls(**given)
 
 
 @dataclass
@@ -217,11 +171,6 @@ def define_flags(flag_values=flags.FLAGS):
                         "original)", flag_values=flag_values)
     flags.DEFINE_string("dec", "", "U-Net decoder features, e.g. 32,32,32,32,32,16,16",
                         flag_values=flag_values)
-
-
-def flags_of(cls):
-    """The flag names of `cls`'s fields that are flags, in field order."""
-    return [flag_name(f) for f in fields(cls) if "help" in f.metadata]
 
 
 def flag_groups():

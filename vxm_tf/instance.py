@@ -37,6 +37,7 @@ from keras import ops
 
 from vxm_tf import files, losses
 from vxm_tf import ops as vxm_ops
+from vxm_tf.flagging import define_flags_of, flag_name, option, values_from_flags
 
 SIMILARITIES = ("ncc", "mse")
 SPACES = ("composition", "velocity", "displacement")
@@ -70,15 +71,32 @@ class InstanceConfig:
     # Dice with folding under 0.1%; make tune-instance, reports/instance_sweep_oasis2d.md);
     # another model may want others (save_settings / load_settings, --instance_settings;
     # the authors' 3D model: make tune-instance-3d, reports/instance_sweep_synth3d.json)
-    steps: int = 0
-    lr: float = 1.0
-    similarity: str = "ncc"
-    reg_weight: float = 0.25
-    smoothing: int = 3
-    space: str = "composition"
-    window: int = 9
-    resolution: int = 1
-    gradient: str = "exact"
+    steps: int = option(0, "test-time instance optimisation: Adam steps per pair from the "
+                        "network's field (0: the network alone)", flag="instance_steps")
+    lr: float = option(1.0, "instance optimisation: Adam learning rate (voxels of the "
+                       "integration grid)", flag="instance_lr")
+    similarity: str = option("ncc", "instance optimisation: image similarity",
+                             flag="instance_similarity", choices=SIMILARITIES)
+    reg_weight: float = option(0.25, "instance optimisation: weight of the Grad (l2) "
+                               "smoothness of the correction to the network's field",
+                               flag="instance_lambda")
+    smoothing: int = option(3, "instance optimisation: width (voxels) of the running mean "
+                            "applied twice to the correction of the network's field (1: "
+                            "none)", flag="instance_smoothing")
+    space: str = option("composition", "instance optimisation: compose a correction after "
+                        "the network's deformation, or add it to its velocity (then "
+                        "integrated) or to its integrated displacement", flag="instance_space",
+                        choices=SPACES)
+    window: int = option(9, "instance optimisation: NCC window in voxels of the images (the "
+                         "nearest odd size on the optimisation grid)", flag="instance_window")
+    resolution: int = option(1, "instance optimisation: optimise on a grid this many times "
+                             "coarser than the network's field (1: the field's own grid; at "
+                             "least 16 voxels an axis must remain)",
+                             flag="instance_resolution")
+    gradient: str = option("exact", "instance optimisation (composition): differentiate "
+                           "through the correction's exponential, or take its Jacobian as "
+                           "the identity (straight-through: a cheaper step)",
+                           flag="instance_gradient", choices=GRADIENTS)
 
     def __post_init__(self):
         if int(self.steps) != self.steps or self.steps < 0:
@@ -186,57 +204,26 @@ def load_settings(path, steps, model=None):
 
 
 # the flags of the settings (all but the step count), by InstanceConfig field
-SETTING_FLAGS = {"lr": "instance_lr", "similarity": "instance_similarity",
-                 "reg_weight": "instance_lambda", "smoothing": "instance_smoothing",
-                 "space": "instance_space", "window": "instance_window",
-                 "resolution": "instance_resolution", "gradient": "instance_gradient"}
-
-
+SETTING_FLAGS = {f.name: flag_name(f) for f in dataclasses.fields(InstanceConfig)
+                 if f.name != "steps"}
 # every instance-optimisation flag, for `--help`
 FLAG_NAMES = ("instance_steps", "instance_settings", *SETTING_FLAGS.values())
 
 
 def define_flags(flag_values=None):
-    """The instance-optimisation flags of `register` and `evaluate` (idempotent)."""
+    """The instance-optimisation flags of `register` and `evaluate` (idempotent): the
+    fields of `InstanceConfig`, and `--instance_settings`."""
     from absl import flags
     fv = flags.FLAGS if flag_values is None else flag_values
     if "instance_steps" in fv:
         return
-    c = InstanceConfig()
-    flags.DEFINE_integer("instance_steps", c.steps, "test-time instance optimisation: Adam "
-                         "steps per pair from the network's field (0: the network alone)",
-                         flag_values=fv)
+    define_flags_of(InstanceConfig, fv)
     flags.DEFINE_string("instance_settings", None, "instance optimisation: a JSON of "
                         "settings chosen for this model on validation subjects "
                         "(tools/tune_instance.py; reports/instance_sweep_synth3d.json for "
                         "the authors' 3D model), instead of the other --instance_* flags; "
                         "with the step count it was chosen with unless --instance_steps "
-                        "is given",
-                        flag_values=fv)
-    flags.DEFINE_float("instance_lr", c.lr, "instance optimisation: Adam learning rate "
-                       "(voxels of the integration grid)", flag_values=fv)
-    flags.DEFINE_enum("instance_similarity", c.similarity, SIMILARITIES,
-                      "instance optimisation: image similarity", flag_values=fv)
-    flags.DEFINE_float("instance_lambda", c.reg_weight, "instance optimisation: weight of "
-                       "the Grad (l2) smoothness of the correction to the network's field",
-                       flag_values=fv)
-    flags.DEFINE_integer("instance_smoothing", c.smoothing, "instance optimisation: width "
-                         "(voxels) of the running mean applied twice to the correction of "
-                         "the network's field (1: none)", flag_values=fv)
-    flags.DEFINE_enum("instance_space", c.space, SPACES, "instance optimisation: compose "
-                      "a correction after the network's deformation, or add it to its "
-                      "velocity (then integrated) or to its integrated displacement",
-                      flag_values=fv)
-    flags.DEFINE_integer("instance_window", c.window, "instance optimisation: NCC window "
-                         "in voxels of the images (the nearest odd size on the "
-                         "optimisation grid)", flag_values=fv)
-    flags.DEFINE_integer("instance_resolution", c.resolution, "instance optimisation: "
-                         "optimise on a grid this many times coarser than the network's "
-                         "field (1: the field's own grid)", flag_values=fv)
-    flags.DEFINE_enum("instance_gradient", c.gradient, GRADIENTS, "instance optimisation "
-                      "(composition): differentiate through the correction's exponential, "
-                      "or take its Jacobian as the identity (straight-through: a cheaper "
-                      "step)", flag_values=fv)
+                        "is given", flag_values=fv)
 
 
 def config_from_flags(fl):
@@ -250,8 +237,7 @@ def config_from_flags(fl):
                              "one or the other")
         return load_settings(fl.instance_settings, fl.instance_steps
                              if fl["instance_steps"].present else None, fl.model)
-    return InstanceConfig(fl.instance_steps, **{field: fl[name].value
-                                                for field, name in SETTING_FLAGS.items()})
+    return values_from_flags(InstanceConfig, fl)
 
 
 def _tensorflow_xla():

@@ -5,11 +5,12 @@ left-right flip also swaps Left-* and Right-* labels, found by name. Draws come 
 `numpy.random.Generator` given, so a seed fixes the result.
 """
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 from scipy import ndimage
 
+from vxm_tf.flagging import option
 from vxm_tf.perturb import smooth_field
 
 
@@ -32,24 +33,18 @@ class Augmentation:
         augmented (so it never rewards matching a brightness change).
     """
 
-    rotate_deg: float = field(default=0.0, metadata={
-        "flag": "aug_rotate", "help": "augmentation: max rotation, degrees"})
-    flip: bool = field(default=False, metadata={
-        "flag": "aug_flip", "help": "augmentation: random left-right flip"})
+    rotate_deg: float = option(0.0, "augmentation: max rotation, degrees", flag="aug_rotate")
+    flip: bool = option(False, "augmentation: random left-right flip", flag="aug_flip")
     flip_axis: int = 0
-    intensity_shift: float = field(default=0.0, metadata={
-        "flag": "aug_shift", "help": "augmentation: max intensity offset"})
-    intensity_scale: float = field(default=0.0, metadata={
-        "flag": "aug_scale", "help": "augmentation: max relative contrast"})
-    gamma: float = field(default=0.0, metadata={
-        "flag": "aug_gamma", "help": "augmentation: max absolute log-gamma"})
-    bias: float = field(default=0.0, metadata={
-        "flag": "aug_bias", "help": "augmentation: max bias-field strength (log scale)"})
-    noise: float = field(default=0.0, metadata={
-        "flag": "aug_noise", "help": "augmentation: noise standard deviation"})
-    clean_targets: bool = field(default=False, metadata={
-        "flag": "aug_clean_targets", "help": "augmentation: the similarity loss compares "
-        "the scans without their intensity changes (unidirectional training only)"})
+    intensity_shift: float = option(0.0, "augmentation: max intensity offset", flag="aug_shift")
+    intensity_scale: float = option(0.0, "augmentation: max relative contrast", flag="aug_scale")
+    gamma: float = option(0.0, "augmentation: max absolute log-gamma", flag="aug_gamma")
+    bias: float = option(0.0, "augmentation: max bias-field strength (log scale)",
+                         flag="aug_bias")
+    noise: float = option(0.0, "augmentation: noise standard deviation", flag="aug_noise")
+    clean_targets: bool = option(False, "augmentation: the similarity loss compares the "
+                                 "scans without their intensity changes (unidirectional "
+                                 "training only)", flag="aug_clean_targets")
 
     def __post_init__(self):
         flag = {f.name: f.metadata.get("flag") for f in fields(self)}
