@@ -310,7 +310,7 @@ def test_instance_losses_are_the_package_losses():
     """The objective is vxm_tf.losses' NCC (the fixed images' window sums computed once
     per pair: the same value and gradient) and Grad."""
     model = tiny_model()
-    optimiser, _, target = instance._optimiser(
+    optimiser, _, target, _ = instance._optimiser(
         model, (2, 24, 24, 2), instance.InstanceConfig(5, similarity="ncc"), 0, [5, 5])
     ncc, grad = optimiser.loss
     assert isinstance(ncc, losses.NCC) and type(grad) is losses.Grad

@@ -9,7 +9,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from vxm_tf import configs, data, layers, losses, networks, views
+from vxm_tf import compat, configs, data, layers, losses, networks, views
 from vxm_tf.configs import ConfigError
 
 
@@ -211,11 +211,9 @@ def build_for_fit(model, dataset):
     trial. Under a strategy, and on other backends, Keras builds first itself."""
     if keras.backend.backend() != "tensorflow" or not hasattr(dataset, "element_spec"):
         return
-    if getattr(model, "_distribute_strategy", None) is not None:
+    if compat.distribute_strategy(model) is not None:
         return
-    build = getattr(model, "_symbolic_build", None)  # Keras 3's own pre-trace build
-    if build is not None:
-        build(data_batch=dataset.element_spec)
+    compat.symbolic_build(model, dataset.element_spec)
 
 
 def model_config_of(model):

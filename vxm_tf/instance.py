@@ -35,7 +35,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from vxm_tf import files, losses
+from vxm_tf import compat, files, losses
 from vxm_tf import ops as vxm_ops
 from vxm_tf.flagging import define_flags_of, flag_name, option, values_from_flags
 
@@ -365,7 +365,7 @@ def grid_window(window, image_shape, grid_shape):
 def _optimiser(model, field_shape, config, int_steps, window):
     """The compiled per-shape optimisation model, cached on `model` (`window`: NCC's, in
     voxels of the field's grid)."""
-    cache = model.__dict__.setdefault("_instance_optimisers", {})
+    cache = compat.untracked_cache(model, "_instance_optimisers", dict)
     key = (tuple(field_shape), config.similarity, tuple(window), config.reg_weight,
            config.lr, config.smoothing, int_steps, config.gradient)
     if key not in cache:
@@ -405,7 +405,7 @@ def _compiled(model, key, fn, shapes):
     """`fn(*tensors)` (keras.ops on batches of the given shapes) as a model compiled once
     per `key` and cached on `model`, with XLA under TensorFlow too (the scaling and squaring
     runs several times faster than eagerly on a CPU). Call it with `.predict_on_batch`."""
-    cache = model.__dict__.setdefault("_instance_functions", {})
+    cache = compat.untracked_cache(model, "_instance_functions", dict)
     if key not in cache:
         inputs = [keras.Input(batch_size=shape[0], shape=shape[1:]) for shape in shapes]
         function = keras.Model(inputs, _Function(fn)(inputs))
@@ -443,7 +443,7 @@ def optimise(model, moving, fixed, config):
     `(B, *inshape, C)`, after `config.steps` Adam steps on each pair's field. A pair whose
     images match worse after the steps than with the network's field alone (a divergent
     rate) keeps the network's field, with an `InstanceWarning`."""
-    moving, fixed = model._check_pair(moving, fixed)
+    moving, fixed = model.check_pair(moving, fixed)
     if config.steps == 0:
         return model.register(moving, fixed)
     check_for_model(config, model)

@@ -9,6 +9,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from vxm_tf import compat
+
 
 class _VxmLoss(keras.losses.Loss):
     """Base: `call` returns one value per batch element; Keras averages over the batch."""
@@ -64,15 +66,7 @@ def _xla_compiled():
     False where it is missing)."""
     if keras.backend.backend() == "jax":
         return True
-    if keras.backend.backend() != "tensorflow":
-        return False
-    try:
-        import tensorflow as tf
-        from tensorflow.python.ops import control_flow_util
-        return bool(control_flow_util.GraphOrParentsInXlaContext(
-            tf.compat.v1.get_default_graph()))
-    except (ImportError, AttributeError):
-        return False
+    return compat.in_xla_context()
 
 
 @keras.saving.register_keras_serializable(package="vxm_tf")

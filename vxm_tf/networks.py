@@ -11,7 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from vxm_tf import files, layers, original
+from vxm_tf import compat, files, layers, original
 from vxm_tf import ops as vxm_ops
 from vxm_tf.original import load_original_weights  # noqa: F401 - the original API
 
@@ -263,34 +263,26 @@ class VxmDense(keras.Model):
 
     def get_registration_model(self):
         """A model `[moving, fixed]` -> full-resolution displacement `(B, *inshape, D)`."""
-        cached = self.__dict__.get("_registration_model")
-        if cached is None:
-            # the full-resolution field is the second input of the moving image's transformer
-            warp = self.get_layer(f"{self.name}_transformer").input[1]
-            cached = keras.Model(self.inputs, warp)
-            # kept out of Keras' attribute tracking: it shares this model's weights
-            object.__setattr__(self, "_registration_model", cached)
-        return cached
+        # the full-resolution field is the second input of the moving image's transformer
+        return compat.untracked_cache(self, "_registration_model", lambda: keras.Model(
+            self.inputs, self.get_layer(f"{self.name}_transformer").input[1]))
 
     def get_field_model(self):
         """A model `[moving, fixed]` -> the network's field before integration and resizing
         (its last output), without computing the rest."""
-        cached = self.__dict__.get("_field_model")
-        if cached is None:
-            cached = keras.Model(self.inputs, self.outputs[-1])
-            object.__setattr__(self, "_field_model", cached)
-        return cached
+        return compat.untracked_cache(self, "_field_model",
+                                      lambda: keras.Model(self.inputs, self.outputs[-1]))
 
     def register(self, moving, fixed):
         """Displacement (voxels) taking `moving` onto `fixed`, both `(B, *inshape, C)`."""
-        moving, fixed = self._check_pair(moving, fixed)
+        moving, fixed = self.check_pair(moving, fixed)
         return keras.ops.convert_to_numpy(
             self.get_registration_model().predict_on_batch([moving, fixed]))
 
     def register_inverse(self, moving, fixed):
         """Displacement (voxels) taking `fixed` onto `moving`: the inverse of `register`'s,
         from the negated velocity integrated (diffeomorphic models only)."""
-        moving, fixed = self._check_pair(moving, fixed)
+        moving, fixed = self.check_pair(moving, fixed)
         int_steps = self.int_steps
         if not int_steps:
             raise ValueError(f"{self.name} has int_steps=0 (no velocity field): it has no "
@@ -307,7 +299,9 @@ class VxmDense(keras.Model):
         warp = self.register(src, trg)
         return keras.ops.convert_to_numpy(vxm_ops.transform(img, warp, interp_method))
 
-    def _check_pair(self, moving, fixed):
+    def check_pair(self, moving, fixed):
+        """`(moving, fixed)` as float32 arrays `(B, *inshape, C)`; `ValueError` naming the
+        shapes when they are not what the model takes."""
         moving = np.asarray(moving, dtype="float32")
         fixed = np.asarray(fixed, dtype="float32")
         expected = [tuple(t.shape[1:]) for t in self.inputs]
