@@ -11,10 +11,9 @@ import sys
 import warnings
 
 # TensorFlow turns its oneDNN kernels on only for CPUs with AVX-512 or AMX; on the others
-# (the AVX2 AMD EPYC of our developer machines) its own 3D convolution gradients run 3.8x
-# slower and take 2.3x the memory (tools/bench_model.py at 64^3: 6.8 -> 1.77 s per step,
-# 3.7 -> 1.6 GiB). vxm_tf asks for oneDNN unless the user chose; it has to be set before
-# TensorFlow is imported, so `import vxm_tf` before `import keras` / `tensorflow`.
+# its own 3D convolution gradients run several times slower and take about twice the memory
+# (make bench-model measures it). vxm_tf asks for oneDNN unless the user chose; it has to be
+# set before TensorFlow is imported, so `import vxm_tf` before `import keras` / `tensorflow`.
 
 
 def _cpu_has_avx512():

@@ -132,9 +132,8 @@ class TrainConfig:
     precision: str = option("auto", "auto: mixed_float16 on GPU, else float32",
                             choices=PRECISIONS)
     remat: bool = option(False, "recompute the scaling and squaring's intermediates in the "
-                         "backward pass instead of keeping them (same gradients; 128^3 "
-                         "training peak memory about 0.3 GiB lower, steps a few percent "
-                         "slower: bench/model.md)")
+                         "backward pass instead of keeping them (same gradients, less "
+                         "memory, slightly slower steps: bench/model.md)")
     strategy: str = option("default", "mirrored: data parallel over this machine's "
                            "devices; multi_worker: over several processes (JAX backend, "
                            "KERAS_DISTRIBUTION_* variables)", choices=STRATEGIES)

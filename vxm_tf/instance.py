@@ -42,9 +42,8 @@ from vxm_tf.flagging import define_flags_of, flag_name, option, values_from_flag
 SIMILARITIES = ("ncc", "mse")
 SPACES = ("composition", "velocity", "displacement")
 GRADIENTS = ("exact", "straight-through")
-# squarings of the composed correction's velocity, tried from 0 to 3 on the 2D validation
-# pairs (10 steps, lr 1): the same Dice, but fewer than 2 folded over 0.1% of the pixels
-# at lambda 0.25, and each squaring costs a warp per step
+# squarings of the composed correction's velocity: fewer fold more, and each costs a warp
+# per step
 COMPOSED_SQUARINGS = 2
 
 
@@ -65,8 +64,8 @@ class InstanceConfig:
     "straight-through" takes the exponential's Jacobian as the identity (exact at a zero
     correction, as diffeomorphic demons updates the velocity with the displacement's
     gradient): the step still warps by the exponential, so the deformation stays
-    diffeomorphic, but skips the squarings' backward pass (their scatter-adds), about 1.6
-    times faster per step on a CPU, for slightly less progress per step."""
+    diffeomorphic, but skips the squarings' backward pass (their scatter-adds): a cheaper
+    step, for slightly less progress per step."""
     # space, lr, reg_weight and smoothing: chosen on the 2D validation subjects (highest
     # Dice with folding under 0.1%; make tune-instance, reports/instance_sweep_oasis2d.md);
     # another model may want others (save_settings / load_settings, --instance_settings;
@@ -242,8 +241,8 @@ def config_from_flags(fl):
 
 def _tensorflow_xla():
     """Whether the optimisation step is compiled by TensorFlow's XLA: Keras's "auto" leaves
-    XLA off without a GPU, yet it fuses each step's warp, NCC and smoothing (about twice as
-    fast per step on a 2-core CPU); JAX compiles with XLA anyway."""
+    XLA off without a GPU, yet it fuses each step's warp, NCC and smoothing (faster steps
+    on a CPU too); JAX compiles with XLA anyway."""
     return keras.backend.backend() == "tensorflow"
 
 

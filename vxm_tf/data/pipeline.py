@@ -34,8 +34,8 @@ def source_dataset(source, first_batch=0, workers=2):
     part-way (a resumed run starts at `initial_epoch * steps_per_epoch`).
 
     `workers` batches are made in parallel and as many wait ready: bounded, because
-    tf.data's AUTOTUNE buffers up to half the machine's memory (a 128^3 run with seg
-    targets, about 60 MiB a batch, was killed for memory on 24 GiB)."""
+    tf.data's AUTOTUNE buffers up to half the machine's memory (large 3D batches with
+    segmentation targets can exhaust it)."""
     dtypes, shapes, n_inputs = _specs(source)
     indices = (tf.data.Dataset.range(first_batch, np.iinfo(np.int64).max) if source.repeat
                else tf.data.Dataset.range(source.batches_per_pass))
