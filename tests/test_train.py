@@ -14,9 +14,8 @@ import keras
 import numpy as np
 import pytest
 
-import vxm_tf
 from vxm_tf import configs, data, experiment, losses, networks, trainer, views
-from vxm_tf.training import callbacks
+from vxm_tf.training import callbacks, devices
 
 TINY = ["--dataset=synthetic", "--synthetic_shape=32,32", "--synthetic_labels=4",
         "--train=4", "--val=3", "--test=2", "--enc=8,8,8", "--dec=8,8,8,8,8",
@@ -55,10 +54,10 @@ def test_one_epoch_writes_a_complete_run_directory(tmp_path):
     assert history_epochs(run) == [0, 1]
     timing = json.loads((run / "timing.json").read_text())
     assert len(timing["epoch_seconds"]) == 2 and timing["seconds_per_step"] > 0
-    assert timing["device"] == f"{vxm_tf.cpu_model()}, {os.cpu_count()} CPU cores"  # no GPU
+    assert timing["device"] == f"{devices.cpu_model()}, {os.cpu_count()} CPU cores"  # no GPU
     assert any((run / "tensorboard").rglob("*tfevents*"))
     assert 0 < result["history"]["val_dice"][-1] <= 1
-    best = trainer.load_trained(run, "best")
+    best = networks.VxmDense.load(Path(run) / "best.keras")
     moving = result["splits"]["test"].images[:1, ..., None]
     assert best.register(moving, moving).shape == (1, 32, 32, 2)
 
@@ -71,8 +70,9 @@ def test_clean_target_training_saves_a_plain_registration_model(tmp_path):
     assert np.isfinite(result["history"]["loss"]).all()
     assert "vxm_dense_transformer_loss" in result["history"]
     assert 0 < result["history"]["val_dice"][-1] <= 1
-    assert type(trainer.load_trained(result["run_dir"], "best")).__name__ == "VxmDense"
-    last = trainer.load_trained(result["run_dir"], "last")  # after the final epoch
+    best = networks.VxmDense.load(Path(result["run_dir"]) / "best.keras")
+    assert type(best).__name__ == "VxmDense"
+    last = networks.VxmDense.load(Path(result["run_dir"]) / "last.keras")  # after the final epoch
     moving = result["splits"]["test"].images[:1, ..., None]
     np.testing.assert_allclose(last.register(moving, moving),
                                result["model"].register(moving, moving), atol=1e-6)
@@ -121,7 +121,7 @@ def test_seg_supervised_training_lowers_the_dice_loss_and_fine_tunes_from_a_mode
     dice_loss = result["history"]["vxm_dense_seg_transformer_loss"]
     assert dice_loss[-1] < dice_loss[0] < 0  # the Dice term trains the network
     assert "val_vxm_dense_seg_transformer_loss" in result["history"]
-    best = trainer.load_trained(result["run_dir"], "best")
+    best = networks.VxmDense.load(Path(result["run_dir"]) / "best.keras")
     assert type(best).__name__ == "VxmDense" and len(best.inputs) == 2
 
     again = tiny_config(tmp_path / "b", epochs=1, steps_per_epoch=1, lr=1e-12,

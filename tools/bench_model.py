@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vxm_tf import cpu_model
+from vxm_tf.training.devices import cpu_model
 
 DEFAULT_SHAPES = ("160x192", "64x64x64", "128x128x128")
 # vxm_tf-svf2: the same network with svf_resolution=2 (the original's unet_half_res, the

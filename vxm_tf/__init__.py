@@ -6,7 +6,6 @@ command-line entry points start without importing TensorFlow first.
 
 import importlib
 import os
-import platform
 import sys
 import warnings
 
@@ -22,18 +21,6 @@ def _cpu_has_avx512():
             return " avx512f" in file.read()
     except OSError:
         return True  # not Linux: nothing known, nothing said
-
-
-def cpu_model():
-    """The CPU's model name (Linux), else the architecture."""
-    try:
-        with open("/proc/cpuinfo") as file:
-            for line in file:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 if ("tensorflow" in sys.modules and "TF_ENABLE_ONEDNN_OPTS" not in os.environ

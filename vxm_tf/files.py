@@ -104,11 +104,6 @@ def write_text(path, text):
         file.write(text)
 
 
-def write_bytes(path, payload):
-    with atomic_path(path) as tmp, open(tmp, "wb") as file:
-        file.write(payload)
-
-
 def write_json(path, payload):
     """`payload` as indented JSON (values JSON cannot hold written with `str`)."""
     write_text(path, json.dumps(payload, indent=1, default=str) + "\n")

@@ -23,7 +23,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from vxm_tf import cli, data, experiment, files, networks
+from vxm_tf import cli, data, experiment, files
 from vxm_tf.training import TrainingError
 from vxm_tf.training.callbacks import (
     Checkpoints,
@@ -45,7 +45,7 @@ from vxm_tf.training.rundir import (
     versions,
 )
 
-__all__ = ["TrainingError", "check_memory", "load_trained", "train_and_evaluate"]
+__all__ = ["TrainingError", "check_memory", "train_and_evaluate"]
 
 
 
@@ -192,10 +192,3 @@ def _train(config, log, scope, run_dir, start):
     return {"history": history.history, "model": model, "run_dir": str(run_dir),
             "steps_per_epoch": steps, "splits": splits, "stopped_after": stopped}
 
-
-def load_trained(run_dir, which="best"):
-    """The `best`, `last` or final (`model`) VxmDense of a run directory."""
-    path = Path(run_dir) / f"{which}.keras"
-    if not path.exists():
-        raise TrainingError(f"{path}: no such model")
-    return networks.VxmDense.load(path)

@@ -3,11 +3,11 @@
 import contextlib
 import json
 import os
+import platform
 
 import keras
 import numpy as np
 
-import vxm_tf
 from vxm_tf.training import TrainingError
 
 
@@ -137,4 +137,16 @@ def device_description():
                 return f"{len(gpus)} x {details.get('device_name', 'GPU')}"
     except (ImportError, RuntimeError):
         pass
-    return f"{vxm_tf.cpu_model()}, {os.cpu_count()} CPU cores"
+    return f"{cpu_model()}, {os.cpu_count()} CPU cores"
+
+
+def cpu_model():
+    """The CPU's model name (Linux), else the architecture."""
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
