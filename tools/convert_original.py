@@ -15,7 +15,7 @@ import sys
 from vxm_tf import cli
 
 cli.quiet_tensorflow_import()
-from vxm_tf import original  # noqa: E402
+from vxm_tf import networks  # noqa: E402
 
 
 def main(argv=None):
@@ -24,7 +24,7 @@ def main(argv=None):
     parser.add_argument("out", help="output .keras file")
     args = parser.parse_args(argv)
     try:
-        model = original.convert_original(args.original, args.out)
+        model = networks.convert_original(args.original, args.out)
     except (ValueError, OSError) as err:
         sys.exit(f"error: {err}")
     config = model.get_config()

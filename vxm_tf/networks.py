@@ -350,3 +350,15 @@ def save_model(model, path):
         raise ValueError(f"{path}: folder {path.parent} does not exist")
     with files.atomic_path(path) as tmp:
         model.save(tmp)
+
+
+def convert_original(original_path, out_path):
+    """Load a voxelmorph 0.2 `.h5` model file and save it as a `.keras` file; returns the
+    model. The output must not be the input."""
+    if Path(out_path).resolve() == Path(original_path).resolve():
+        raise ValueError(f"{out_path}: the output would overwrite the original model")
+    if not Path(original_path).is_file():
+        raise ValueError(f"{original_path}: no such file")
+    model = VxmDense.load(original_path)
+    save_model(model, out_path)
+    return model

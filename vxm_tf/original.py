@@ -3,11 +3,10 @@
 `read_original_config` reads the constructor arguments an original `VxmDense.save` stored
 in an `.h5` (translated by `translate_original_config`: `int_downsize` -> `int_resolution`,
 `unet_half_res` -> `svf_resolution=2`), `load_original_weights` copies weights by layer
-name, and `convert_original` writes an original model as a `.keras` file.
+name (`vxm_tf.networks.convert_original` writes an original model as a `.keras` file).
 """
 
 import json
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -59,20 +58,6 @@ def read_original_config(path):
     if model_config.get("class_name", "VxmDense") != "VxmDense":
         raise ValueError(f"{path}: holds a {model_config['class_name']}, not a VxmDense")
     return translate_original_config(config, path)
-
-
-def convert_original(original_path, out_path):
-    """Load a voxelmorph 0.2 `.h5` model file and save it as a `.keras` file; returns the
-    model. The output must not be the input."""
-    if Path(out_path).resolve() == Path(original_path).resolve():
-        raise ValueError(f"{out_path}: the output would overwrite the original model")
-    if not Path(original_path).is_file():
-        raise ValueError(f"{original_path}: no such file")
-    from vxm_tf.networks import VxmDense, save_model
-
-    model = VxmDense.load(original_path)
-    save_model(model, out_path)
-    return model
 
 
 def load_original_weights(model, path):

@@ -13,7 +13,8 @@ from vxm_tf.data.datasets import (
     read_label_table,
     split_subjects,
 )
-from vxm_tf.data.pairs import PairSequence, PairSource, fit_data
+from vxm_tf.data.fit import fit_data
+from vxm_tf.data.pairs import PairSequence, PairSource
 from vxm_tf.data.synthetic import synthetic_volumes
 from vxm_tf.data.volumes import (
     LazyStack,
