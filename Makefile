@@ -142,8 +142,9 @@ tune-instance: reports/instance_sweep_oasis2d_seg.json | install
 	$(PY) tools/tune_instance.py --model=vxm-tf-oasis2d-ncc \
 		--out=reports/instance_sweep_oasis2d.md
 reports/instance_sweep_oasis2d_seg.json: $(SHIPPED)/vxm-tf-oasis2d-semisup/model.keras
-	$(PY) tools/tune_instance.py --model=vxm-tf-oasis2d-semisup --steps=10 --space=velocity --lr=0.3 \
-		--lambda=0.25,1,4,16 --out=reports/instance_sweep_oasis2d_seg.md
+	$(PY) tools/tune_instance.py --model=vxm-tf-oasis2d-semisup --instance_steps=10 \
+		--instance_space=velocity --instance_lr=0.3 --instance_lambda=0.25,1,4,16 \
+		--out=reports/instance_sweep_oasis2d_seg.md
 
 # Instance-optimisation settings for the authors' 3D model, chosen on synthetic validation
 # subjects at its input size (4 label maps rendered and aligned to neurite-OASIS as make
@@ -159,8 +160,9 @@ $(SYNTHVAL)/manifest.json: | install
 	$(call render,$(SYNTHVAL),160$(comma)192$(comma)224,--maps=5 --val_maps=4 --renders=1)
 reports/instance_sweep_synth3d.json: | $(SYNTHVAL)/manifest.json
 	$(PY) tools/tune_instance.py --model=$(PRETRAINED) --data_dir=$(SYNTHVAL) --train=1 \
-		--val=4 --batch_size=1 --space=composition --gradient=straight-through \
-		--lr=4 --lambda=0.25 --window=5 --steps=15,20,25 --max_seconds=8 \
+		--val=4 --batch_size=1 --instance_space=composition \
+		--instance_gradient=straight-through --instance_lr=4 --instance_lambda=0.25 \
+		--instance_window=5 --instance_steps=15,20,25 --max_seconds=8 \
 		--out=reports/instance_sweep_synth3d.md
 tune-instance-3d: $(SYNTHVAL)/manifest.json
 	rm -f reports/instance_sweep_synth3d.json

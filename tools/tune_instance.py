@@ -1,8 +1,8 @@
 """Choose the instance-optimisation settings on validation subjects (`make tune-instance`).
 
-    python tools/tune_instance.py --model runs/oasis2d-ncc/best.keras --steps 10 \
-        --space composition,velocity --lr 0.3,1 --lambda 0.25,1 --smoothing 3 \
-        --out reports/instance_sweep_oasis2d.md
+    python tools/tune_instance.py --model vxm-tf-oasis2d-ncc --instance_steps 10 \
+        --instance_space composition,velocity --instance_lr 0.3,1 \
+        --instance_lambda 0.25,1 --instance_smoothing 3 --out reports/instance_sweep_oasis2d.md
 
 Registers every ordered pair of the validation split of the data the model was trained on
 (its run's config.json; never the test split; for a model without a run, such as the
@@ -97,21 +97,29 @@ def score(model, volumes, pairs, config, batch_size=0):
     return float(np.mean(dice)), float(np.mean(folding)), float(np.sum(seconds))
 
 
+# the swept settings' former names: an old command line fails with the new name
+RENAMED = {f"--{n}" for n in ("steps", "space", "lr", "lambda", "smoothing", "window",
+                               "resolution", "gradient", "similarity")}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="run's best.keras (with config.json)")
-    parser.add_argument("--steps", default="10", help="comma-separated step counts")
-    parser.add_argument("--space", default="composition,velocity",
+    # the swept settings carry the names of register's flags, comma-separated
+    parser.add_argument("--instance_steps", dest="steps", default="10",
+                        help="comma-separated step counts")
+    parser.add_argument("--instance_space", dest="space", default="composition,velocity",
                         help=f"comma-separated, of {instance.SPACES}")
-    parser.add_argument("--lr", default="0.3,1")
-    parser.add_argument("--lambda", dest="reg_weight", default="0.25,1")
-    parser.add_argument("--smoothing", default="3")
-    parser.add_argument("--window", default="9", help="NCC windows (voxels of the images)")
-    parser.add_argument("--resolution", default="1", help="optimisation grids, times "
-                        "coarser than the network's field")
-    parser.add_argument("--gradient", default="exact",
+    parser.add_argument("--instance_lr", dest="lr", default="0.3,1")
+    parser.add_argument("--instance_lambda", dest="reg_weight", default="0.25,1")
+    parser.add_argument("--instance_smoothing", dest="smoothing", default="3")
+    parser.add_argument("--instance_window", dest="window", default="9",
+                        help="NCC windows (voxels of the images)")
+    parser.add_argument("--instance_resolution", dest="resolution", default="1",
+                        help="optimisation grids, times coarser than the network's field")
+    parser.add_argument("--instance_gradient", dest="gradient", default="exact",
                         help=f"comma-separated, of {instance.GRADIENTS}")
-    parser.add_argument("--similarity", default="ncc")
+    parser.add_argument("--instance_similarity", dest="similarity", default="ncc")
     parser.add_argument("--max_folding", type=float, default=0.1)
     parser.add_argument("--max_seconds", type=float, default=0.0,
                         help="choose only settings that register a pair in at most this "
@@ -125,6 +133,11 @@ def main(argv=None):
     parser.add_argument("--train", type=int, default=0)
     parser.add_argument("--val", type=int, default=0)
     parser.add_argument("--out", required=True, help="markdown report")
+    renamed = [a.split("=")[0] for a in (sys.argv[1:] if argv is None else argv)
+               if a.split("=")[0] in RENAMED]
+    if renamed:
+        parser.error(f"{renamed[0]} is now --instance_{renamed[0][2:]} (the names of "
+                     "register's flags)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     if not out.parent.is_dir():
@@ -134,9 +147,11 @@ def main(argv=None):
                                         res, gradient)
                 for space, gradient, lr, lam, sm, win, res, steps in itertools.product(
                     words(args.space), words(args.gradient),
-                    floats(args.lr, "lr"), floats(args.reg_weight, "lambda"),
-                    ints(args.smoothing, "smoothing"), ints(args.window, "window"),
-                    ints(args.resolution, "resolution"), ints(args.steps, "steps"))
+                    floats(args.lr, "instance_lr"), floats(args.reg_weight, "instance_lambda"),
+                    ints(args.smoothing, "instance_smoothing"),
+                    ints(args.window, "instance_window"),
+                    ints(args.resolution, "instance_resolution"),
+                    ints(args.steps, "instance_steps"))
                 if gradient == "exact" or space == "composition"]  # (the others refuse it)
         if not grid:
             raise ValueError("the sweep is empty: give --space, --gradient, --lr, --lambda, "
