@@ -329,7 +329,7 @@ def main(argv=None):
                              "shape": list(shape), "voxel_size": np.diag(affine)[:3].tolist(),
                              "labels": [int(v) for v in np.unique(seg) if v],
                              "lost_labels": [], "file": path.name,
-                             "sha256": vol_io.file_sha256(path)}
+                             "sha256": files.sha256(path)}
             if name.endswith("_r0"):
                 residuals.append(residual)
                 aligned.append(seg)

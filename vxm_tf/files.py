@@ -8,6 +8,7 @@ umask (the temporary file's 0600 is not kept).
 
 import contextlib
 import csv
+import hashlib
 import json
 import os
 import tempfile
@@ -121,3 +122,12 @@ def save_figure(fig, path, **kwargs):
     """A matplotlib figure as PNG (`savefig` keyword arguments passed on)."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", **kwargs)
+
+
+def sha256(path):
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

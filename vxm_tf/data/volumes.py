@@ -7,7 +7,6 @@ every subject is read and checked once up front, then kept only while the budget
 and read again when needed, so memory no longer grows with N either.
 """
 
-import hashlib
 import json
 import threading
 from collections import OrderedDict
@@ -281,14 +280,6 @@ def append_atlas(volumes, atlas_path, normalise="none"):
                    np.concatenate([volumes.voxel_sizes, [voxel_size(affine, image.ndim)]]))
 
 
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def prepare_cache(dataset, out_dir, target_shape=None, normalise="minmax", log=print):
     """Resize and normalise every subject of `dataset` into `out_dir` (npz + manifest).
 
@@ -305,13 +296,13 @@ def prepare_cache(dataset, out_dir, target_shape=None, normalise="minmax", log=p
     old_entries = old.get("subjects", {}) if old.get("settings") == settings else {}
     entries, done = {}, 0
     for subject in dataset.subjects:
-        sources = {"image": subject.image, "image_sha256": file_sha256(subject.image)}
+        sources = {"image": subject.image, "image_sha256": files.sha256(subject.image)}
         if subject.seg:
-            sources.update(seg=subject.seg, seg_sha256=file_sha256(subject.seg))
+            sources.update(seg=subject.seg, seg_sha256=files.sha256(subject.seg))
         out_path = out_dir / f"{subject.name}.npz"
         previous = old_entries.get(subject.name)
         if (previous and previous["sources"] == sources and out_path.exists()
-                and file_sha256(out_path) == previous["sha256"]):
+                and files.sha256(out_path) == previous["sha256"]):
             entries[subject.name] = previous
             continue
         image, seg, affine, lost = load_subject(subject, target_shape, normalise)
@@ -326,7 +317,7 @@ def prepare_cache(dataset, out_dir, target_shape=None, normalise="minmax", log=p
             "sources": sources, "shape": list(image.shape),
             "voxel_size": list(voxel_size(affine, image.ndim)),
             "labels": [] if seg is None else [int(v) for v in np.unique(seg) if v],
-            "lost_labels": lost, "file": out_path.name, "sha256": file_sha256(out_path)}
+            "lost_labels": lost, "file": out_path.name, "sha256": files.sha256(out_path)}
         done += 1
     manifest = {"dataset": dataset.name, "settings": settings,
                 "label_names": {str(k): v for k, v in dataset.label_names.items()},

@@ -14,7 +14,6 @@ match is never kept.
 it is, a registered name gives its file, anything else is a one-line `ModelError`.
 """
 
-import hashlib
 import http.client
 import json
 import os
@@ -24,6 +23,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from vxm_tf.files import sha256
 
 HERE = Path(__file__).resolve().parent
 # where relative data paths in a shipped model's config.json start (the repository root when
@@ -167,15 +168,6 @@ def name_of(value):
         if entry.path.resolve() == path or entry.sha256 == digest:
             return entry.name
     return None
-
-
-def sha256(path):
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch(name, source=None, progress=None):
