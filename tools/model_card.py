@@ -68,6 +68,8 @@ def training_summary(run_dir):
             + (f" + {lo['seg_weight']} x Dice of the warped segmentations" if lo["seg_weight"]
                else "")
             + f"; Adam {t['lr']} {t['schedule']}; {len(rows)} epoch(s), {steps} steps"
+            + (f" of the {t['epochs']} planned (the run was stopped there; its schedule spans "
+               f"{t['epochs']})" if len(rows) < t["epochs"] else "")
             + (f" from `{start_model(t['init_model'])}`" if t.get("init_model") else "") + ")")
     if dice:
         text += (f"; validation Dice by epoch {', '.join(f'{v:.3f}' for v in dice)} "

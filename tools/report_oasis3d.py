@@ -279,7 +279,8 @@ def main(argv=None):
         *(training_section(args.run, args.trained_on) if args.run else []),
         *[line for _, _, path in extras
           if (Path(models.resolve(path)).parent / "config.json").is_file()
-          for line in training_section(Path(models.resolve(path)).parent)]]) + "\n"
+          for line in training_section(Path(os.path.relpath(models.resolve(path))).parent)]
+    ]) + "\n"
     evaluation.write_text(out, text)
     print(text)
 

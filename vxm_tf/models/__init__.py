@@ -253,8 +253,9 @@ def card_markdown(entry):
             lines.append(f"- {title}: {value}")
     lines += ["", "`vxm-register` takes scans of any size, orientation and voxel size: it "
               "pre-aligns the moving scan to the fixed one in world coordinates and resamples "
-              "both onto this grid; intensities are min-max scaled to [0, 1] unless already "
-              "there (`--normalise`).", "", "## Training", "", entry.training or "-", ""]
+              "both onto this grid; both scans are min-max scaled to [0, 1] unless both "
+              "already lie in it (`--normalise`).", "", "## Training", "", entry.training or "-",
+              ""]
     if entry.scores:
         lines += ["## Scores", "", "| data | pairs | Dice before | Dice | HD95 mm | folding % |"
                   " command |", "|---|---|---|---|---|---|---|"]
