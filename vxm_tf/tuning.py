@@ -241,7 +241,8 @@ def check_search_folder(config, tune, chief=True):
                 f"--tune_dir={tune.directory} holds a search with other settings "
                 f"({'; '.join(changed[:4])}{'; ...' if len(changed) > 4 else ''}): choose "
                 "another --tune_dir, or remove that folder to start again")
-    elif chief and (Path(tune.directory) / "trials").exists():
+    elif chief and any((Path(tune.directory) / "trials").glob("*")):
+        # (workers started first create an empty trials/ folder: a new search, not an old one)
         raise configs.ConfigError(f"--tune_dir={tune.directory} holds a search whose settings "
                                   "were not recorded: choose another --tune_dir, or remove "
                                   "that folder to start again")

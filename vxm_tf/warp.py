@@ -52,13 +52,6 @@ def warp_file(moving_path, warp_path, moved_path, interp=None):
                              f"{', '.join(io.SUFFIXES)}")
     labels = interp == "nearest"
     moving = io.load_volume(moving_path, labels=labels)
-    if interp is None:
-        values = np.unique(moving.data)
-        integers = np.array_equal(values, np.round(values))
-        if integers and len(values) <= LABEL_VALUES:
-            raise ValueError(f"{moving_path} looks like a label map ({len(values)} integer "
-                             "values): pass --interp=nearest (or --interp=linear to blend "
-                             "them anyway)")
     warp = io.load_displacement(warp_path)
     ndims = moving.data.ndim
     field = warp.data
@@ -73,6 +66,13 @@ def warp_file(moving_path, warp_path, moved_path, interp=None):
         raise ValueError(f"{moving_path}: only {inside:.0%} of {warp_path}'s points fall "
                          "inside this image: it is not in the space the field maps into (the "
                          "moving scan it was registered from)")
+    if interp is None:
+        values = np.unique(moving.data)
+        integers = np.array_equal(values, np.round(values))
+        if integers and len(values) <= LABEL_VALUES:
+            raise ValueError(f"{moving_path} looks like a label map ({len(values)} integer "
+                             "values): pass --interp=nearest (or --interp=linear to blend "
+                             "them anyway)")
     cval = 0 if labels else float(moving.data.min())
     io.save_volume(moved_path, geometry.sample(moving.data, coords, 0 if labels else 1, cval),
                    warp.affine)
