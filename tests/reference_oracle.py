@@ -62,10 +62,32 @@ def model_case(inputs, workdir):
     return {"model_moved": moved, "model_preint": preint, "model_warp": warp}
 
 
+def hyper_case(inputs, workdir):
+    """A 2D HyperVxmDense with random weights, two samples at different hyperparameters:
+    its saved model and its outputs (moved, preintegrated field, full-resolution warp)."""
+    inshape = tuple(int(n) for n in inputs["model_inshape"])
+    tf.keras.utils.set_random_seed(1)
+    model = vxm.networks.HyperVxmDense(inshape, nb_hyp_units=16, int_steps=7,
+                                       int_resolution=2)
+    flow = model.get_layer("hyper_vxm_dense_flow")
+    kernel, bias = flow.get_weights()
+    rng = np.random.default_rng(1)
+    flow.set_weights([rng.normal(0, 0.3, kernel.shape).astype("float32"), bias])
+    model.save(os.path.join(workdir, "original_hyper.h5"))
+    moving, fixed = inputs["model_moving"].numpy(), inputs["model_fixed"].numpy()
+    hyp = inputs["hyper_values"]
+    hyp = hyp.numpy() if hasattr(hyp, "numpy") else hyp
+    moved, preint = model.predict([moving, fixed, hyp], verbose=0)
+    warp = tf.keras.Model(model.inputs, model.references.pos_flow).predict(
+        [moving, fixed, hyp], verbose=0)
+    return {"hyper_moved": moved, "hyper_preint": preint, "hyper_warp": warp}
+
+
 def main(in_path, out_path, workdir):
     inputs = {k: tf.constant(v) if v.dtype == np.float32 else v
               for k, v in np.load(in_path).items()}
-    outputs = {**layer_cases(inputs), **model_case(inputs, workdir)}
+    outputs = {**layer_cases(inputs), **model_case(inputs, workdir),
+               **hyper_case(inputs, workdir)}
     np.savez(out_path, **outputs)
 
 

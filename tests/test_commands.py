@@ -18,19 +18,23 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 COMMANDS = {
     "vxm-register": ("register", ["--model", "--moving", "--fixed", "--moved", "--warp",
                                   "--moving_list", "--affine=affine", "--instance_steps",
-                                  "--instance_lr", "--instance_settings"],
+                                  "--instance_lr", "--instance_settings", "--hyper_lambda"],
                      ["model:", "input/output:", "instance optimisation:"]),
     "vxm-warp": ("warp", ["--moving", "--warp", "--moved", "--interp=linear"],
                  ["input/output:"]),
     "vxm-train": ("train", ["--dataset=synthetic", "--data_dir", "--lambda=1.0",
                             "--similarity=ncc", "--epochs=5", "--model_dir", "--init_model",
-                            "--aug_rotate", "--enc", "--[no]resume", "--verbose=1"],
+                            "--aug_rotate", "--enc", "--[no]resume", "--verbose=1",
+                            "--[no]hyper", "--hyper_oversample=0.4"],
                   ["data:", "augmentation:", "model:", "loss:", "training:"]),
     "vxm-evaluate": ("evaluate", ["--model", "--split=test", "--out_dir", "--data_dir",
-                                  "--instance_steps", "--perturb"],
+                                  "--instance_steps", "--perturb", "--hyper_lambda"],
                      ["model:", "evaluation:", "instance optimisation:"]),
     "vxm-tune": ("tune", ["--tuner=random", "--lambda_min", "--tune_dir", "--lambda=1.0"],
                  ["tuning:", "training:"]),
+    "vxm-choose-lambda": ("choose_lambda", ["--model", "--out", "--grid", "--min_dice",
+                                            "--split=val", "--data_dir"],
+                          ["model:", "choice:"]),
 }
 
 

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from vxm_tf import layers, losses, networks, original
+from vxm_tf import hypermorph, layers, losses, networks, original
 
 pytestmark = pytest.mark.reference
 
@@ -42,6 +42,7 @@ def make_inputs(seed=0):
     inputs["model_inshape"] = np.array([32, 48])
     inputs["model_moving"] = rng.random((2, 32, 48, 1), dtype=np.float32)
     inputs["model_fixed"] = rng.random((2, 32, 48, 1), dtype=np.float32)
+    inputs["hyper_values"] = np.array([[0.2], [0.9]], dtype=np.float32)
     return inputs
 
 
@@ -117,6 +118,25 @@ def test_vxmdense_loads_original_weights(oracle, filename):
     assert_close(preint, expected["model_preint"], rtol=1e-4)
     assert_close(moved, expected["model_moved"], rtol=1e-4)
     assert_close(model.register(moving, fixed), expected["model_warp"], rtol=1e-4)
+
+
+def test_hypervxmdense_loads_original_model(oracle):
+    """HyperMorph: the original's saved HyperVxmDense (hyper-convolutions, per-sample
+    hyperparameters) gives the same outputs in vxm_tf, and at a fixed value as well."""
+    inputs, expected, workdir = oracle
+    model = hypermorph.HyperVxmDense.load(workdir / "original_hyper.h5")
+    assert isinstance(model, hypermorph.HyperVxmDense) and model.nb_hyp_units == 16
+    moving, fixed, hyp = inputs["model_moving"], inputs["model_fixed"], inputs["hyper_values"]
+    moved, preint = model.predict_on_batch([moving, fixed, hyp])
+    assert np.abs(expected["hyper_warp"]).max() > 0.5, "the oracle's field should not be ~0"
+    # the two samples' hyperparameters give different fields
+    assert np.abs(expected["hyper_preint"][0] - expected["hyper_preint"][1]).max() > 1e-3
+    assert_close(preint, expected["hyper_preint"])
+    assert_close(moved, expected["hyper_moved"])
+    warp = model.get_registration_model().predict_on_batch([moving, fixed, hyp])
+    assert_close(warp, expected["hyper_warp"])
+    fixed_model = model.at_lambda(0.9)
+    assert_close(fixed_model.register(moving[1:], fixed[1:]), expected["hyper_warp"][1:])
 
 
 def test_load_original_weights_rejects_other_architecture(oracle, tmp_path):

@@ -95,6 +95,13 @@ class ModelConfig:
                                  "original's loss_mult)")
     svf_resolution: int = option(1, "velocity field voxel size factor")
     bidir: bool = option(False, "bidirectional cost")
+    hyper: bool = option(False, "HyperMorph (HyperVxmDense): a hypernetwork conditions the "
+                         "U-Net on the smoothness weight h in [0, 1], drawn per pair in "
+                         "training (loss (1 - h) x similarity + h x Grad, in place of "
+                         "--lambda), chosen when registering (--hyper_lambda)")
+    hyper_layers: int = option(6, "HyperMorph: dense ReLU layers of the hypernetwork")
+    hyper_units: int = option(128, "HyperMorph: units per hypernetwork layer (each "
+                              "convolution's weights grow with it)")
 
 
 @dataclass
@@ -112,6 +119,9 @@ class LossConfig:
                                "the warped moving segmentation (one-hot, linear) and the "
                                "fixed one, over the training subjects' labels (--seg "
                                "chooses the labelling); 0: unsupervised")
+    hyper_oversample: float = option(0.4, "HyperMorph: fraction of training pairs whose "
+                                     "h is an end point, 0 or 1 (the rest uniform on "
+                                     "[0, 1])")
     seg_resolution: int = option(1, "semi-supervised: the Dice loss compares the "
                                  "segmentations at 1/seg_resolution of the image size "
                                  "(one-hot maps average-pooled, the field resized): 2 needs "
@@ -139,6 +149,8 @@ class TrainConfig:
                            "KERAS_DISTRIBUTION_* variables)", choices=STRATEGIES)
     seed: int = option(0, "random seed (data order, augmentation, weights)")
     val_pairs: int = option(12, "validation pairs scored each epoch")
+    hyper_val_lambda: float = option(0.5, "HyperMorph: the h at which validation Dice is "
+                                     "scored each epoch (it picks best.keras)")
     model_dir: str = option("runs/default", "run directory")
     init_model: str = option("", "start from this model's weights (.keras or an original "
                              "voxelmorph .h5, or a registered name: vxm-models list), e.g. "
@@ -266,11 +278,34 @@ def check_config(config, training=True):
             raise ConfigError(f"--init_model={err}") from None
         if not Path(init_model).is_file():
             raise ConfigError(f"--init_model={t.init_model}: no such file")
+    check_hyper(config)
     if training and d.val == 1 and not d.val_list:
         raise ConfigError("--val=1: validation scores pairs and needs at least 2 subjects; "
                           "use --val=0 (no validation, no best.keras) or 2 or more")
     if training and d.train < 2 and not d.train_list and not d.atlas:
         raise ConfigError(f"--train needs at least 2 subjects to make pairs, got {d.train}")
+
+
+def check_hyper(config):
+    """HyperMorph's flags: in range, and only with what its training supports."""
+    m, lo, t = config.model, config.loss, config.train
+    for name, value in (("hyper_oversample", lo.hyper_oversample),
+                        ("hyper_val_lambda", t.hyper_val_lambda)):
+        if not 0 <= value <= 1:
+            raise ConfigError(f"--{name} must be in [0, 1], got {value}")
+    _at_least(1, "at least 1", (("hyper_layers", m.hyper_layers),
+                                ("hyper_units", m.hyper_units)))
+    if not m.hyper:
+        return
+    if lo.reg_weight != LossConfig.reg_weight:
+        raise ConfigError(f"--lambda={lo.reg_weight} sets one smoothness weight; a --hyper "
+                          "model learns them all (h in [0, 1], drawn per pair): leave "
+                          "--lambda out")
+    for flag, on in (("bidir", m.bidir), ("seg_weight", lo.seg_weight),
+                     ("aug_clean_targets", config.data.augmentation.clean_targets)):
+        if on:
+            raise ConfigError(f"--hyper trains unidirectional, unsupervised models; "
+                              f"--{flag} does not go with it")
 
 
 def run_data_config(model_path):

@@ -27,9 +27,9 @@ from vxm_tf import (  # noqa: E402
     experiment,
     figures,
     files,
+    hypermorph,
     instance,
     models,
-    networks,
     perturb,
     registration,
 )
@@ -42,6 +42,7 @@ def define_flags():
     """Declare this entry point's flags (run as a program only)."""
     configs.define_flags()
     instance.define_flags()
+    hypermorph.define_flags()
     flags.DEFINE_string("model", None, "model file (.keras, or an original voxelmorph .h5) or "
                         "registered name (vxm-models list)")
     flags.DEFINE_string("out_dir", "", "report folder (default: eval-<split>/ beside a model "
@@ -118,7 +119,7 @@ def main(argv):
         cli.fail(f"--figures must be 0 or more, got {FLAGS.figures}")
     cli.call(files.check_output_folder, out_dir)
     try:
-        model = networks.VxmDense.load(FLAGS.model)
+        model = hypermorph.load(FLAGS.model, FLAGS.hyper_lambda)
         instance_config = instance.config_from_flags(FLAGS)
         instance.check_for_model(instance_config, model)
         config = data_config(FLAGS.model, FLAGS)
@@ -165,7 +166,7 @@ def console():
     """The `vxm-evaluate` command (also `python -m vxm_tf.evaluate`)."""
     define_flags()
     groups = dict(configs.flag_groups())
-    shown = [("model", ["model"]),
+    shown = [("model", ["model", "hyper_lambda"]),
              ("evaluation", ["split", "pairs", "out_dir", "surface", "figures", "perturb",
                              "seed"]),
              ("data (default: the model's training run)", groups["data"]),

@@ -9,7 +9,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from vxm_tf import compat, configs, data, layers, losses, networks, views
+from vxm_tf import compat, configs, data, hypermorph, layers, losses, networks, views
 from vxm_tf.configs import ConfigError
 
 
@@ -109,17 +109,22 @@ def build_model(model_config, inshape):
     """An uncompiled `VxmDense` for images of spatial shape `inshape`; `ConfigError` for
     field resolutions that do not suit it (`check_resolutions`)."""
     check_resolutions(model_config, inshape)
-    return networks.VxmDense(
-        inshape, nb_unet_features=model_config.nb_features,
-        nb_unet_levels=model_config.nb_levels, unet_feat_mult=model_config.feat_mult,
-        nb_unet_conv_per_level=model_config.conv_per_level,
-        int_steps=model_config.int_steps, int_resolution=model_config.int_resolution,
-        svf_resolution=model_config.svf_resolution, bidir=model_config.bidir)
+    m = model_config
+    architecture = dict(
+        nb_unet_features=m.nb_features, nb_unet_levels=m.nb_levels,
+        unet_feat_mult=m.feat_mult, nb_unet_conv_per_level=m.conv_per_level,
+        int_steps=m.int_steps, int_resolution=m.int_resolution,
+        svf_resolution=m.svf_resolution, bidir=m.bidir)
+    if m.hyper:
+        return hypermorph.HyperVxmDense(inshape, nb_hyp_layers=m.hyper_layers,
+                                        nb_hyp_units=m.hyper_units, **architecture)
+    return networks.VxmDense(inshape, **architecture)
 
 
 def build_losses(loss_config, model_config, labels=()):
     """Losses and weights as the original's train script: `[sim, (sim,) Grad]`, plus
-    `Dice(labels)` weighted `seg_weight` when semi-supervised.
+    `Dice(labels)` weighted `seg_weight` when semi-supervised. HyperMorph's terms weigh 1
+    here: the pairs' sample weights `(1 - h, h)` weigh them (`PairSource`).
 
     Bidirectional models weigh the two image terms 0.5 each. Grad's `loss_mult` is the
     integration resolution, as the original.
@@ -133,6 +138,8 @@ def build_losses(loss_config, model_config, labels=()):
         similarity = losses.Hybrid(lo.hybrid_ncc_weight, lo.hybrid_mse_weight, win=lo.window,
                                    image_sigma=lo.image_sigma)
     grad = losses.Grad(lo.grad_penalty, loss_mult=model_config.int_resolution)
+    if model_config.hyper:  # weighted (1 - h, h) per pair by the data (PairSource)
+        return [similarity, grad], [1.0, 1.0]
     if model_config.bidir:
         return [similarity, similarity, grad], [0.5, 0.5, lo.reg_weight]
     if lo.seg_weight:
@@ -193,6 +200,8 @@ def initial_model(config, inshape):
                            config.train.remat)
     except (OSError, ValueError, KeyError) as err:
         raise ConfigError(f"--init_model={config.train.init_model}: {err}") from None
+    if isinstance(model, hypermorph.HyperVxmDense) and model.hyper_lambda is not None:
+        model = model.at_lambda(None)  # trained with h as an input again
     if tuple(model.inshape) != tuple(inshape):
         raise ConfigError(f"--init_model={config.train.init_model} takes images of shape "
                           f"{tuple(model.inshape)}, the data are {tuple(inshape)}; set "
@@ -219,11 +228,14 @@ def build_for_fit(model, dataset):
 def model_config_of(model):
     """The `ModelConfig` whose flags build `model`'s architecture (a `VxmDense`)."""
     c = model.get_config()
+    hyper = {}
+    if isinstance(model, hypermorph.HyperVxmDense):
+        hyper = dict(hyper=True, hyper_layers=c["nb_hyp_layers"], hyper_units=c["nb_hyp_units"])
     return configs.ModelConfig(
         nb_features=c["nb_unet_features"], nb_levels=c["nb_unet_levels"],
         feat_mult=c["unet_feat_mult"], conv_per_level=c["nb_unet_conv_per_level"],
         int_steps=c["int_steps"], int_resolution=c["int_resolution"],
-        svf_resolution=c["svf_resolution"], bidir=c["bidir"])
+        svf_resolution=c["svf_resolution"], bidir=c["bidir"], **hyper)
 
 
 def adopt_architecture(config, model, log=print):
@@ -239,7 +251,9 @@ def adopt_architecture(config, model, log=print):
     if ignored:
         log(f"--init_model={config.train.init_model}: training keeps that model's "
             f"architecture; ignoring {' '.join(ignored)}")
-    return dataclasses.replace(config, model=architecture)
+    config = dataclasses.replace(config, model=architecture)
+    configs.check_hyper(config)
+    return config
 
 
 def compile_model(model, config, total_steps, labels=()):

@@ -11,7 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from vxm_tf import compat, files, layers, original
+from vxm_tf import compat, files, hyperlayers, layers, original
 from vxm_tf import ops as vxm_ops
 from vxm_tf.original import load_original_weights  # noqa: F401 - the original API
 
@@ -46,10 +46,15 @@ def unet_features(nb_features=None, nb_levels=None, feat_mult=1, nb_conv_per_lev
     return [int(f) for f in encoder], [int(f) for f in decoder]
 
 
-def _conv_block(x, nb_feat, name, activate=True):
+def _conv_block(x, nb_feat, name, activate=True, hyp_tensor=None):
     ndims = len(x.shape) - 2
-    x = getattr(keras.layers, f"Conv{ndims}D")(
-        nb_feat, kernel_size=3, padding="same", kernel_initializer="he_normal", name=name)(x)
+    if hyp_tensor is None:
+        x = getattr(keras.layers, f"Conv{ndims}D")(
+            nb_feat, kernel_size=3, padding="same", kernel_initializer="he_normal",
+            name=name)(x)
+    else:  # HyperMorph: the kernel made from the hypernetwork's features
+        x = hyperlayers.HyperConvFromDense(ndims, nb_feat, 3, padding="same",
+                                           name=name)([x, hyp_tensor])
     if activate:
         x = keras.layers.LeakyReLU(negative_slope=0.2, name=f"{name}_activation")(x)
     return x
@@ -69,12 +74,14 @@ def _pooling_dtype(ndims):
     return None
 
 
-def unet_graph(x, encoder, decoder, nb_conv_per_level=1, nb_upsample_skips=0, name="unet"):
+def unet_graph(x, encoder, decoder, nb_conv_per_level=1, nb_upsample_skips=0, name="unet",
+               hyp_tensor=None):
     """Apply the VoxelMorph U-Net to tensor `x` (B, *spatial, C); returns the last features.
 
     Max-pooling by 2 per level, LeakyReLU(0.2) after every convolution, skip connections
     concatenated after each upsampling; decoder convolutions beyond the encoder's count run
-    at the output resolution (the original's "final convs").
+    at the output resolution (the original's "final convs"). With `hyp_tensor` (B, U), a
+    hypernetwork's features, every convolution is a `HyperConvFromDense` (HyperMorph).
     """
     ndims = len(x.shape) - 2
     nb_levels = len(encoder) // nb_conv_per_level + 1
@@ -82,7 +89,7 @@ def unet_graph(x, encoder, decoder, nb_conv_per_level=1, nb_upsample_skips=0, na
     for level in range(nb_levels - 1):
         for conv in range(nb_conv_per_level):
             x = _conv_block(x, encoder[level * nb_conv_per_level + conv],
-                            f"{name}_enc_conv_{level}_{conv}")
+                            f"{name}_enc_conv_{level}_{conv}", hyp_tensor=hyp_tensor)
         skips.append(x)
         x = getattr(keras.layers, f"MaxPooling{ndims}D")(
             2, name=f"{name}_enc_pooling_{level}", dtype=_pooling_dtype(ndims))(x)
@@ -90,13 +97,13 @@ def unet_graph(x, encoder, decoder, nb_conv_per_level=1, nb_upsample_skips=0, na
         real_level = nb_levels - level - 2
         for conv in range(nb_conv_per_level):
             x = _conv_block(x, decoder[level * nb_conv_per_level + conv],
-                            f"{name}_dec_conv_{real_level}_{conv}")
+                            f"{name}_dec_conv_{real_level}_{conv}", hyp_tensor=hyp_tensor)
         if level < nb_levels - 1 - nb_upsample_skips:
             up_name = f"{name}_dec_upsample_{real_level}"
             x = getattr(keras.layers, f"UpSampling{ndims}D")(2, name=up_name)(x)
             x = keras.layers.Concatenate(name=f"{up_name}_concat")([x, skips.pop()])
     for num, nb_feat in enumerate(decoder[len(encoder):]):
-        x = _conv_block(x, nb_feat, f"{name}_dec_final_conv_{num}")
+        x = _conv_block(x, nb_feat, f"{name}_dec_final_conv_{num}", hyp_tensor=hyp_tensor)
     return x
 
 
@@ -187,7 +194,7 @@ class VxmDense(keras.Model):
     def __init__(self, inshape, nb_unet_features=None, nb_unet_levels=None, unet_feat_mult=1,
                  nb_unet_conv_per_level=1, int_steps=7, svf_resolution=1, int_resolution=2,
                  bidir=False, src_feats=1, trg_feats=1, name="vxm_dense", unet_half_res=False,
-                 int_downsize=None, **kwargs):
+                 int_downsize=None, _hypernet=None, **kwargs):
         if unet_half_res or int_downsize is not None:
             svf_resolution, int_resolution = (
                 original.translate_original_config(
@@ -201,10 +208,12 @@ class VxmDense(keras.Model):
         ndims = len(inshape)
         source = keras.Input(shape=(*inshape, src_feats), name=f"{name}_source_input")
         target = keras.Input(shape=(*inshape, trg_feats), name=f"{name}_target_input")
+        # HyperMorph (vxm_tf.hypermorph): more inputs, and features conditioning the U-Net
+        extra_inputs, hyp_tensor = _hypernet(source) if _hypernet else ([], None)
         x = keras.layers.Concatenate(name=f"{name}_unet_input_concat")([source, target])
         nb_upsample_skips = int(np.floor(np.log(svf_resolution) / np.log(2)))
         x = unet_graph(x, encoder, decoder, nb_unet_conv_per_level, nb_upsample_skips,
-                       f"{name}_unet")
+                       f"{name}_unet", hyp_tensor=hyp_tensor)
         flow = getattr(keras.layers, f"Conv{ndims}D")(
             ndims, kernel_size=3, padding="same", dtype="float32", name=f"{name}_flow",
             kernel_initializer=keras.initializers.RandomNormal(mean=0.0, stddev=1e-5))(x)
@@ -235,8 +244,8 @@ class VxmDense(keras.Model):
             warped.append(layers.SpatialTransformer(
                 interp_method="linear", indexing="ij",
                 name=f"{name}_{prefix}transformer")([image, field]))
-        super().__init__(inputs=[source, target], outputs=[*warped, preint_flow], name=name,
-                         **kwargs)
+        super().__init__(inputs=[source, target, *extra_inputs],
+                         outputs=[*warped, preint_flow], name=name, **kwargs)
 
         # the constructor's arguments, public, as Keras and keras-hub models keep them
         # (tuples: Keras would wrap lists in tracking containers)
@@ -335,7 +344,7 @@ class VxmDense(keras.Model):
             if not isinstance(model, cls):
                 raise ValueError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
             return model
-        config = original.read_original_config(path)
+        config = original.read_original_config(path, cls.__name__)
         model = cls(**config)
         load_original_weights(model, path)
         return model

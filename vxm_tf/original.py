@@ -38,8 +38,9 @@ def translate_original_config(config, source="the original config"):
     return config
 
 
-def read_original_config(path):
-    """Constructor arguments stored by voxelmorph 0.2's `model.save` in an `.h5`."""
+def read_original_config(path, class_name="VxmDense"):
+    """Constructor arguments stored by voxelmorph 0.2's `model.save` in an `.h5` of a
+    `class_name` network (VxmDense, HyperVxmDense)."""
     try:
         with h5py.File(path, "r") as f:
             raw = f.attrs.get("model_config")
@@ -53,10 +54,10 @@ def read_original_config(path):
         model_config = json.loads(raw if isinstance(raw, str) else raw.decode("utf-8"))
         config = model_config["config"]
     except (ValueError, KeyError, TypeError):
-        raise ValueError(f"{path}: model_config is not a saved VxmDense configuration") \
-            from None
-    if model_config.get("class_name", "VxmDense") != "VxmDense":
-        raise ValueError(f"{path}: holds a {model_config['class_name']}, not a VxmDense")
+        raise ValueError(f"{path}: model_config is not a saved {class_name} "
+                         "configuration") from None
+    if model_config.get("class_name", "VxmDense") != class_name:
+        raise ValueError(f"{path}: holds a {model_config['class_name']}, not a {class_name}")
     return translate_original_config(config, path)
 
 

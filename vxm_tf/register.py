@@ -25,10 +25,10 @@ from vxm_tf import (  # noqa: E402
     affine,
     files,
     geometry,
+    hypermorph,
     instance,
     io,
     models,
-    networks,
     registration,
 )
 from vxm_tf.data.volumes import (  # noqa: E402
@@ -70,6 +70,7 @@ def define_flags():
                       "trained on [0, 1]): auto keeps the two as they are when both are in "
                       "[0, 1], else min-max scales both (the same for both scans, and said)")
     instance.define_flags()
+    hypermorph.define_flags()
     flags.mark_flags_as_required(["model", "fixed"])
     flags.mark_flags_as_mutual_exclusive(["moving", "moving_list"], required=True)
     cli.require_together("moving", "moved")
@@ -108,12 +109,12 @@ MIN_OVERLAP = 0.2
 def register_files(model_path, moving_path, fixed_path, moved_path, warp_path="",
                    moving_seg_path="", moved_seg_path="", normalise="auto",
                    instance_config=None, affine_config=None, affine_path="",
-                   inverse_path="", log=None):
+                   inverse_path="", log=None, hyper_lambda=None):
     """Register `moving_path` onto `fixed_path` and write the requested outputs
     (`model_path`: a model file, a registered name or a loaded `VxmDense`; `affine_config`:
     pre-alignment, default affine; `instance_config`: optional test-time instance
     optimisation; `normalise`: `normalise_pair`'s method; `log`: called with the sentence
-    saying how the intensities were scaled)."""
+    saying how the intensities were scaled; `hyper_lambda`: a HyperMorph model's weight)."""
     if bool(moving_seg_path) != bool(moved_seg_path):
         raise ValueError("--moving_seg and --moved_seg go together")
     if io.file_type(warp_path) == ".mgz":
@@ -123,7 +124,7 @@ def register_files(model_path, moving_path, fixed_path, moved_path, warp_path=""
                   inputs=[model_file, moving_path, fixed_path, moving_seg_path],
                   text=[affine_path] if affine_path else [])
     affine_config = affine.AffineConfig() if affine_config is None else affine_config
-    model = networks.VxmDense.load(model_path) if model_file else model_path
+    model = hypermorph.load(model_path, hyper_lambda)
     if instance_config is not None:
         instance.check_for_model(instance_config, model)
     moving, fixed = io.load_volume(moving_path), io.load_volume(fixed_path)
@@ -197,14 +198,14 @@ def read_moving_list(list_path):
 
 
 def register_list(model_path, list_path, fixed_path, out_dir, normalise="auto",
-                  instance_config=None, affine_config=None, log=print):
+                  instance_config=None, affine_config=None, log=print, hyper_lambda=None):
     """Register every scan of `list_path` onto `fixed_path` with one loaded model, writing
     its outputs into `out_dir`. A scan that cannot be registered is reported (one line
     through `log`) and skipped. Returns the names of the failed scans."""
     entries = read_moving_list(list_path)
     if not Path(out_dir).is_dir():
         raise ValueError(f"--out_dir {out_dir}: no such folder")
-    model = networks.VxmDense.load(model_path)
+    model = hypermorph.load(model_path, hyper_lambda)
     failed = []
     for k, (name, image, seg) in enumerate(entries, 1):
         out = Path(out_dir) / name
@@ -232,20 +233,21 @@ def main(argv):
                      "NAME_affine.txt (and NAME_moved_seg.nii.gz for a listed seg) into "
                      f"--out_dir; {', '.join(single)} belong to one --moving scan")
         failed = cli.call(register_list, FLAGS.model, FLAGS.moving_list, FLAGS.fixed,
-                          FLAGS.out_dir, FLAGS.normalise, instance_config, affine_config)
+                          FLAGS.out_dir, FLAGS.normalise, instance_config, affine_config,
+                          print, FLAGS.hyper_lambda)
         if failed:
             cli.fail(f"{len(failed)} scan(s) of {FLAGS.moving_list} failed: "
                      f"{', '.join(failed)}")
         return
     cli.call(register_files, FLAGS.model, FLAGS.moving, FLAGS.fixed, FLAGS.moved, FLAGS.warp,
              FLAGS.moving_seg, FLAGS.moved_seg, FLAGS.normalise, instance_config,
-             affine_config, FLAGS.affine_out, FLAGS.inverse_warp, print)
+             affine_config, FLAGS.affine_out, FLAGS.inverse_warp, print, FLAGS.hyper_lambda)
     written = [FLAGS.moved, FLAGS.warp, FLAGS.moved_seg, FLAGS.inverse_warp, FLAGS.affine_out]
     print(f"wrote {', '.join(path for path in written if path)}")
 
 
 FLAG_GROUPS = [
-    ("model", ["model"]),
+    ("model", ["model", "hyper_lambda"]),
     ("input/output", ["moving", "fixed", "moved", "warp", "moving_seg", "moved_seg",
                       "inverse_warp", "affine_out", "moving_list", "out_dir"]),
     ("pre-alignment and intensities", ["affine", "normalise"]),

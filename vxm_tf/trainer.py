@@ -23,7 +23,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from vxm_tf import cli, data, experiment, files
+from vxm_tf import cli, data, experiment, files, hypermorph
 from vxm_tf.training import TrainingError
 from vxm_tf.training.callbacks import (
     Checkpoints,
@@ -140,26 +140,29 @@ def _train(config, log, scope, run_dir, start):
     flow_shape = tuple(model.outputs[-1].shape[1:])
     seg_targets = bool(config.loss.seg_weight)
     shard = process_shard()
+    # HyperMorph: each pair draws its smoothness weight h; validation Dice at one h
+    hyper = config.loss.hyper_oversample if config.model.hyper else None
+    registrar = hypermorph.AtLambda(model, t.hyper_val_lambda) if hyper is not None else model
     train_ds = data.fit_data(data.PairSource(
         train, pairs, batch_size=t.batch_size, seed=t.seed,
         augmentation=config.data.augmentation, flow_shape=flow_shape,
-        bidir=config.model.bidir, repeat=True, seg_targets=seg_targets, shard=shard),
-        steps, initial_epoch)
+        bidir=config.model.bidir, repeat=True, seg_targets=seg_targets, shard=shard,
+        hyper_oversample=hyper), steps, initial_epoch)
 
     callbacks, val_ds = [], None
     if shard[1] > 1 and val is not None and val.segs is not None:
         # validation Dice only (each process scores the same pairs; no val_loss)
         val_pairs = experiment.split_pairs(val, limit=t.val_pairs, seed=t.seed, atlas=atlas)
-        callbacks.append(ValidationDice(val, val_pairs, model))
+        callbacks.append(ValidationDice(val, val_pairs, registrar))
     elif val is not None and len(val) > 1 and (val.segs is not None or not seg_targets):
         val_pairs = experiment.split_pairs(val, limit=t.val_pairs, seed=t.seed, atlas=atlas)
         val_ds = data.fit_data(data.PairSource(
             val, val_pairs, batch_size=t.batch_size, shuffle=False, flow_shape=flow_shape,
-            bidir=config.model.bidir, seg_targets=seg_targets,
+            bidir=config.model.bidir, seg_targets=seg_targets, hyper_oversample=hyper,
             augmentation=data.Augmentation(
                 clean_targets=config.data.augmentation.clean_targets)))
         if val.segs is not None:
-            callbacks.append(ValidationDice(val, val_pairs, model))
+            callbacks.append(ValidationDice(val, val_pairs, registrar))
     truncate_history(run_dir / "history.csv", initial_epoch)
     callbacks += [
         StopOnNonFinite(steps, run_dir),

@@ -21,6 +21,15 @@ import numpy as np
 from vxm_tf.data.augment import Augmentation, augment_intensity, augment_spatial, left_right_swap
 
 
+def hyper_draws(rng, count, oversample=0.4):
+    """`count` values of HyperMorph's `h` as the original's train_hypermorph.py draws them: with
+    probability `oversample` an end point (0 or 1, alike), else uniform on [0, 1].
+    Returns float32 `(count, 1)`."""
+    ends = rng.random(count) < oversample
+    values = np.where(ends, rng.integers(0, 2, count), rng.random(count))
+    return values.astype(np.float32)[:, None]
+
+
 class PairSource:
     """Batches of pairs of `volumes`, numpy in and out.
 
@@ -42,11 +51,16 @@ class PairSource:
         shard: (index, count): this process's part of every batch in a multi-process run,
             the `index`-th of `count` equal slices (`batch_size` pairs is the global batch,
             that all the processes' parts make in process order).
+        hyper_oversample: HyperMorph training (`vxm_tf.hypermorph`): each pair draws its
+            smoothness weight `h` (`hyper_draws`: an end point with this probability), the
+            inputs gain `h (B, 1)` and the batch becomes `(inputs, targets, weights)` with
+            per-pair loss weights `(1 - h, h)` for the similarity and Grad terms.
     """
 
     def __init__(self, volumes, pairs, batch_size=1, shuffle=True, seed=0, augmentation=None,
                  flow_shape=None, bidir=False, with_segs=False, repeat=False,
-                 drop_remainder=False, seg_targets=False, shard=(0, 1)):
+                 drop_remainder=False, seg_targets=False, shard=(0, 1),
+                 hyper_oversample=None):
         pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
         if len(pairs) == 0:
             raise ValueError("no pairs to stream")
@@ -76,6 +90,10 @@ class PairSource:
         self.flow_shape = None if flow_shape is None else tuple(flow_shape)
         self.bidir, self.with_segs, self.drop_remainder = bidir, with_segs, drop_remainder
         self.shard = tuple(shard)
+        if hyper_oversample is not None and (with_segs or bidir or self.clean_targets
+                                             or self.seg_targets):
+            raise ValueError("hyper_oversample works with unidirectional image pairs only")
+        self.hyper_oversample = hyper_oversample
         self.lr_table = left_right_swap(volumes.label_names) if volumes.label_names else None
         self._orders = {}
 
@@ -117,7 +135,8 @@ class PairSource:
         return augment_intensity(image, self.augmentation, rng), seg, image
 
     def batch(self, index):
-        """Batch `index` of the stream: `(inputs, targets)` tuples of numpy arrays."""
+        """Batch `index` of the stream: `(inputs, targets)` tuples of numpy arrays (and
+        the loss weights, with `hyper_oversample`)."""
         moving, fixed, moving_seg, fixed_seg, moving_clean, fixed_clean = ([] for _ in range(6))
         for sweep, position in self._positions(index):
             i, j = self.pairs[self._order(sweep)[position]]
@@ -140,6 +159,10 @@ class PairSource:
             return (moving, fixed, moving_seg), (fixed, zeros, fixed_seg)
         if self.clean_targets:
             return (moving, fixed, stack(moving_clean)), (stack(fixed_clean), zeros)
+        if self.hyper_oversample is not None:
+            h = hyper_draws(np.random.default_rng([self.seed, index, 1]), len(moving),
+                            self.hyper_oversample)
+            return (moving, fixed, h), (fixed, zeros), (1 - h[:, 0], h[:, 0])
         return (moving, fixed), ((fixed, moving, zeros) if self.bidir else (fixed, zeros))
 
 

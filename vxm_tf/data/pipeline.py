@@ -11,11 +11,12 @@ from vxm_tf.data.pairs import PairSource
 
 
 def _specs(source):
-    """Flat dtypes and shapes of a batch (batch dimension left open)."""
-    inputs, targets = source.batch(0)
-    flat = [*inputs, *targets]
+    """Flat dtypes and shapes of a batch (batch dimension left open), and the sizes of its
+    parts (inputs, targets, and loss weights where the source gives them)."""
+    parts = source.batch(0)
+    flat = [a for part in parts for a in part]
     return [tf.as_dtype(a.dtype) for a in flat], [(None, *a.shape[1:]) for a in flat], \
-        len(inputs)
+        [len(part) for part in parts]
 
 
 def pair_dataset(volumes, pairs, batch_size=1, shuffle=True, seed=0, augmentation=None,
@@ -36,19 +37,19 @@ def source_dataset(source, first_batch=0, workers=2):
     `workers` batches are made in parallel and as many wait ready: bounded, because
     tf.data's AUTOTUNE buffers up to half the machine's memory (large 3D batches with
     segmentation targets can exhaust it)."""
-    dtypes, shapes, n_inputs = _specs(source)
+    dtypes, shapes, sizes = _specs(source)
+    ends = np.cumsum([0, *sizes])
     indices = (tf.data.Dataset.range(first_batch, np.iinfo(np.int64).max) if source.repeat
                else tf.data.Dataset.range(source.batches_per_pass))
 
     def load(index):
-        inputs, targets = source.batch(int(index))
-        return [*inputs, *targets]
+        return [a for part in source.batch(int(index)) for a in part]
 
     def element(index):
         flat = tf.numpy_function(load, [index], dtypes)
         for tensor, shape in zip(flat, shapes):
             tensor.set_shape(shape)
-        return tuple(flat[:n_inputs]), tuple(flat[n_inputs:])
+        return tuple(tuple(flat[a:b]) for a, b in zip(ends[:-1], ends[1:]))
 
     return indices.map(element, num_parallel_calls=workers,
                        deterministic=True).prefetch(workers)

@@ -1,0 +1,182 @@
+"""HyperMorph against a sweep of per-lambda models (`make hypermorph-report` ->
+reports/hypermorph.md).
+
+    python tools/report_hypermorph.py --hyper=runs/hypermorph/hyper/model.keras \
+        --sweep runs/hypermorph/lambda-*/model.keras --out=reports/hypermorph.md
+
+Each sweep model was trained at one `--lambda`; the HyperMorph model once, for every
+weight. Both are scored by the same code as `vxm-evaluate` on the test pairs of the
+HyperMorph run (its config.json), the HyperMorph model at `h = lambda / (1 + lambda)`, the
+weight whose loss `(1 - h) sim + h Grad` has the minimum of `sim + lambda Grad`. The weight
+to use is then chosen on the validation subjects alone (`vxm-choose-lambda`'s code, on
+`--grid`) and scored on the test pairs, as is the sweep model of the best validation Dice.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from vxm_tf import cli
+
+cli.quiet_tensorflow_import()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import compare  # noqa: E402
+import numpy as np  # noqa: E402
+
+from vxm_tf import configs, evaluation, experiment, hypermorph, networks  # noqa: E402
+from vxm_tf.choose_lambda import parse_grid  # noqa: E402
+
+
+def run_facts(model_path):
+    """`(config, steps, seconds, best validation Dice)` of a model's run folder."""
+    run = Path(model_path).parent
+    config = json.loads((run / "config.json").read_text())
+    timing = json.loads((run / "timing.json").read_text())
+    steps = config["steps_per_epoch"] * len(timing["epoch_seconds"])
+    history = (run / "history.csv").read_text().splitlines()
+    header = history[0].split(",")
+    column = header.index("val_dice") if "val_dice" in header else None
+    best = (max(float(line.split(",")[column]) for line in history[1:])
+            if column is not None else float("nan"))
+    return config, steps, float(sum(timing["epoch_seconds"])), best
+
+
+def scores(model, volumes, pairs):
+    return evaluation.summarise(*evaluation.evaluate_pairs(model, volumes, pairs))
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vxm_tf import files
+
+    lambdas = [r["lambda"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for key, label, ax in (("dice_after", "test Dice", axes[0]),
+                           ("folding_percent", "folding (% voxels)", axes[1])):
+        ax.plot(lambdas, [r["sweep"][key] for r in rows], "o-", label="one model per lambda")
+        ax.plot(lambdas, [r["hyper"][key] for r in rows], "s--", label="HyperMorph (one model)")
+        ax.set_xscale("log")
+        ax.set_xlabel("lambda (sim + lambda x Grad)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    files.save_figure(fig, path)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hyper", required=True, help="the HyperMorph model (run folder's)")
+    parser.add_argument("--sweep", nargs="+", required=True,
+                        help="the per-lambda models (their run folders' model.keras)")
+    parser.add_argument("--grid", default=",".join(f"{h:g}" for h in np.linspace(0, 0.95, 20)),
+                        help="weights h scored on the validation subjects to choose one")
+    parser.add_argument("--out", required=True, help="markdown report")
+    parser.add_argument("--title", default="HyperMorph against one model per lambda "
+                        "(neurite-OASIS 2D, NCC)")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    try:
+        if not out.parent.is_dir():
+            raise ValueError(f"{out}: folder {out.parent} does not exist")
+        grid = parse_grid(args.grid)
+        hyper = networks.VxmDense.load(args.hyper)
+        if not isinstance(hyper, hypermorph.HyperVxmDense):
+            raise ValueError(f"--hyper={args.hyper} is not a HyperMorph model")
+        hyper = hyper.at_lambda(None) if hyper.hyper_lambda is not None else hyper
+        sweep = sorted((run_facts(p)[0]["loss"]["reg_weight"], p) for p in args.sweep)
+        splits = experiment.build_splits(configs.run_data_config(args.hyper))
+    except (ValueError, OSError, KeyError) as err:
+        sys.exit(f"error: {err}")
+    test, val = splits["test"], splits["val"]
+    pairs, val_pairs = experiment.split_pairs(test), experiment.split_pairs(val)
+    rows, costs = [], []
+    for reg_weight, path in sweep:
+        h = float(hypermorph.hyper_of_lambda(reg_weight))
+        print(f"lambda {reg_weight:g} (h {h:.4f}): {len(pairs)} test pairs", flush=True)
+        _, steps, seconds, best_val = run_facts(path)
+        costs.append((steps, seconds))
+        rows.append({"lambda": reg_weight, "h": h, "path": path, "val_dice": best_val,
+                     "sweep": scores(networks.VxmDense.load(path), test, pairs),
+                     "hyper": scores(hyper.at_lambda(h), test, pairs)})
+    hyper_config, hyper_steps, hyper_seconds, _ = run_facts(args.hyper)
+    print(f"choosing h on {len(val_pairs)} validation pairs", flush=True)
+    grid_rows = hypermorph.score_grid(hyper, val, val_pairs, grid)
+    chosen = hypermorph.choose(grid_rows)
+    chosen_test = scores(hyper.at_lambda(chosen["hyper_lambda"]), test, pairs)
+    by_val = max(rows, key=lambda r: r["val_dice"])
+    best_test = max(rows, key=lambda r: r["sweep"]["dice_after"])
+
+    figure_dir = out.with_suffix("")
+    figure_dir.mkdir(exist_ok=True)
+    plot(rows, figure_dir / "dice_folding_by_lambda.png")
+    sweep_steps, sweep_seconds = sum(c[0] for c in costs), sum(c[1] for c in costs)
+    first = rows[0]["sweep"]
+    gap = [r["hyper"]["dice_after"] - r["sweep"]["dice_after"] for r in rows]
+    lo = hyper_config["loss"]
+    lines = [
+        f"# {args.title}", "",
+        f"Test pairs: every ordered pair of the test subjects of the HyperMorph run "
+        f"({len(test)} subjects, {len(pairs)} pairs, {len(test.labels)} labels; no "
+        f"registration: Dice {first['dice_before']:.3f}). Similarity "
+        f"{lo['similarity']} (window {lo['window']}), Grad {lo['grad_penalty']}. The "
+        "HyperMorph model is scored at h = lambda / (1 + lambda), where its loss "
+        "(1 - h) sim + h Grad has the minimum of the sweep's sim + lambda Grad.", "",
+        "## Training cost", "",
+        "| | models | steps | seconds |", "|---|---|---|---|",
+        f"| one model per lambda | {len(rows)} | {sweep_steps} | {sweep_seconds:.0f} |",
+        f"| HyperMorph | 1 | {hyper_steps} | {hyper_seconds:.0f} |", "",
+        "Seconds: training epochs on this machine's CPU, from each run's timing.json.", "",
+        "## Test scores per lambda", "",
+        "| lambda | h | Dice, per-lambda model | Dice, HyperMorph | difference | HD95 (mm) "
+        "per-lambda / Hyper | folding % per-lambda / Hyper | SD log det J per-lambda / "
+        "Hyper |", "|---|---|---|---|---|---|---|---|"]
+    for r, d in zip(rows, gap):
+        s, y = r["sweep"], r["hyper"]
+        lines.append(
+            f"| {r['lambda']:.4g} | {r['h']:.4f} | {s['dice_after']:.4f} | "
+            f"{y['dice_after']:.4f} | {d:+.4f} | {s['hd95_after']:.2f} / {y['hd95_after']:.2f} "
+            f"| {s['folding_percent']:.4f} / {y['folding_percent']:.4f} | "
+            f"{s['sd_log_jacobian']:.3f} / {y['sd_log_jacobian']:.3f} |")
+    within = sum(abs(d) <= 0.01 for d in gap)
+    lines += [
+        "", f"HyperMorph is within 0.01 Dice of the per-lambda model at {within} of "
+        f"{len(rows)} values of lambda (largest shortfall {min(gap):+.4f}, largest gain "
+        f"{max(gap):+.4f}).", "",
+        f"![Dice and folding by lambda]({figure_dir.name}/dice_folding_by_lambda.png)", "",
+        "## The weight chosen on validation subjects", "",
+        f"`vxm-choose-lambda`'s choice over h in {{{', '.join(f'{h:g}' for h in grid)}}} on "
+        f"{len(val_pairs)} validation pairs ({len(val)} subjects, never the test ones): "
+        f"h = {chosen['hyper_lambda']:g} (lambda {chosen['lambda']:.4g}), validation Dice "
+        f"{chosen['dice']:.4f}.", "",
+        "| model | chosen on | test Dice | HD95 (mm) | folding % |", "|---|---|---|---|---|",
+        f"| HyperMorph at h = {chosen['hyper_lambda']:g} | validation Dice over the grid | "
+        f"{chosen_test['dice_after']:.4f} | {chosen_test['hd95_after']:.2f} | "
+        f"{chosen_test['folding_percent']:.4f} |",
+        f"| per-lambda model, lambda {by_val['lambda']:.4g} | best validation Dice of its "
+        f"run ({by_val['val_dice']:.4f}) | {by_val['sweep']['dice_after']:.4f} | "
+        f"{by_val['sweep']['hd95_after']:.2f} | {by_val['sweep']['folding_percent']:.4f} |",
+        f"| per-lambda model, lambda {best_test['lambda']:.4g} | the test pairs (an "
+        f"upper bound, not a fair choice) | {best_test['sweep']['dice_after']:.4f} | "
+        f"{best_test['sweep']['hd95_after']:.2f} | "
+        f"{best_test['sweep']['folding_percent']:.4f} |", "",
+        "Validation Dice by h (HyperMorph):", "",
+        "| h | lambda | Dice | folding % |", "|---|---|---|---|",
+        *[f"| {g['hyper_lambda']:g} | {g['lambda']:.4g} | {g['dice']:.4f} | "
+          f"{g['folding_percent']:.4f} |" for g in grid_rows], "",
+        "## Runs", "",
+        f"- HyperMorph: `{args.hyper}`",
+        *[f"- lambda {r['lambda']:.4g}: `{r['path']}`" for r in rows], "",
+        "Command:", "", "```sh", compare.command_line("report_hypermorph.py", argv), "```"]
+    evaluation.write_text(out, "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
