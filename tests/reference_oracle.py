@@ -83,11 +83,59 @@ def hyper_case(inputs, workdir):
     return {"hyper_moved": moved, "hyper_preint": preint, "hyper_warp": warp}
 
 
+def template_case(inputs, workdir):
+    """A 2D TemplateCreation with a random template, registration weights and mean stream
+    (saved), and its outputs on two scans; Transform with dense and affine transforms."""
+    inshape = tuple(int(n) for n in inputs["model_inshape"])
+    tf.keras.utils.set_random_seed(2)
+    model = vxm.networks.TemplateCreation(inshape, int_steps=5)
+    rng = np.random.default_rng(2)
+    model.references.atlas_layer.set_weights([rng.random((*inshape, 1), dtype=np.float32)])
+    flow = model.get_layer("vxm_dense_flow")
+    kernel, bias = flow.get_weights()
+    flow.set_weights([rng.normal(0, 0.3, kernel.shape).astype("float32"), bias])
+    mean = rng.normal(0, 1, (*inshape, 2)).astype("float32")
+    model.get_layer("mean_stream").set_weights([mean, np.array([40.0], np.float32)])
+    model.save(os.path.join(workdir, "original_template.h5"))
+    scans = inputs["model_moving"].numpy()
+    outputs = model.predict(scans, verbose=0)
+    out = {f"template_{k}": v for k, v in enumerate(outputs)}
+    vol = inputs["model_fixed"].numpy()
+    dense = vxm.networks.Transform(inshape)
+    out["transform_dense"] = dense.predict([vol, inputs["transform_disp"]], verbose=0)
+    affine = vxm.networks.Transform(inshape, affine=True)
+    out["transform_affine"] = affine.predict([vol, inputs["transform_matrix"]], verbose=0)
+    return out
+
+
+def conditional_template_case(inputs, workdir):
+    """A 2D ConditionalTemplateCreation with random weights (its attribute decoder too):
+    saved, and its outputs and templates for two attribute vectors."""
+    inshape = tuple(int(n) for n in inputs["model_inshape"])
+    tf.keras.utils.set_random_seed(3)
+    model = vxm.networks.ConditionalTemplateCreation(
+        inshape, pheno_input_shape=(2,), conv_nb_features=4, conv_nb_levels=0,
+        extra_conv_layers=3, int_steps=5)
+    rng = np.random.default_rng(3)
+    for name in ("atlas_gen", "vxm_dense_flow"):
+        layer = model.get_layer(name)
+        layer.set_weights([rng.normal(0, 0.3, w.shape).astype("float32")
+                           for w in layer.get_weights()])
+    model.save(os.path.join(workdir, "original_cond_template.h5"))
+    pheno, base = inputs["cond_pheno"], inputs["model_fixed"].numpy()
+    scans = inputs["model_moving"].numpy()
+    outputs = model.predict([pheno, base, scans], verbose=0)
+    template = tf.keras.Model(model.inputs[:2], model.get_layer("atlas").output).predict(
+        [pheno, base], verbose=0)
+    return {**{f"cond_{k}": v for k, v in enumerate(outputs)}, "cond_template": template}
+
+
 def main(in_path, out_path, workdir):
     inputs = {k: tf.constant(v) if v.dtype == np.float32 else v
               for k, v in np.load(in_path).items()}
     outputs = {**layer_cases(inputs), **model_case(inputs, workdir),
-               **hyper_case(inputs, workdir)}
+               **hyper_case(inputs, workdir), **template_case(inputs, workdir),
+               **conditional_template_case(inputs, workdir)}
     np.savez(out_path, **outputs)
 
 

@@ -84,6 +84,17 @@ def test_weight_conversion_between_hypermorph_and_lambda():
     np.testing.assert_allclose(hypermorph.lambda_of_hyper([0, 0.5, 0.75]), [0, 1, 3])
 
 
+def test_hyperconv_config_round_trip_and_3d():
+    layer = hyperlayers.HyperConv3DFromDense(2, 3, padding="SAME", name="h3")
+    again = hyperlayers.HyperConv3DFromDense.from_config(layer.get_config())
+    assert (again.rank, again.filters, again.kernel_size, again.padding) == (3, 2, (3, 3, 3),
+                                                                            "same")
+    x = np.random.default_rng(0).random((2, 4, 6, 4, 1), dtype=np.float32)
+    h = np.array([[0.0], [1.0]], np.float32)
+    out = keras.ops.convert_to_numpy(again([x, h]))
+    assert out.shape == (2, 4, 6, 4, 2)
+
+
 def test_training_pairs_draw_weights_and_weigh_the_losses():
     volumes = data.synthetic_volumes(4, SHAPE, 3, seed=0)
     source = data.PairSource(volumes, data.all_pairs(4), batch_size=64, seed=1, repeat=True,
@@ -95,6 +106,10 @@ def test_training_pairs_draw_weights_and_weigh_the_losses():
     ends = np.isin(h, (0, 1)).mean()
     assert 0.2 < ends < 0.65, "about 40% end points"
     np.testing.assert_array_equal(source.batch(3)[0][2], h)  # the same batch again
+    # a process's part of a batch draws what the whole batch draws for those pairs
+    part = data.PairSource(volumes, data.all_pairs(4), batch_size=64, seed=1, repeat=True,
+                           flow_shape=(16, 16, 2), hyper_oversample=0.4, shard=(1, 2))
+    np.testing.assert_array_equal(part.batch(3)[0][2], h[32:])
     everywhere = data.hyper_draws(np.random.default_rng(0), 100, oversample=1.0)
     assert set(np.unique(everywhere)) == {0.0, 1.0}
     with pytest.raises(ValueError, match="unidirectional"):
@@ -110,29 +125,40 @@ def test_sample_weights_make_the_loss_one_minus_h_sim_plus_h_grad(hyper_model):
     experiment.compile_model(model, config, 10)
     moving, fixed = pair(2, seed=1)
     zeros = np.zeros((2, *model.outputs[-1].shape[1:]), np.float32)
-    h = np.array([[0.25], [0.25]], np.float32)
+    h = np.array([[0.1], [0.8]], np.float32)  # each pair its own weight
     moved, preint = model.predict_on_batch([moving, fixed, h])
-    sim = float(np.mean(keras.ops.convert_to_numpy(losses.NCC().loss(fixed, moved))))
-    grad = float(np.mean(keras.ops.convert_to_numpy(
-        losses.Grad("l2", loss_mult=2).loss(None, preint))))
+    sim = keras.ops.convert_to_numpy(losses.NCC().loss(fixed, moved))
+    grad = keras.ops.convert_to_numpy(losses.Grad("l2", loss_mult=2).loss(None, preint))
+    assert np.abs(sim).min() > 1e-3 and grad.min() > 1e-6, "both terms count"
     loss = model.evaluate([moving, fixed, h], [fixed, zeros],
                           sample_weight=[1 - h[:, 0], h[:, 0]], verbose=0, return_dict=True)
-    np.testing.assert_allclose(loss["loss"], 0.75 * sim + 0.25 * grad, rtol=1e-4, atol=1e-6)
+    expected = np.mean((1 - h[:, 0]) * sim + h[:, 0] * grad)
+    np.testing.assert_allclose(loss["loss"], expected, rtol=1e-4, atol=1e-7)
 
 
 @pytest.mark.parametrize("flags, match", [
     (dict(reg_weight=0.5), "--lambda=0.5 sets one smoothness weight"),
     (dict(bidir=True), "--bidir does not go with it"),
     (dict(hyper_oversample=1.5), r"--hyper_oversample must be in \[0, 1\]"),
+    (dict(hyper=False, hyper_oversample=0.2), "--hyper_oversample set.* add --hyper"),
 ])
 def test_hyper_flags_are_checked(flags, match):
     config = configs.Config()
-    config.model.hyper = True
+    config.model.hyper = flags.get("hyper", True)
     config.model.bidir = flags.get("bidir", False)
     config.loss.reg_weight = flags.get("reg_weight", 1.0)
     config.loss.hyper_oversample = flags.get("hyper_oversample", 0.4)
     with pytest.raises(ConfigError, match=match):
         configs.check_config(config)
+
+
+def test_tuning_refuses_a_hyper_model(tmp_path):
+    from vxm_tf import tuning
+    config = configs.Config()
+    config.model.hyper = True
+    tune = tuning.TuneConfig(directory=str(tmp_path / "tune"))
+    with pytest.raises(ConfigError, match="--hyper: a HyperMorph model learns every lambda"):
+        tuning.run_search(config, tune)
 
 
 def test_chosen_weight_is_written_as_a_model_that_registers_there(hyper_model, tmp_path):
@@ -172,9 +198,14 @@ def test_register_files_takes_the_weight_of_a_hyper_model(hyper_model, tmp_path)
                        str(tmp_path / "moved.nii.gz"), affine_config=None)
     assert not (tmp_path / "moved.nii.gz").exists()
     register_files(str(model_path), paths["moving"], paths["fixed"],
-                   str(tmp_path / "moved.nii.gz"), affine_config=_no_affine(),
-                   hyper_lambda=0.5)
-    assert (tmp_path / "moved.nii.gz").exists()
+                   str(tmp_path / "moved.nii.gz"), warp_path=str(tmp_path / "warp.npz"),
+                   affine_config=_no_affine(), hyper_lambda=0.5, normalise="none")
+    with np.load(tmp_path / "warp.npz") as saved:  # world mm in LPS (ITK's): 1 mm voxels
+        warp = -saved["vol"][:, :, 0, :2]
+    expected = hyper_model.register(moving, fixed, hyper_lambda=0.5)[0]
+    other = hyper_model.register(moving, fixed, hyper_lambda=0.0)[0]
+    assert np.abs(expected - other).max() > 1e-3
+    np.testing.assert_allclose(warp, expected, atol=1e-4)
 
 
 def _no_affine():

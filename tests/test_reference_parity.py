@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from vxm_tf import hypermorph, layers, losses, networks, original
+from vxm_tf import hypermorph, layers, losses, networks, original, templates
 
 pytestmark = pytest.mark.reference
 
@@ -43,6 +43,10 @@ def make_inputs(seed=0):
     inputs["model_moving"] = rng.random((2, 32, 48, 1), dtype=np.float32)
     inputs["model_fixed"] = rng.random((2, 32, 48, 1), dtype=np.float32)
     inputs["hyper_values"] = np.array([[0.2], [0.9]], dtype=np.float32)
+    inputs["transform_disp"] = rng.normal(0, 3, (2, 32, 48, 2)).astype(np.float32)
+    matrix = np.tile(np.eye(2, 3, dtype=np.float32), (2, 1, 1))
+    inputs["transform_matrix"] = matrix + rng.normal(0, 0.05, matrix.shape).astype(np.float32)
+    inputs["cond_pheno"] = np.array([[0.2, 1.0], [0.9, 0.0]], dtype=np.float32)
     return inputs
 
 
@@ -135,8 +139,58 @@ def test_hypervxmdense_loads_original_model(oracle):
     assert_close(moved, expected["hyper_moved"])
     warp = model.get_registration_model().predict_on_batch([moving, fixed, hyp])
     assert_close(warp, expected["hyper_warp"])
+    # every loader takes the original's file: VxmDense.load, and the commands' loader
+    assert isinstance(networks.VxmDense.load(workdir / "original_hyper.h5"),
+                      hypermorph.HyperVxmDense)
+    assert_close(hypermorph.load(str(workdir / "original_hyper.h5"), 0.9).register(
+        moving[1:], fixed[1:]), expected["hyper_warp"][1:])
     fixed_model = model.at_lambda(0.9)
     assert_close(fixed_model.register(moving[1:], fixed[1:]), expected["hyper_warp"][1:])
+
+
+def test_template_creation_loads_original_model(oracle):
+    """The original's saved TemplateCreation (template, registration network, mean stream)
+    gives the same four outputs in vxm_tf, and its registration network registers alike."""
+    inputs, expected, workdir = oracle
+    model = templates.TemplateCreation.load(workdir / "original_template.h5")
+    scans = inputs["model_moving"]
+    outputs = model.predict_on_batch(scans)
+    assert np.abs(expected["template_3"]).max() > 0.5, "the oracle's field should not be ~0"
+    assert np.abs(expected["template_2"]).max() > 0.1, "the mean stream should not be ~0"
+    for k, actual in enumerate(outputs):
+        assert_close(actual, expected[f"template_{k}"])
+    assert_close(model.register(scans), expected["template_3"])
+    network = model.registration_network()
+    atlas = np.repeat(model.get_atlas()[None, ..., None], len(scans), axis=0)
+    assert_close(network.register(atlas, scans), expected["template_3"])
+
+
+def test_conditional_template_creation_loads_original_model(oracle):
+    """The original's saved ConditionalTemplateCreation gives the same outputs, and the
+    same templates for two attribute vectors (which differ)."""
+    inputs, expected, workdir = oracle
+    model = templates.ConditionalTemplateCreation.load(workdir / "original_cond_template.h5")
+    pheno, base, scans = inputs["cond_pheno"], inputs["model_fixed"], inputs["model_moving"]
+    outputs = model.predict_on_batch([pheno, base, scans])
+    assert len(outputs) == 4
+    for k, actual in enumerate(outputs):
+        assert_close(actual, expected[f"cond_{k}"])
+    assert np.abs(expected["cond_2"]).max() > 0.5, "the oracle's field should not be ~0"
+    template = expected["cond_template"]
+    assert np.abs(template[0] - template[1]).max() > 1e-3, "attributes change the template"
+    assert_close(model.get_template_model().predict_on_batch([pheno, base]), template)
+    assert_close(model.template(pheno[:1], base[0])[0], template[0])
+
+
+def test_transform_matches_original(oracle):
+    inputs, expected, _ = oracle
+    vol = inputs["model_fixed"]
+    dense = networks.Transform(vol.shape[1:-1])
+    assert_close(dense.predict_on_batch([vol, inputs["transform_disp"]]),
+                 expected["transform_dense"])
+    affine = networks.Transform(vol.shape[1:-1], affine=True)
+    assert_close(affine.predict_on_batch([vol, inputs["transform_matrix"]]),
+                 expected["transform_affine"])
 
 
 def test_load_original_weights_rejects_other_architecture(oracle, tmp_path):

@@ -42,9 +42,9 @@ from vxm_tf import (  # noqa: E402
     evaluation,
     experiment,
     figures,
+    hypermorph,
     instance,
     models,
-    networks,
 )
 from vxm_tf import ops as vxm_ops  # noqa: E402
 
@@ -191,13 +191,13 @@ def main(argv=None):
                 extra_config = instance.load_settings(args.instance_settings, None)
             except ValueError:  # no step count recorded: the largest
                 pass
-        model = networks.VxmDense.load(args.model)
+        model = hypermorph.load(args.model, source=f"--model={args.model}")
         extras = []
         for spec in args.extra:
             name, sep, path = spec.partition("=")
             if not sep or not name or not path:
                 raise ValueError(f"--extra takes NAME=PATH, got {spec!r}")
-            extras.append((name, networks.VxmDense.load(path), path))
+            extras.append((name, hypermorph.load(path, source=f"--extra {spec}"), path))
         try:
             shape = tuple(int(n) for n in args.target_shape.split(",") if n.strip())
         except ValueError:

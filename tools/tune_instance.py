@@ -37,10 +37,10 @@ from vxm_tf import (  # noqa: E402
     configs,
     evaluation,
     experiment,
+    hypermorph,
     instance,
     metrics,
     models,
-    networks,
     registration,
 )
 
@@ -172,7 +172,7 @@ def main(argv=None):
             raise ValueError(f"--data_dir={args.data_dir}: --val={args.val} gives fewer than "
                              "2 validation subjects" if args.data_dir else
                              f"{args.model}: its run has fewer than 2 validation subjects")
-        model = networks.VxmDense.load(args.model)
+        model = hypermorph.load(args.model, source=f"--model={args.model}")
     except (ValueError, OSError) as err:
         sys.exit(f"error: {err}")
     pairs = experiment.split_pairs(volumes)

@@ -83,6 +83,9 @@ def choose_lambda(model_path, out, grid, volumes, pairs, min_dice=None, log=prin
         raise ValueError(f"--model={model_path} is not a HyperMorph model (train one with "
                          "--hyper)")
     model = model.at_lambda(None) if model.hyper_lambda is not None else model
+    if tuple(volumes.shape) != tuple(model.inshape):
+        raise ValueError(f"the model takes images of shape {tuple(model.inshape)}, the data "
+                         f"are {tuple(volumes.shape)}; set --target_shape")
     rows = hypermorph.score_grid(model, volumes, pairs, grid)
     chosen = hypermorph.choose(rows, min_dice)
     log(f"{'h':>6} {'lambda':>9} {'Dice':>7} {'folding %':>10}")
@@ -98,6 +101,8 @@ def main(argv):
     cli.check_args(argv)
     try:
         grid = parse_grid(FLAGS.grid)
+        if FLAGS.max_pairs < 0:
+            raise ValueError(f"--max_pairs must be 0 (all) or more, got {FLAGS.max_pairs}")
         out = FLAGS.out or default_out(FLAGS.model)
         check_out(out, str(FLAGS.model))
         config = data_config(FLAGS.model, FLAGS)

@@ -296,6 +296,14 @@ def check_hyper(config):
     _at_least(1, "at least 1", (("hyper_layers", m.hyper_layers),
                                 ("hyper_units", m.hyper_units)))
     if not m.hyper:
+        given = [f"--{flag}" for flag, value, default in (
+            ("hyper_layers", m.hyper_layers, ModelConfig.hyper_layers),
+            ("hyper_units", m.hyper_units, ModelConfig.hyper_units),
+            ("hyper_oversample", lo.hyper_oversample, LossConfig.hyper_oversample),
+            ("hyper_val_lambda", t.hyper_val_lambda, TrainConfig.hyper_val_lambda))
+            if value != default]
+        if given:
+            raise ConfigError(f"{', '.join(given)} set(s) a HyperMorph model: add --hyper")
         return
     if lo.reg_weight != LossConfig.reg_weight:
         raise ConfigError(f"--lambda={lo.reg_weight} sets one smoothness weight; a --hyper "

@@ -113,8 +113,10 @@ def draw_figures(model, volumes, moving_images, pairs, label_rows, out_dir,
 def main(argv):
     cli.check_args(argv)
     registered = models.name_of(FLAGS.model)  # never write into the package or the cache
-    out_dir = FLAGS.out_dir or (f"eval-{registered}-{FLAGS.split}" if registered
-                                else str(Path(FLAGS.model).parent / f"eval-{FLAGS.split}"))
+    # a HyperMorph model's weight names its own folder (each weight scored apart)
+    at = "" if FLAGS.hyper_lambda is None else f"-h{FLAGS.hyper_lambda:g}"
+    out_dir = FLAGS.out_dir or (f"eval-{registered}-{FLAGS.split}{at}" if registered
+                                else str(Path(FLAGS.model).parent / f"eval-{FLAGS.split}{at}"))
     if FLAGS.figures < 0:
         cli.fail(f"--figures must be 0 or more, got {FLAGS.figures}")
     cli.call(files.check_output_folder, out_dir)
@@ -150,9 +152,13 @@ def main(argv):
         rows = evaluation.evaluate_pairs(model, volumes, pairs, FLAGS.surface, progress,
                                          moving_images, instance_config)
         summary = evaluation.summarise(*rows)
+        title = f"{Path(FLAGS.model).name} on {len(pairs)} pairs"
+        hyper = getattr(model, "hyper_lambda", None)
+        if hyper is not None:  # the HyperMorph weight it registered at
+            summary["hyper_lambda"] = hyper[0] if len(hyper) == 1 else list(hyper)
+            title += f", h = {', '.join(f'{h:g}' for h in hyper)}"
         with files.all_or_nothing():  # the tables and figures together, or none
-            evaluation.write_report(out_dir, *rows, summary,
-                                    title=f"{Path(FLAGS.model).name} on {len(pairs)} pairs")
+            evaluation.write_report(out_dir, *rows, summary, title=title)
             draw_figures(model, volumes, moving_images, pairs, rows[1], out_dir,
                          instance_config)
     except (configs.ConfigError, data.DatasetError, ValueError, OSError) as err:

@@ -168,7 +168,7 @@ def models_and_test_pairs(specs):
     Returns `({name: VxmDense}, volumes, pairs)`; the data come from the config.json of the
     first model's run directory. Raises `ValueError` naming what is wrong.
     """
-    from vxm_tf import configs, experiment, networks
+    from vxm_tf import configs, experiment, hypermorph
 
     models = [spec.split("=", 1) for spec in specs]
     if not models or any(len(m) != 2 or not all(m) for m in models):
@@ -178,4 +178,5 @@ def models_and_test_pairs(specs):
         raise ValueError(f"{models[0][1]}: no config.json beside it to find the test data")
     volumes = experiment.build_splits(config)["test"]
     pairs = experiment.split_pairs(volumes, atlas=bool(config.atlas))
-    return {name: networks.VxmDense.load(path) for name, path in models}, volumes, pairs
+    loaded = {name: hypermorph.load(path, source=f"{name}={path}") for name, path in models}
+    return loaded, volumes, pairs

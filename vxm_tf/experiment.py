@@ -190,18 +190,24 @@ def with_remat(build, remat):
     return rematerialised
 
 
+def trainable(model):
+    """`model` as training takes it: a HyperMorph model fixed at one weight (the choice of
+    vxm-choose-lambda) with its weight as an input again."""
+    if isinstance(model, hypermorph.HyperVxmDense) and model.hyper_lambda is not None:
+        return model.at_lambda(None)
+    return model
+
+
 def initial_model(config, inshape):
     """The model training starts from: built from the model flags, or loaded from
     `--init_model` (which must take images of `inshape`), rematerialised with --remat."""
     if not config.train.init_model:
         return with_remat(lambda: build_model(config.model, inshape), config.train.remat)
     try:
-        model = with_remat(lambda: networks.VxmDense.load(config.train.init_model),
+        model = with_remat(lambda: trainable(networks.VxmDense.load(config.train.init_model)),
                            config.train.remat)
     except (OSError, ValueError, KeyError) as err:
         raise ConfigError(f"--init_model={config.train.init_model}: {err}") from None
-    if isinstance(model, hypermorph.HyperVxmDense) and model.hyper_lambda is not None:
-        model = model.at_lambda(None)  # trained with h as an input again
     if tuple(model.inshape) != tuple(inshape):
         raise ConfigError(f"--init_model={config.train.init_model} takes images of shape "
                           f"{tuple(model.inshape)}, the data are {tuple(inshape)}; set "

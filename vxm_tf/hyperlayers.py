@@ -21,6 +21,10 @@ class HyperConvFromDense(keras.layers.Layer):
     its bias `h[b] @ Kb + kb`; returns `(B, *spatial', filters)` (`padding` 'same' keeps
     the spatial shape). Stride and dilation 1, as the original's U-Net uses it.
 
+    The kernel's constant part (`hyperkernel_bias`) starts He-normal, so an untrained
+    HyperMorph U-Net starts as an ordinary one (neurite's starts glorot-uniform: kernels
+    sqrt(2 x filters) times smaller); the other weights start glorot-uniform as neurite's.
+
     Args:
         rank: 2 or 3 spatial axes.
         filters: output channels.
@@ -33,6 +37,7 @@ class HyperConvFromDense(keras.layers.Layer):
     def __init__(self, rank, filters, kernel_size, padding="valid", use_bias=True,
                  activation=None, **kwargs):
         super().__init__(**kwargs)
+        padding = padding.lower() if isinstance(padding, str) else padding
         if rank not in (2, 3):
             raise ValueError(f"HyperConvFromDense: rank must be 2 or 3, got {rank}")
         if padding not in ("same", "valid"):
@@ -52,10 +57,14 @@ class HyperConvFromDense(keras.layers.Layer):
         units = int(h_shape[-1])
         self.kernel_shape = (*self.kernel_size, int(x_shape[-1]), self.filters)
         size = math.prod(self.kernel_shape)
-        # the original's order and names, so its saved weights load position by position
+        # the original's order and names, so its saved weights load position by position;
+        # the kernel's constant part starts as He-normal, as an ordinary convolution's
+        fan_in = math.prod(self.kernel_shape[:-1])
         self.hyperkernel_kernel = self.add_weight(name="hyperkernel_kernel",
                                                   shape=(units, size))
-        self.hyperkernel_bias = self.add_weight(name="hyperkernel_bias", shape=(size,))
+        self.hyperkernel_bias = self.add_weight(
+            name="hyperkernel_bias", shape=(size,),
+            initializer=keras.initializers.RandomNormal(stddev=math.sqrt(2 / fan_in)))
         if self.use_bias:
             self.hyperbias_kernel = self.add_weight(name="hyperbias_kernel",
                                                     shape=(units, self.filters))

@@ -8,7 +8,8 @@ Its weight is the original's, not vxm_tf's `--lambda`: `(1 - h) sim + h Grad` ha
 `sim + lambda Grad` at `lambda = h / (1 - h)` (`lambda_of_hyper`, `hyper_of_lambda`).
 
 A model built with `hyper_lambda` set (`model.at_lambda(h)`) takes `[moving, fixed]` as
-any `VxmDense` and registers at that `h`, so every command and `register` use it unchanged.
+any `VxmDense` and registers at that `h`: registration, evaluation and instance
+optimisation use it unchanged (tuning, a sweep of one weight, refuses HyperMorph).
 """
 
 import keras
@@ -116,7 +117,9 @@ class HyperVxmDense(networks.VxmDense):
         """Displacement (voxels) taking `moving` onto `fixed` (`(B, *inshape, C)` each) at
         `hyper_lambda` (needed unless the model has its own; another value than the model's
         own registers with a copy at that value)."""
-        if self.hyper_lambda is not None and hyper_lambda is not None:
+        if self.hyper_lambda is not None and hyper_lambda is not None and (
+                _check_values(hyper_lambda, self.nb_hyp_params, "hyper_lambda")
+                != list(self.hyper_lambda)):
             return self.at_lambda(hyper_lambda).register(moving, fixed)
         inputs = self._registration_inputs(moving, fixed, hyper_lambda)
         return keras.ops.convert_to_numpy(
@@ -136,6 +139,8 @@ class AtLambda:
     model's current weights (a `registrar` for validation while it trains)."""
 
     def __init__(self, model, hyper_lambda):
+        if model.hyper_lambda is not None:  # one copy taking h, not one per call
+            model = model.at_lambda(None)
         self.model, self.hyper_lambda, self.inshape = model, hyper_lambda, model.inshape
 
     def register(self, moving, fixed):
@@ -192,6 +197,7 @@ def score_grid(model, volumes, pairs, grid, batch_size=8):
     if volumes.segs is None:
         raise ValueError("choosing a weight needs segmentations of the subjects")
     rows = []
+    model = model.at_lambda(None) if model.hyper_lambda is not None else model
     for h in grid:
         registrar = AtLambda(model, h)
         dice, folding = [], []

@@ -180,3 +180,23 @@ class OneHot(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "labels": self.labels}
+
+
+@keras.saving.register_keras_serializable(package="vxm_tf")
+class AffineToDense(keras.layers.Layer):
+    """Affine maps `(B, D, D + 1)` -> their displacement `(B, *shape, D)` on a grid of
+    spatial `shape` (`vxm_tf.ops.affine_to_dense_shift`; centred when `shift_center`)."""
+
+    def __init__(self, shape, shift_center=True, **kwargs):
+        super().__init__(**_float32_layer_kwargs(kwargs))
+        self.shape, self.shift_center = tuple(int(n) for n in shape), bool(shift_center)
+
+    def call(self, matrix):
+        return vxm_ops.affine_to_dense_shift(matrix, self.shape, self.shift_center)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *self.shape, len(self.shape))
+
+    def get_config(self):
+        return {**super().get_config(), "shape": list(self.shape),
+                "shift_center": self.shift_center}

@@ -1,4 +1,5 @@
-"""VoxelMorph networks: `Unet` and `VxmDense`, with the original Keras constructor arguments.
+"""VoxelMorph networks: `VxmDense` and `Transform`, with the original Keras constructor
+arguments (the U-Net: `vxm_tf.unet`, also importable from here as the original's).
 
 Layer names match the original (`vxm_dense_unet_enc_conv_0_0`, `vxm_dense_flow`, ...) so
 that weights written by voxelmorph 0.2 load by name (`vxm_tf.original.load_original_weights`).
@@ -11,160 +12,18 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from vxm_tf import compat, files, hyperlayers, layers, original
+from vxm_tf import compat, files, layers, original
 from vxm_tf import ops as vxm_ops
 from vxm_tf.original import load_original_weights  # noqa: F401 - the original API
-
-DEFAULT_UNET_FEATURES = ((16, 32, 32, 32), (32, 32, 32, 32, 32, 16, 16))
-
-
-def unet_features(nb_features=None, nb_levels=None, feat_mult=1, nb_conv_per_level=1):
-    """Resolve the original's `nb_features` forms to `(encoder, decoder)` feature lists.
-
-    `None` gives the default VoxelMorph U-Net; an int needs `nb_levels` and grows by
-    `feat_mult` per level; `[encoder, decoder]` is taken as given.
-    """
-    if nb_features is None:
-        nb_features = DEFAULT_UNET_FEATURES
-    if isinstance(nb_features, (int, np.integer)):
-        if nb_levels is None:
-            raise ValueError(f"nb_unet_levels is needed when nb_unet_features is an int "
-                             f"({nb_features})")
-        feats = np.round(nb_features * feat_mult ** np.arange(nb_levels)).astype(int)
-        return ([int(f) for f in np.repeat(feats[:-1], nb_conv_per_level)],
-                [int(f) for f in np.repeat(np.flip(feats), nb_conv_per_level)])
-    if nb_levels is not None:
-        raise ValueError(f"nb_unet_levels ({nb_levels}) only applies when nb_unet_features "
-                         f"is an int, got {nb_features!r}")
-    if len(nb_features) != 2:
-        raise ValueError(f"nb_unet_features must be an int or [encoder, decoder] lists, "
-                         f"got {nb_features!r}")
-    encoder, decoder = nb_features
-    if len(decoder) < len(encoder):
-        raise ValueError(f"the decoder needs at least as many convolutions as the encoder, "
-                         f"got encoder {list(encoder)} and decoder {list(decoder)}")
-    return [int(f) for f in encoder], [int(f) for f in decoder]
-
-
-def _conv_block(x, nb_feat, name, activate=True, hyp_tensor=None):
-    ndims = len(x.shape) - 2
-    if hyp_tensor is None:
-        x = getattr(keras.layers, f"Conv{ndims}D")(
-            nb_feat, kernel_size=3, padding="same", kernel_initializer="he_normal",
-            name=name)(x)
-    else:  # HyperMorph: the kernel made from the hypernetwork's features
-        x = hyperlayers.HyperConvFromDense(ndims, nb_feat, 3, padding="same",
-                                           name=name)([x, hyp_tensor])
-    if activate:
-        x = keras.layers.LeakyReLU(negative_slope=0.2, name=f"{name}_activation")(x)
-    return x
-
-
-def _pooling_dtype(ndims):
-    """The pooling layers' dtype policy: the global one, except that TensorFlow has no
-    float16 MaxPool3D kernel on CPUs, so under mixed_float16 there 3D pooling runs in
-    float32 (the same maxima; the next convolution casts back)."""
-    policy = keras.config.dtype_policy()
-    if (ndims == 3 and policy.compute_dtype == "float16"
-            and keras.backend.backend() == "tensorflow"):
-        import tensorflow as tf
-
-        if not tf.config.list_physical_devices("GPU"):
-            return "float32"
-    return None
-
-
-def unet_graph(x, encoder, decoder, nb_conv_per_level=1, nb_upsample_skips=0, name="unet",
-               hyp_tensor=None):
-    """Apply the VoxelMorph U-Net to tensor `x` (B, *spatial, C); returns the last features.
-
-    Max-pooling by 2 per level, LeakyReLU(0.2) after every convolution, skip connections
-    concatenated after each upsampling; decoder convolutions beyond the encoder's count run
-    at the output resolution (the original's "final convs"). With `hyp_tensor` (B, U), a
-    hypernetwork's features, every convolution is a `HyperConvFromDense` (HyperMorph).
-    """
-    ndims = len(x.shape) - 2
-    nb_levels = len(encoder) // nb_conv_per_level + 1
-    skips = []
-    for level in range(nb_levels - 1):
-        for conv in range(nb_conv_per_level):
-            x = _conv_block(x, encoder[level * nb_conv_per_level + conv],
-                            f"{name}_enc_conv_{level}_{conv}", hyp_tensor=hyp_tensor)
-        skips.append(x)
-        x = getattr(keras.layers, f"MaxPooling{ndims}D")(
-            2, name=f"{name}_enc_pooling_{level}", dtype=_pooling_dtype(ndims))(x)
-    for level in range(nb_levels - 1):
-        real_level = nb_levels - level - 2
-        for conv in range(nb_conv_per_level):
-            x = _conv_block(x, decoder[level * nb_conv_per_level + conv],
-                            f"{name}_dec_conv_{real_level}_{conv}", hyp_tensor=hyp_tensor)
-        if level < nb_levels - 1 - nb_upsample_skips:
-            up_name = f"{name}_dec_upsample_{real_level}"
-            x = getattr(keras.layers, f"UpSampling{ndims}D")(2, name=up_name)(x)
-            x = keras.layers.Concatenate(name=f"{up_name}_concat")([x, skips.pop()])
-    for num, nb_feat in enumerate(decoder[len(encoder):]):
-        x = _conv_block(x, nb_feat, f"{name}_dec_final_conv_{num}", hyp_tensor=hyp_tensor)
-    return x
-
-
-def _check_inshape(inshape, encoder, nb_conv_per_level):
-    inshape = tuple(int(n) for n in inshape)
-    if len(inshape) not in (2, 3):
-        raise ValueError(f"inshape must be 2D or 3D (spatial axes only), got {inshape}")
-    if len(encoder) % nb_conv_per_level:
-        raise ValueError(f"{len(encoder)} encoder convolutions do not split into "
-                         f"{nb_conv_per_level} per level")
-    factor = 2 ** (len(encoder) // nb_conv_per_level)
-    if any(n % factor for n in inshape):
-        raise ValueError(f"inshape {inshape} must be divisible by {factor} along every axis "
-                         f"for a U-Net of {len(encoder) // nb_conv_per_level} poolings")
-    return inshape
-
-
-def _frozen(value):
-    """Nested lists as tuples (kept as attributes without Keras' tracking wrappers)."""
-    return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
-
-
-def _listed(value):
-    """`_frozen`'s inverse, for a JSON config."""
-    return [_listed(v) for v in value] if isinstance(value, tuple) else value
-
-
-@keras.saving.register_keras_serializable(package="vxm_tf")
-class Unet(keras.Model):
-    """The VoxelMorph U-Net as a model of its own: `(B, *inshape[:-1], C)` -> features.
-
-    Args:
-        inshape: input shape including features, e.g. (160, 192, 2).
-        nb_features, nb_levels, feat_mult, nb_conv_per_level: as `unet_features`.
-        nb_upsample_skips: decoder upsamplings to leave out (output at lower resolution).
-    """
-
-    def __init__(self, inshape, nb_features=None, nb_levels=None, feat_mult=1,
-                 nb_conv_per_level=1, nb_upsample_skips=0, name="unet", **kwargs):
-        encoder, decoder = unet_features(nb_features, nb_levels, feat_mult, nb_conv_per_level)
-        _check_inshape(inshape[:-1], encoder, nb_conv_per_level)
-        inputs = keras.Input(shape=tuple(inshape), name=f"{name}_input")
-        outputs = unet_graph(inputs, encoder, decoder, nb_conv_per_level, nb_upsample_skips,
-                             name)
-        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
-        # the constructor's arguments, public, as Keras and keras-hub models keep them
-        self.inshape = tuple(inshape)
-        self.nb_features = _frozen(nb_features)
-        self.nb_levels, self.feat_mult = nb_levels, feat_mult
-        self.nb_conv_per_level, self.nb_upsample_skips = nb_conv_per_level, nb_upsample_skips
-
-    def get_config(self):
-        return {"name": self.name, "trainable": self.trainable,
-                "inshape": list(self.inshape), "nb_features": _listed(self.nb_features),
-                "nb_levels": self.nb_levels, "feat_mult": self.feat_mult,
-                "nb_conv_per_level": self.nb_conv_per_level,
-                "nb_upsample_skips": self.nb_upsample_skips}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+from vxm_tf.unet import (  # noqa: F401 - networks.Unet etc., as the original's module
+    DEFAULT_UNET_FEATURES,
+    Unet,
+    _check_inshape,
+    _frozen,
+    _listed,
+    unet_features,
+    unet_graph,
+)
 
 
 @keras.saving.register_keras_serializable(package="vxm_tf")
@@ -327,27 +186,82 @@ class VxmDense(keras.Model):
     def load(cls, path):
         """Load a `.keras` file, an `.h5` written by voxelmorph 0.2 (`save`), or a registered
         model by name (`vxm_tf.models`: e.g. `VxmDense.load("vxm-brain-t1-3d-mse")`)."""
-        from vxm_tf import models
-        path = str(models.resolve(path))
-        if os.path.isdir(path):
-            raise ValueError(f"{path}: a folder, not a model file (.keras or .h5)")
-        if path.endswith(".keras"):
-            if not os.path.isfile(path):
-                raise ValueError(f"{path}: no such file")
-            if not zipfile.is_zipfile(path):
-                raise ValueError(f"{path}: not a readable Keras model file (a .keras file is "
-                                 "a zip archive)")
-            try:
-                model = keras.saving.load_model(path, compile=False)
-            except (OSError, KeyError, zipfile.BadZipFile) as err:
-                raise ValueError(f"{path}: not a readable Keras model file ({err})") from None
-            if not isinstance(model, cls):
-                raise ValueError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
-            return model
-        config = original.read_original_config(path, cls.__name__)
-        model = cls(**config)
-        load_original_weights(model, path)
+        return load_network(cls, path)
+
+
+@keras.saving.register_keras_serializable(package="vxm_tf")
+class Transform(keras.Model):
+    """A model that warps an image by a transform: `[image, transform]` -> moved image.
+
+    image `(B, *inshape, nb_feats)`; transform a displacement `(B, *inshape, D)` in voxels
+    (or on a grid `rescale` times coarser, resized and scaled first), or with `affine` a
+    matrix `(B, D, D + 1)` of voxel coordinates centred on the grid (voxelmorph's
+    convention). Returns `(B, *inshape, nb_feats)` (`interp_method` 'linear' or 'nearest';
+    `fill_value` outside the image, None: the nearest edge voxel).
+    """
+
+    def __init__(self, inshape, affine=False, interp_method="linear", rescale=None,
+                 fill_value=None, nb_feats=1, **kwargs):
+        inshape = tuple(int(n) for n in inshape)
+        ndims = len(inshape)
+        if affine and rescale is not None:
+            raise ValueError("Transform: rescale applies to dense transforms, not affine ones")
+        scan = keras.Input((*inshape, nb_feats), name="scan_input")
+        if affine:
+            transform = keras.Input((ndims, ndims + 1), name="trf_input")
+            disp = layers.AffineToDense(inshape, name="trf_dense")(transform)
+        else:
+            grid = inshape if rescale is None else tuple(int(n / rescale) for n in inshape)
+            transform = keras.Input((*grid, ndims), name="trf_input")
+            disp = (transform if rescale is None
+                    else layers.RescaleTransform(rescale, name="trf_rescale")(transform))
+        moved = layers.SpatialTransformer(interp_method=interp_method, fill_value=fill_value,
+                                          name="transformer")([scan, disp])
+        super().__init__(inputs=[scan, transform], outputs=moved, **kwargs)
+        self.inshape, self.affine, self.interp_method = inshape, bool(affine), interp_method
+        self.rescale, self.fill_value, self.nb_feats = rescale, fill_value, int(nb_feats)
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable, "inshape": list(self.inshape),
+                "affine": self.affine, "interp_method": self.interp_method,
+                "rescale": self.rescale, "fill_value": self.fill_value,
+                "nb_feats": self.nb_feats}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def load_network(cls, path):
+    """A `cls` model (VxmDense, or another network of the original API) from a `.keras`
+    file, an `.h5` written by voxelmorph 0.2's `save`, or a registered model's name;
+    `ValueError` naming the file when it holds something else."""
+    from vxm_tf import hypermorph, models, templates  # noqa: F401 - registers their classes
+    path = str(models.resolve(path))
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: a folder, not a model file (.keras or .h5)")
+    if path.endswith(".keras"):
+        if not os.path.isfile(path):
+            raise ValueError(f"{path}: no such file")
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"{path}: not a readable Keras model file (a .keras file is "
+                             "a zip archive)")
+        try:
+            model = keras.saving.load_model(path, compile=False)
+        except (OSError, KeyError, zipfile.BadZipFile) as err:
+            raise ValueError(f"{path}: not a readable Keras model file ({err})") from None
+        if not isinstance(model, cls):
+            raise ValueError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
         return model
+    found = original.original_class_name(path)
+    if found != cls.__name__:  # a subclass's file (HyperVxmDense for VxmDense.load)
+        registered = keras.saving.get_registered_object(f"vxm_tf>{found}")
+        if isinstance(registered, type) and issubclass(registered, cls):
+            return registered.load(path)
+    config = original.read_original_config(path, cls.__name__)
+    model = cls(**config)
+    load_original_weights(model, path)
+    return model
 
 
 def save_model(model, path):

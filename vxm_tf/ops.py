@@ -181,3 +181,24 @@ def rescale_dense_transform(disp, factor, interp_method="linear"):
     if factor < 1:
         return resize(disp, factor, interp_method) * factor
     return resize(disp * factor, factor, interp_method)
+
+
+def affine_to_dense_shift(matrix, shape, shift_center=True):
+    """The displacement of an affine map on a grid, as voxelmorph's `affine_to_dense_shift`.
+
+    Args:
+        matrix: `(B, D, D + 1)` affine map of voxel coordinates (centred on the grid when
+            `shift_center`): a voxel at `x` samples `matrix @ [x, 1]`.
+        shape: spatial shape of the grid, D axes.
+
+    Returns:
+        `(B, *shape, D)` displacement in voxels, float32.
+    """
+    ndims = len(shape)
+    matrix = ops.cast(matrix, "float32")
+    grid = geometry.indices(shape, np.float32)
+    if shift_center:
+        grid = grid - (np.asarray(shape, np.float32) - 1) / 2
+    loc = ops.einsum("bij,...j->b...i", matrix[:, :, :ndims], grid) + ops.reshape(
+        matrix[:, :, ndims], (-1, *([1] * ndims), ndims))
+    return loc - grid

@@ -38,6 +38,21 @@ def translate_original_config(config, source="the original config"):
     return config
 
 
+def original_class_name(path):
+    """The network class an `.h5` written by voxelmorph 0.2's `save` holds (VxmDense when
+    it does not say, or holds weights only; `ValueError` for an unreadable file)."""
+    try:
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get("model_config")
+    except OSError as err:
+        raise ValueError(f"{path}: not a readable HDF5 model file ({err})") from None
+    try:
+        return json.loads(raw if isinstance(raw, str) else raw.decode("utf-8")).get(
+            "class_name", "VxmDense")
+    except (ValueError, TypeError, AttributeError):
+        return "VxmDense"
+
+
 def read_original_config(path, class_name="VxmDense"):
     """Constructor arguments stored by voxelmorph 0.2's `model.save` in an `.h5` of a
     `class_name` network (VxmDense, HyperVxmDense)."""
@@ -61,11 +76,12 @@ def read_original_config(path, class_name="VxmDense"):
     return translate_original_config(config, path)
 
 
-def load_original_weights(model, path):
+def load_original_weights(model, path, aliases=None):
     """Copy weights from an `.h5` written by voxelmorph 0.2 (`save_weights` or `save`).
 
-    Layers are matched by name; every weighted layer of `model` must be found with weights
-    of the same shapes, else a `ValueError` names the layer.
+    Layers are matched by name (`aliases`: {our layer name: the file's}); every weighted
+    layer of `model` must be found with weights of the same shapes, else a `ValueError`
+    names the layer.
     """
     try:
         f = h5py.File(path, "r")
@@ -73,19 +89,33 @@ def load_original_weights(model, path):
         raise ValueError(f"{path}: not a readable HDF5 weights file ({err})") from None
     with f:
         group = f["model_weights"] if "model_weights" in f else f
-        for layer in model.layers:
-            if not layer.weights:
-                continue
-            if layer.name not in group:
-                raise ValueError(f"{path}: no weights for layer {layer.name!r}; was it saved "
-                                 "from a VxmDense with the same name and arguments?")
-            layer_group = group[layer.name]
-            names = [n.decode() if isinstance(n, bytes) else n
-                     for n in layer_group.attrs["weight_names"]]
-            arrays = [np.asarray(layer_group[n]) for n in names]
-            expected = [tuple(w.shape) for w in layer.weights]
-            if [a.shape for a in arrays] != expected:
-                raise ValueError(f"{path}: layer {layer.name!r} has weights of shapes "
-                                 f"{[a.shape for a in arrays]}, the model expects {expected}")
-            layer.set_weights(arrays)
+        _load_layers(model, group, path, aliases or {})
     return model
+
+
+def _load_layers(model, group, path, aliases):
+    """Set the weights of `model`'s layers from `group`, by name; the layers of a nested
+    model (e.g. the registration network of a template model) are found by their own
+    names, as the original's flat files hold them."""
+    import keras  # here: this module reads the files without Keras
+
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        if isinstance(layer, keras.Model) and layer.name not in group:
+            _load_layers(layer, group, path, aliases)
+            continue
+        name = aliases.get(layer.name, layer.name)
+        if name not in group:
+            raise ValueError(f"{path}: no weights for layer {layer.name!r}; was it saved "
+                             "from a VxmDense with the same name and arguments?")
+        layer_group = group[name]
+        names = [n.decode() if isinstance(n, bytes) else n
+                 for n in layer_group.attrs["weight_names"]]
+        arrays = [np.asarray(layer_group[n]) for n in names]
+        expected = [tuple(w.shape) for w in layer.weights]
+        if [a.shape for a in arrays] != expected:
+            raise ValueError(f"{path}: layer {layer.name!r} has weights of shapes "
+                             f"{[a.shape for a in arrays]}, the model expects {expected}")
+        layer.set_weights(arrays)
+

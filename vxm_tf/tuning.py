@@ -259,6 +259,10 @@ def run_search(config, tune, log=print):
     if config.data.augmentation.clean_targets:
         raise configs.ConfigError("--aug_clean_targets is for training runs; tuning "
                                      "trains plain models")
+    if config.model.hyper:
+        raise configs.ConfigError("--hyper: a HyperMorph model learns every lambda in one "
+                                  "training; choose its weight with vxm-choose-lambda, not "
+                                  "a sweep")
     keras.utils.set_random_seed(tune.seed)
     Path(tune.directory).mkdir(parents=True, exist_ok=True)
     check_search_folder(config, tune, os.environ.get("KERASTUNER_TUNER_ID", "chief") == "chief")

@@ -10,8 +10,9 @@ Batches are what `VxmDense.fit` expects: inputs `(moving, fixed)` `(B, *spatial,
 targets `(fixed, zero field)` (or `(fixed, moving, zero field)` when bidirectional; with
 clean targets inputs `(moving, fixed, moving_clean)` and targets `(fixed_clean, zeros)`;
 with seg targets, for semi-supervised training, inputs `(moving, fixed, moving_seg)` and
-targets `(fixed, zeros, fixed_seg)`, segmentations int32 `(B, *spatial, 1)`); or, with
-`with_segs`, the pair's int32 segmentations `(B, *spatial)` in place of targets.
+targets `(fixed, zeros, fixed_seg)`, segmentations int32 `(B, *spatial, 1)`; for HyperMorph,
+inputs `(moving, fixed, h)`, targets `(fixed, zeros)` and loss weights `(1 - h, h)`); or,
+with `with_segs`, the pair's int32 segmentations `(B, *spatial)` in place of targets.
 """
 
 
@@ -19,6 +20,9 @@ import keras
 import numpy as np
 
 from vxm_tf.data.augment import Augmentation, augment_intensity, augment_spatial, left_right_swap
+
+# seeds HyperMorph's draws apart from the augmentation's (seeded [seed, pass, position])
+HYPER_STREAM = 7919
 
 
 def hyper_draws(rng, count, oversample=0.4):
@@ -159,9 +163,11 @@ class PairSource:
             return (moving, fixed, moving_seg), (fixed, zeros, fixed_seg)
         if self.clean_targets:
             return (moving, fixed, stack(moving_clean)), (stack(fixed_clean), zeros)
-        if self.hyper_oversample is not None:
-            h = hyper_draws(np.random.default_rng([self.seed, index, 1]), len(moving),
-                            self.hyper_oversample)
+        if self.hyper_oversample is not None:  # each pair's own draw, by its position
+            h = np.concatenate([hyper_draws(np.random.default_rng([self.seed, sweep, position,
+                                                                   HYPER_STREAM]),
+                                            1, self.hyper_oversample)
+                                for sweep, position in self._positions(index)])
             return (moving, fixed, h), (fixed, zeros), (1 - h[:, 0], h[:, 0])
         return (moving, fixed), ((fixed, moving, zeros) if self.bidir else (fixed, zeros))
 
