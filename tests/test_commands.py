@@ -25,7 +25,8 @@ COMMANDS = {
     "vxm-train": ("train", ["--dataset=synthetic", "--data_dir", "--lambda=1.0",
                             "--similarity=ncc", "--epochs=5", "--model_dir", "--init_model",
                             "--aug_rotate", "--enc", "--[no]resume", "--verbose=1",
-                            "--[no]hyper", "--hyper_oversample=0.4"],
+                            "--[no]hyper", "--hyper_oversample=0.4", "--template=none",
+                            "--attributes_csv"],
                   ["data:", "augmentation:", "model:", "loss:", "training:"]),
     "vxm-evaluate": ("evaluate", ["--model", "--split=test", "--out_dir", "--data_dir",
                                   "--instance_steps", "--perturb", "--hyper_lambda"],
@@ -35,6 +36,7 @@ COMMANDS = {
     "vxm-choose-lambda": ("choose_lambda", ["--model", "--out", "--grid", "--min_dice",
                                             "--split=val", "--data_dir"],
                           ["model:", "choice:"]),
+    "vxm-template": ("template", ["--model", "--out_dir", "--values"], ["model and output:"]),
 }
 
 

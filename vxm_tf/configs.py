@@ -31,6 +31,7 @@ SIMILARITIES = ("ncc", "mse", "hybrid")
 SCHEDULES = ("constant", "cosine", "exponential", "plateau")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("default", "mirrored", "multi_worker")
+TEMPLATES = ("none", "unconditional", "conditional")
 
 
 @dataclass
@@ -61,13 +62,17 @@ class DataConfig:
     cache_mb: int = option(2048, "memory for the loaded subjects of each split, MiB: "
                            "every subject is read and checked once, kept while this allows "
                            "and read again when needed (0: all kept, however many)")
+    attributes_csv: str = option("", "conditional templates: CSV of subject attributes, a "
+                                 "row per subject, its ID column naming the subject")
+    attributes: str = option("", "conditional templates: comma-separated columns of "
+                             "--attributes_csv to condition on, e.g. Age or Age,M/F")
     augmentation: data.Augmentation = field(default_factory=data.Augmentation)
 
 
 # DataConfig fields that name files or folders: a run's config.json records them absolute,
 # so `evaluate --model=<run>/best.keras` works from any directory
 PATH_FIELDS = ("data_dir", "img_list", "img_prefix", "label_table", "train_list",
-               "test_list", "val_list", "atlas")
+               "test_list", "val_list", "atlas", "attributes_csv")
 
 
 def absolute_paths(values):
@@ -102,6 +107,10 @@ class ModelConfig:
     hyper_layers: int = option(6, "HyperMorph: dense ReLU layers of the hypernetwork")
     hyper_units: int = option(128, "HyperMorph: units per hypernetwork layer (each "
                               "convolution's weights grow with it)")
+    template: str = option("none", "learn a template (atlas) with the registration network "
+                           "from the training scans: unconditional (TemplateCreation) or "
+                           "conditional on --attributes (ConditionalTemplateCreation)",
+                           choices=TEMPLATES)
 
 
 @dataclass
@@ -119,6 +128,11 @@ class LossConfig:
                                "the warped moving segmentation (one-hot, linear) and the "
                                "fixed one, over the training subjects' labels (--seg "
                                "chooses the labelling); 0: unsupervised")
+    template_mean_weight: float = option(1.0, "templates: weight of the MSE driving the "
+                                         "running mean of the scan-to-template fields to "
+                                         "zero (the template at the population's centre)")
+    template_deform_weight: float = option(0.01, "conditional templates: weight of the MSE "
+                                           "of the template-to-scan displacements")
     hyper_oversample: float = option(0.4, "HyperMorph: fraction of training pairs whose "
                                      "h is an end point, 0 or 1 (the rest uniform on "
                                      "[0, 1])")
@@ -279,6 +293,7 @@ def check_config(config, training=True):
         if not Path(init_model).is_file():
             raise ConfigError(f"--init_model={t.init_model}: no such file")
     check_hyper(config)
+    check_template(config)
     if training and d.val == 1 and not d.val_list:
         raise ConfigError("--val=1: validation scores pairs and needs at least 2 subjects; "
                           "use --val=0 (no validation, no best.keras) or 2 or more")
@@ -314,6 +329,30 @@ def check_hyper(config):
         if on:
             raise ConfigError(f"--hyper trains unidirectional, unsupervised models; "
                               f"--{flag} does not go with it")
+
+
+def check_template(config):
+    """Template flags: attributes exactly for conditional templates, and only with what
+    template training supports."""
+    d, m, lo = config.data, config.model, config.loss
+    _at_least(0, "non-negative", (("template_mean_weight", lo.template_mean_weight),
+                                  ("template_deform_weight", lo.template_deform_weight)))
+    conditional = m.template == "conditional"
+    if conditional and not (d.attributes_csv and d.attributes):
+        raise ConfigError("--template=conditional needs --attributes_csv and --attributes")
+    if not conditional and (d.attributes_csv or d.attributes):
+        raise ConfigError("--attributes_csv and --attributes condition a template: add "
+                          "--template=conditional")
+    if m.template == "none":
+        return
+    for flag, on in (("bidir", m.bidir), ("hyper", m.hyper), ("seg_weight", lo.seg_weight),
+                     ("init_model", bool(config.train.init_model)),
+                     ("aug_clean_targets", d.augmentation.clean_targets),
+                     ("atlas", bool(d.atlas)), ("dataset=synthetic",
+                                                d.dataset == "synthetic" and conditional)):
+        if on:
+            raise ConfigError(f"--template={m.template} learns its own template from the "
+                              f"training scans; --{flag} does not go with it")
 
 
 def run_data_config(model_path):

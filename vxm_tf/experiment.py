@@ -9,7 +9,17 @@ import dataclasses
 import keras
 import numpy as np
 
-from vxm_tf import compat, configs, data, hypermorph, layers, losses, networks, views
+from vxm_tf import (
+    compat,
+    configs,
+    data,
+    hypermorph,
+    layers,
+    losses,
+    networks,
+    templates,
+    views,
+)
 from vxm_tf.configs import ConfigError
 
 
@@ -105,9 +115,10 @@ def check_resolutions(model_config, inshape):
                               f"use at most {max(min(inshape) // MIN_FIELD_GRID, 1)}")
 
 
-def build_model(model_config, inshape):
-    """An uncompiled `VxmDense` for images of spatial shape `inshape`; `ConfigError` for
-    field resolutions that do not suit it (`check_resolutions`)."""
+def build_model(model_config, inshape, attributes=0):
+    """An uncompiled `VxmDense` for images of spatial shape `inshape` (a HyperMorph or
+    template model when configured; `attributes`: how many condition a template);
+    `ConfigError` for field resolutions that do not suit it (`check_resolutions`)."""
     check_resolutions(model_config, inshape)
     m = model_config
     architecture = dict(
@@ -118,13 +129,21 @@ def build_model(model_config, inshape):
     if m.hyper:
         return hypermorph.HyperVxmDense(inshape, nb_hyp_layers=m.hyper_layers,
                                         nb_hyp_units=m.hyper_units, **architecture)
+    if m.template != "none":  # bidirectional inside, as the original's
+        architecture.pop("bidir")
+        if m.template == "conditional":  # the decoder of the original's train script
+            return templates.ConditionalTemplateCreation(
+                inshape, pheno_input_shape=(attributes,), conv_nb_features=4,
+                conv_nb_levels=0, extra_conv_layers=3, **architecture)
+        return templates.TemplateCreation(inshape, **architecture)
     return networks.VxmDense(inshape, **architecture)
 
 
 def build_losses(loss_config, model_config, labels=()):
     """Losses and weights as the original's train script: `[sim, (sim,) Grad]`, plus
     `Dice(labels)` weighted `seg_weight` when semi-supervised. HyperMorph's terms weigh 1
-    here: the pairs' sample weights `(1 - h, h)` weigh them (`PairSource`).
+    here: the pairs' sample weights `(1 - h, h)` weigh them (`PairSource`). Templates:
+    the terms of `vxm_tf.templates`' outputs, weighted as the original's scripts.
 
     Bidirectional models weigh the two image terms 0.5 each. Grad's `loss_mult` is the
     integration resolution, as the original.
@@ -138,6 +157,12 @@ def build_losses(loss_config, model_config, labels=()):
         similarity = losses.Hybrid(lo.hybrid_ncc_weight, lo.hybrid_mse_weight, win=lo.window,
                                    image_sigma=lo.image_sigma)
     grad = losses.Grad(lo.grad_penalty, loss_mult=model_config.int_resolution)
+    if model_config.template == "unconditional":  # as the original's train_template.py
+        return ([similarity, None, losses.MSE(), grad],
+                [1.0, 0.0, lo.template_mean_weight, lo.reg_weight])
+    if model_config.template == "conditional":  # train_cond_template.py
+        return ([similarity, losses.MSE(), grad, losses.MSE()],
+                [1.0, lo.template_mean_weight, lo.reg_weight, lo.template_deform_weight])
     if model_config.hyper:  # weighted (1 - h, h) per pair by the data (PairSource)
         return [similarity, grad], [1.0, 1.0]
     if model_config.bidir:
@@ -202,7 +227,9 @@ def initial_model(config, inshape):
     """The model training starts from: built from the model flags, or loaded from
     `--init_model` (which must take images of `inshape`), rematerialised with --remat."""
     if not config.train.init_model:
-        return with_remat(lambda: build_model(config.model, inshape), config.train.remat)
+        attributes = len([c for c in config.data.attributes.split(",") if c.strip()])
+        return with_remat(lambda: build_model(config.model, inshape, attributes),
+                          config.train.remat)
     try:
         model = with_remat(lambda: trainable(networks.VxmDense.load(config.train.init_model)),
                            config.train.remat)

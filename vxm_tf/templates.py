@@ -83,6 +83,13 @@ class MeanStream(keras.layers.Layer):
         return {**super().get_config(), "cap": self.cap}
 
 
+def _named(tensors, names):
+    """Each tensor under its own output name (Identity layers, no weights), so the
+    losses of the nested registration network's outputs log apart."""
+    return [t if n is None else keras.layers.Identity(name=n)(t)
+            for t, n in zip(tensors, names)]
+
+
 @keras.saving.register_keras_serializable(package="vxm_tf")
 class TemplateCreation(keras.Model):
     """A template learned with its registration network (voxelmorph's `TemplateCreation`).
@@ -117,8 +124,10 @@ class TemplateCreation(keras.Model):
             vxm.get_layer(f"{name}_neg_transformer").input[1]], name=name)
         y_source, y_target, pos_flow, neg_flow = fields([atlas, scan])
         mean_stream = MeanStream(mean_cap, name="mean_stream")(neg_flow)
-        super().__init__(inputs=[scan], outputs=[y_source, y_target, mean_stream, pos_flow],
-                         name="template_creation", trainable=trainable)
+        outputs = _named([y_source, y_target, mean_stream, pos_flow],
+                         ["template_to_scan", "scan_to_template", None, "template_field"])
+        super().__init__(inputs=[scan], outputs=outputs, name="template_creation",
+                         trainable=trainable)
         self.inshape, self.nb_unet_features = inshape, networks._frozen(nb_unet_features)
         self.mean_cap, self.atlas_feats, self.src_feats = float(mean_cap), atlas_feats, \
             src_feats
@@ -252,7 +261,8 @@ class ConditionalTemplateCreation(keras.Model):
             vxm.outputs[0], vxm.get_layer(f"{name}_transformer").input[1],
             vxm.get_layer(f"{name}_neg_transformer").input[1]], name=name)
         y_source, pos_flow, neg_flow = fields([template, scan])
-        outputs = [y_source, pos_flow, pos_flow]
+        outputs = _named([y_source, pos_flow, pos_flow],
+                         ["template_to_scan", "template_field", "template_field_size"])
         if use_mean_stream:
             outputs.insert(1, MeanStream(mean_cap, name="mean_stream")(neg_flow))
         super().__init__(inputs=[pheno, base, scan], outputs=outputs,

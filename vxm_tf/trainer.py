@@ -25,6 +25,7 @@ import numpy as np
 
 from vxm_tf import cli, data, experiment, files, hypermorph
 from vxm_tf.training import TrainingError
+from vxm_tf.training import template as template_training
 from vxm_tf.training.callbacks import (
     Checkpoints,
     StepTimer,
@@ -97,8 +98,10 @@ def _train(config, log, scope, run_dir, start):
     splits = experiment.build_splits(config.data)
     train, val = splits["train"], splits["val"]
     atlas = bool(config.data.atlas)
+    template = config.model.template != "none"  # batches of scans, not of pairs
     pairs = experiment.split_pairs(train, atlas=atlas)
-    steps = t.steps_per_epoch or math.ceil(len(pairs) / t.batch_size)
+    steps = t.steps_per_epoch or math.ceil((len(train) if template else len(pairs))
+                                           / t.batch_size)
     labels = train.labels if config.loss.seg_weight else []
     if config.loss.seg_weight and not labels:
         raise TrainingError("--seg_weight: the training subjects have no segmentations")
@@ -106,8 +109,9 @@ def _train(config, log, scope, run_dir, start):
     if lo.similarity in ("ncc", "hybrid") and lo.window > min(train.shape):
         raise TrainingError(f"--window={lo.window} is larger than the images "
                             f"{tuple(train.shape)}; choose at most {min(train.shape)}")
-    log(f"{len(train)} training subjects, {len(pairs)} pairs, {steps} steps per epoch, "
-        f"shape {train.shape}, precision {precision}")
+    log(f"{len(train)} training subjects, "
+        f"{f'a {config.model.template} template' if template else f'{len(pairs)} pairs'}, "
+        f"{steps} steps per epoch, shape {train.shape}, precision {precision}")
 
     with scope:
         if initial_epoch:
@@ -130,6 +134,11 @@ def _train(config, log, scope, run_dir, start):
                 config = experiment.adopt_architecture(config, model, log)
             fitted = experiment.training_model(model, config, labels)
             experiment.compile_model(fitted, config, steps * t.epochs, labels)
+    if template:  # its settings and starting template, recorded beside the checkpoints
+        template_settings, base = template_training.start(config, run_dir, train,
+                                                          bool(initial_epoch))
+        if not initial_epoch and config.model.template == "unconditional":
+            model.set_atlas(base)  # as the original's script: the mean training scan
     # the model's own widths (an --init_model's, not the flags'), before any step runs
     check_memory(train.shape, config)
     # recorded once everything checked out and the model exists
@@ -143,14 +152,25 @@ def _train(config, log, scope, run_dir, start):
     # HyperMorph: each pair draws its smoothness weight h; validation Dice at one h
     hyper = config.loss.hyper_oversample if config.model.hyper else None
     registrar = hypermorph.AtLambda(model, t.hyper_val_lambda) if hyper is not None else model
-    train_ds = data.fit_data(data.PairSource(
-        train, pairs, batch_size=t.batch_size, seed=t.seed,
-        augmentation=config.data.augmentation, flow_shape=flow_shape,
-        bidir=config.model.bidir, repeat=True, seg_targets=seg_targets, shard=shard,
-        hyper_oversample=hyper), steps, initial_epoch)
+    if template:
+        train_source = template_training.source(
+            config, template_settings, base, train, batch_size=t.batch_size, seed=t.seed,
+            repeat=True, shard=shard)
+    else:
+        train_source = data.PairSource(
+            train, pairs, batch_size=t.batch_size, seed=t.seed,
+            augmentation=config.data.augmentation, flow_shape=flow_shape,
+            bidir=config.model.bidir, repeat=True, seg_targets=seg_targets, shard=shard,
+            hyper_oversample=hyper)
+    train_ds = data.fit_data(train_source, steps, initial_epoch)
 
     callbacks, val_ds = [], None
-    if shard[1] > 1 and val is not None and val.segs is not None:
+    if template:  # the validation scans' loss: no pairs to score by Dice
+        if val is not None and shard[1] == 1:
+            val_ds = data.fit_data(template_training.source(
+                config, template_settings, base, val, batch_size=t.batch_size,
+                shuffle=False))
+    elif shard[1] > 1 and val is not None and val.segs is not None:
         # validation Dice only (each process scores the same pairs; no val_loss)
         val_pairs = experiment.split_pairs(val, limit=t.val_pairs, seed=t.seed, atlas=atlas)
         callbacks.append(ValidationDice(val, val_pairs, registrar))
@@ -192,6 +212,8 @@ def _train(config, log, scope, run_dir, start):
     else:
         stopped = None
         save_model(model, run_dir / "model.keras")
+        if template:
+            template_training.finish(model, template_settings, run_dir)
     return {"history": history.history, "model": model, "run_dir": str(run_dir),
             "steps_per_epoch": steps, "splits": splits, "stopped_after": stopped}
 

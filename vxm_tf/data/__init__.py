@@ -15,6 +15,7 @@ from vxm_tf.data.datasets import (
 )
 from vxm_tf.data.fit import fit_data
 from vxm_tf.data.pairs import PairSequence, PairSource, hyper_draws
+from vxm_tf.data.scans import ScanSource, encode_attribute, read_attributes
 from vxm_tf.data.synthetic import synthetic_volumes
 from vxm_tf.data.volumes import (
     LazyStack,
@@ -27,7 +28,8 @@ from vxm_tf.data.volumes import (
 )
 
 __all__ = [
-    "Augmentation", "Dataset", "DatasetError", "LazyStack", "PairSequence", "PairSource", "Subject",
+    "Augmentation", "Dataset", "DatasetError", "LazyStack", "PairSequence", "PairSource",
+    "ScanSource", "Subject", "encode_attribute", "read_attributes",
     "Volumes", "all_pairs", "append_atlas", "atlas_pairs", "augment", "cached_dataset",
     "fit_data", "hyper_draws", "left_right_swap", "list_dataset", "load_volumes", "oasis_dataset",
     "pair_dataset", "prepare_cache", "read_label_table", "resize_volume", "split_subjects",

@@ -129,6 +129,11 @@ class PairSource:
         first += self.shard[0] * part
         return [divmod(g, len(self.pairs)) for g in range(first, first + part)]
 
+    def pair_indices(self, index):
+        """`(P, 2)` (moving, fixed) indices of the pairs of batch `index` of the stream."""
+        return np.array([self.pairs[self._order(sweep)[position]]
+                         for sweep, position in self._positions(index)], dtype=np.int64)
+
     def _subject(self, k, rng):
         """Subject `k` augmented: (image, seg, image before intensity changes)."""
         image = self.volumes.images[k]

@@ -1,0 +1,110 @@
+"""Write the templates of a trained template model as NIfTI images.
+
+    vxm-template --model=runs/oasis2d-template/model.keras --out_dir=templates
+    vxm-template --model=runs/oasis2d-cond/model.keras --values=20,40,60,80 --out_dir=ages
+
+An unconditional model (`vxm-train --template=unconditional`) has one template; a
+conditional one (`--template=conditional --attributes=Age`) one for each set of attribute
+values: with one attribute, `--values` lists values (`20,40,60`); with several, it lists
+sets separated by `;`, each in the attributes' order (`20,F;80,M` for `Age,M/F`). Each is
+written with the training scans' affine, from the run's `template.json`.
+"""
+
+import re
+from pathlib import Path
+
+from absl import flags
+
+from vxm_tf import cli
+
+cli.quiet_tensorflow_import()
+
+import numpy as np  # noqa: E402
+
+from vxm_tf import data, files, io, templates  # noqa: E402
+from vxm_tf.training import template as template_training  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Declare this entry point's flags (run as a program only)."""
+    flags.DEFINE_string("model", None, "a template model (.keras) in its run folder")
+    flags.DEFINE_string("out_dir", None, "folder for template*.nii.gz")
+    flags.DEFINE_string("values", "", "conditional models: attribute values, e.g. 20,40,60 "
+                        "(one attribute) or 20,F;80,M (several)")
+    flags.mark_flags_as_required(["model", "out_dir"])
+
+
+def parse_values(text, columns):
+    """`--values` as a list of per-template value lists, one value per column."""
+    if not text.strip():
+        raise ValueError(f"--values: give the {', '.join(columns)} of each template")
+    if len(columns) == 1:
+        return [[v.strip()] for v in re.split("[,;]", text) if v.strip()]
+    sets = [[v.strip() for v in part.split(",")] for part in text.split(";") if part.strip()]
+    wrong = [s for s in sets if len(s) != len(columns)]
+    if wrong:
+        raise ValueError(f"--values: each set needs {len(columns)} values "
+                         f"({', '.join(columns)}), got {','.join(wrong[0])}")
+    return sets
+
+
+def file_name(columns, values):
+    """`template_Age-20_MF-F.nii.gz`: the columns and values, safe as a file name."""
+    parts = [f"{re.sub('[^A-Za-z0-9]', '', c)}-{re.sub('[^A-Za-z0-9.]', '', v)}"
+             for c, v in zip(columns, values)]
+    return "template_" + "_".join(parts) + ".nii.gz"
+
+
+def write_templates(model_path, out_dir, values_text=""):
+    """Write the model's template(s) into `out_dir`; returns the paths written."""
+    run = Path(model_path).parent
+    try:
+        settings, base = template_training.read(run)
+    except (OSError, ValueError):
+        raise ValueError(f"--model={model_path}: no template.json and base_template.nii.gz "
+                         "beside it (a --template run's folder)") from None
+    files.check_output_folder(out_dir)
+    model = _load(model_path, settings["template"])
+    affine = np.array(settings["affine"])
+    Path(out_dir).mkdir(exist_ok=True)
+    if settings["template"] == "unconditional":
+        if values_text:
+            raise ValueError("--values: an unconditional template has no attributes")
+        path = str(Path(out_dir) / "template.nii.gz")
+        io.save_volume(path, model.get_atlas(), affine)
+        return [path]
+    columns, encoding = settings["columns"], settings["encoding"]
+    sets = parse_values(values_text, columns)
+    encoded = np.array([[data.encode_attribute(v, encoding[c], c) for c, v in zip(columns, s)]
+                        for s in sets], np.float32)
+    images = model.template(encoded, base)
+    paths = [str(Path(out_dir) / file_name(columns, s)) for s in sets]
+    with files.all_or_nothing():
+        for path, image in zip(paths, images):
+            io.save_volume(path, image[..., 0], affine)
+    return paths
+
+
+def _load(model_path, kind):
+    cls = (templates.TemplateCreation if kind == "unconditional"
+           else templates.ConditionalTemplateCreation)
+    return cls.load(model_path)
+
+
+def main(argv):
+    cli.check_args(argv)
+    paths = cli.call(write_templates, FLAGS.model, FLAGS.out_dir, FLAGS.values,
+                     errors=(ValueError, OSError, data.DatasetError))
+    print(f"wrote {len(paths)} template(s): {', '.join(paths)}")
+
+
+def console():
+    """The `vxm-template` command (also `python -m vxm_tf.template`)."""
+    define_flags()
+    cli.run(main, __doc__, [("model and output", ["model", "out_dir", "values"])])
+
+
+if __name__ == "__main__":
+    console()
