@@ -18,7 +18,7 @@ OASIS3D ?= ../shared/data/neurite-oasis-3d
 	oasis3d-report tune-instance tune-instance-3d finetune-3d scratch-3d convert-original gpu-prepare gpu-check baselines clean \
 	fetch-models ship-2d ship-3d model-cards \
 	sweep-report reports readme real-world synth3d-report selection-report training-report \
-	hypermorph-report \
+	hypermorph-report template-report \
 	beyond-report
 
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -132,6 +132,20 @@ hypermorph-report: $(HM)/hyper/model.keras $(foreach l,$(HM_LAMBDAS),$(HM)/lambd
 	$(PY) tools/report_hypermorph.py --hyper=$(HM)/hyper/model.keras \
 		--sweep $(foreach l,$(HM_LAMBDAS),$(HM)/lambda-$(l)/model.keras) \
 		--out=reports/hypermorph.md
+
+# Learned templates (reports/templates.md): the template of the training scans
+# (flags/template.cfg), the same conditioned on age (the OASIS-1 demographics), and the
+# shipped pairwise model for the atlases registered alike
+DEMOGRAPHICS ?= ../shared/data/oasis1-demographics.csv
+runs/oasis2d-template/model.keras: | install
+	$(MAKE) train DATA=oasis2d LOSS=template ARGS=--verbose=2
+runs/oasis2d-template-age/model.keras: | install
+	$(MAKE) train DATA=oasis2d LOSS=template RUN=runs/oasis2d-template-age \
+		ARGS="--verbose=2 --template=conditional --attributes_csv=$(DEMOGRAPHICS) --attributes=Age"
+template-report: runs/oasis2d-template/model.keras runs/oasis2d-template-age/model.keras
+	$(PY) tools/report_templates.py --template=runs/oasis2d-template/model.keras \
+		--conditional=runs/oasis2d-template-age/model.keras --pairwise=vxm-tf-oasis2d-ncc \
+		--out=reports/templates.md
 
 tune: install
 	$(PY) -m vxm_tf.tune --flagfile=flags/$(DATA).cfg --flagfile=flags/$(LOSS).cfg \

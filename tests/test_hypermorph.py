@@ -233,3 +233,19 @@ def test_training_a_hyper_model_runs_through_the_usual_loop(tmp_path):
                                model.register(moving, fixed, hyper_lambda=0.3), atol=1e-6)
     recorded = configs.run_data_config(tmp_path / "run" / "model.keras")
     assert recorded.synthetic_shape == SHAPE
+
+
+def test_a_dead_hypernetwork_is_caught(hyper_model, tmp_path):
+    assert hyper_model.responds_to_lambda()
+    dead = hypermorph.HyperVxmDense.from_config(hyper_model.get_config())
+    dead.set_weights(hyper_model.get_weights())
+    last = dead.get_layer("hyper_vxm_dense_hyp_dense_2")
+    last.set_weights([np.zeros_like(w) - 1.0 for w in last.get_weights()])  # ReLU all off
+    assert not dead.responds_to_lambda()
+    path = tmp_path / "dead.keras"
+    networks.save_model(dead, path)
+    volumes = data.synthetic_volumes(3, SHAPE, 3, seed=2)
+    with pytest.raises(ValueError, match="registers alike at every h"):
+        choose_lambda(path, tmp_path / "chosen.keras", [0.0, 1.0], volumes,
+                      data.all_pairs(3))
+    assert not (tmp_path / "chosen.keras").exists()

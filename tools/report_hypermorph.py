@@ -132,6 +132,11 @@ def main(argv=None):
         "| | models | steps | seconds |", "|---|---|---|---|",
         f"| one model per lambda | {len(rows)} | {sweep_steps} | {sweep_seconds:.0f} |",
         f"| HyperMorph | 1 | {hyper_steps} | {hyper_seconds:.0f} |", "",
+        f"HyperMorph model: {hyper.nb_hyp_layers} x {hyper.nb_hyp_units} hypernetwork "
+        f"units, learning rate {hyper_config['train']['lr']} "
+        f"({hyper_config['train']['schedule']}); its hypernetwork "
+        f"{'responds to h' if hyper.responds_to_lambda() else 'does NOT respond to h (dead ReLU units): it registers alike at every weight'}.",
+        "",
         "Seconds: training epochs on this machine's CPU, from each run's timing.json.", "",
         "## Test scores per lambda", "",
         "| lambda | h | Dice, per-lambda model | Dice, HyperMorph | difference | HD95 (mm) "

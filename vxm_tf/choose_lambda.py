@@ -83,6 +83,8 @@ def choose_lambda(model_path, out, grid, volumes, pairs, min_dice=None, log=prin
         raise ValueError(f"--model={model_path} is not a HyperMorph model (train one with "
                          "--hyper)")
     model = model.at_lambda(None) if model.hyper_lambda is not None else model
+    if not model.responds_to_lambda():
+        raise ValueError(f"--model={model_path}: {hypermorph.DEAD_HYPERNET}")
     if tuple(volumes.shape) != tuple(model.inshape):
         raise ValueError(f"the model takes images of shape {tuple(model.inshape)}, the data "
                          f"are {tuple(volumes.shape)}; set --target_shape")

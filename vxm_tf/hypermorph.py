@@ -99,6 +99,22 @@ class HyperVxmDense(networks.VxmDense):
         model.set_weights(self.get_weights())
         return model
 
+    def hypernet_features(self, hyper_lambda):
+        """The hypernetwork's last features `(nb_hyp_units,)` at `hyper_lambda`: what
+        every hyper-convolution's weights are made from."""
+        x = np.asarray([_check_values(hyper_lambda, self.nb_hyp_params, "hyper_lambda")],
+                       np.float32)
+        for n in range(self.nb_hyp_layers):
+            x = self.get_layer(f"{self.name}_hyp_dense_{n + 1}")(x)
+        return keras.ops.convert_to_numpy(x)[0]
+
+    def responds_to_lambda(self, tolerance=1e-6):
+        """Whether the weight changes the network: False when the hypernetwork gives the
+        same features at h = 0 and h = 1 (its ReLU units dead: the model then registers
+        alike at every weight)."""
+        ends = [self.hypernet_features([v] * self.nb_hyp_params) for v in (0.0, 1.0)]
+        return bool(np.abs(ends[0] - ends[1]).max() > tolerance)
+
     def hyper_input(self, hyper_lambda, batch):
         """`(batch, nb_hyp_params)` float32 of `hyper_lambda`, the model's third input."""
         values = _check_values(hyper_lambda, self.nb_hyp_params, "hyper_lambda")
@@ -187,6 +203,11 @@ def load(model, hyper_lambda=None, source=None):
     if isinstance(model, networks.VxmDense):
         return at_lambda(model, hyper_lambda, source)
     return at_lambda(networks.VxmDense.load(model), hyper_lambda, source)
+
+
+DEAD_HYPERNET = ("its hypernetwork gives the same features at every weight (its ReLU "
+                 "units died in training), so it registers alike at every h: retrain with "
+                 "more --hyper_units or a lower --lr")
 
 
 def score_grid(model, volumes, pairs, grid, batch_size=8):

@@ -212,6 +212,8 @@ def _train(config, log, scope, run_dir, start):
     else:
         stopped = None
         save_model(model, run_dir / "model.keras")
+        if hyper is not None and not model.responds_to_lambda():
+            log(f"warning: {run_dir}/model.keras: {hypermorph.DEAD_HYPERNET}")
         if template:
             template_training.finish(model, template_settings, run_dir)
     return {"history": history.history, "model": model, "run_dir": str(run_dir),

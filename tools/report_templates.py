@@ -1,0 +1,199 @@
+"""Learned templates as atlases, and age-conditioned templates (`make template-report` ->
+reports/templates.md).
+
+    python tools/report_templates.py --template=runs/oasis2d-template/model.keras \
+        --conditional=runs/oasis2d-template-age/model.keras --pairwise=vxm-tf-oasis2d-ncc \
+        --out=reports/templates.md
+
+Atlas-based segmentation of the test subjects of the template run (its config.json): an
+atlas image with a label map is registered onto each test scan and its labels brought
+across (nearest neighbour); Dice against the scan's own segmentation, mean over labels.
+Atlases:
+- the learned template, its labels the majority vote of the training segmentations
+  brought into template space by the template's own network (scan-to-template fields),
+  registered onto each test scan by that network, and by the pairwise model;
+- the mean training scan (the template before training), its labels the majority vote
+  of the training segmentations as they are (affinely aligned), by the pairwise model;
+- the single training subject that segments the validation subjects best (chosen on
+  them alone), with its own segmentation, by the pairwise model.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from vxm_tf import cli
+
+cli.quiet_tensorflow_import()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import compare  # noqa: E402
+import numpy as np  # noqa: E402
+
+from vxm_tf import (  # noqa: E402
+    configs,
+    evaluation,
+    experiment,
+    files,
+    hypermorph,
+    metrics,
+    registration,
+    templates,
+)
+from vxm_tf.training import template as template_training  # noqa: E402
+
+
+def majority(segs):
+    """The most frequent label at each voxel of label maps `(N, *spatial)`."""
+    labels = np.unique(segs)
+    counts = np.stack([(segs == k).sum(axis=0) for k in labels])
+    return labels[np.argmax(counts, axis=0)].astype(np.int32)
+
+
+def to_template(model, volumes):
+    """The training segmentations brought into template space by the template model's
+    network: each scan's scan-to-template field (its inverse direction), nearest."""
+    network = model.registration_network()
+    atlas = model.get_atlas()[None, ..., None]
+    moved = []
+    for k in range(len(volumes)):
+        scan = volumes.images[k][None, ..., None]
+        field = network.register_inverse(atlas, scan)  # on the template's grid
+        moved.append(registration.warp_segmentations(volumes.segs[k:k + 1], field)[0])
+    return np.stack(moved)
+
+
+def atlas_dice(fields, atlas_seg, volumes, labels):
+    """Mean Dice per subject of `atlas_seg` warped by each field onto `volumes`."""
+    segs = registration.warp_segmentations(np.repeat(atlas_seg[None], len(fields), 0), fields)
+    return np.array([metrics.mean_dice(seg, volumes.segs[k], labels)
+                     for k, seg in enumerate(segs)])
+
+
+def pairwise_fields(model, atlas, volumes):
+    """Displacements taking `atlas` `(*spatial)` onto each scan of `volumes`."""
+    moving = np.repeat(atlas[None, ..., None], len(volumes), 0).astype(np.float32)
+    return model.register(moving, volumes.images[..., None].astype(np.float32))
+
+
+def figure(images, titles, path, rows=1):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = int(np.ceil(len(images) / rows))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.6 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, image, title in zip(axes.ravel(), images, titles):
+        ax.imshow(np.rot90(image), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    files.save_figure(fig, path)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--template", required=True, help="unconditional template model")
+    parser.add_argument("--conditional", default="", help="age-conditioned template model")
+    parser.add_argument("--pairwise", required=True, help="pairwise registration model")
+    parser.add_argument("--ages", default="20,30,40,50,60,70,80,90")
+    parser.add_argument("--out", required=True, help="markdown report")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    try:
+        if not out.parent.is_dir():
+            raise ValueError(f"{out}: folder {out.parent} does not exist")
+        model = templates.TemplateCreation.load(args.template)
+        settings, base = template_training.read(Path(args.template).parent)
+        pairwise = hypermorph.load(args.pairwise, source=f"--pairwise={args.pairwise}")
+        splits = experiment.build_splits(configs.run_data_config(args.template))
+        ages = [float(a) for a in args.ages.split(",")]
+    except (ValueError, OSError) as err:
+        sys.exit(f"error: {err}")
+    train, test, val = splits["train"], splits["test"], splits["val"]
+    labels = train.labels
+    template = model.get_atlas()
+    print("template labels: the training segmentations in template space", flush=True)
+    template_seg = majority(to_template(model, train))
+    mean_seg = majority(np.asarray(train.segs))
+    scores = {}
+    scores["learned template, its own network"] = atlas_dice(
+        model.register(test.images[..., None].astype(np.float32)), template_seg, test, labels)
+    scores["learned template, pairwise model"] = atlas_dice(
+        pairwise_fields(pairwise, template, test), template_seg, test, labels)
+    scores["mean training scan, pairwise model"] = atlas_dice(
+        pairwise_fields(pairwise, base, test), mean_seg, test, labels)
+    print("choosing the best single-subject atlas on the validation subjects", flush=True)
+    on_val = [atlas_dice(pairwise_fields(pairwise, train.images[k], val), train.segs[k], val,
+                         labels).mean() for k in range(len(train))]
+    best = int(np.argmax(on_val))
+    single = f"best single subject ({train.names[best]}), pairwise model"
+    scores[single] = atlas_dice(pairwise_fields(pairwise, train.images[best], test),
+                                train.segs[best], test, labels)
+    on_test = [atlas_dice(pairwise_fields(pairwise, train.images[k], test), train.segs[k],
+                          test, labels).mean() for k in range(len(train))]
+    unregistered = np.array([metrics.mean_dice(template_seg, test.segs[k], labels)
+                             for k in range(len(test))])
+
+    figure_dir = out.with_suffix("")
+    figure_dir.mkdir(exist_ok=True)
+    figure([base, template, train.images[best]],
+           ["mean training scan", "learned template", f"best subject {train.names[best]}"],
+           figure_dir / "atlases.png")
+    lines_cond = []
+    if args.conditional:
+        cond = templates.ConditionalTemplateCreation.load(args.conditional)
+        cond_settings, cond_base = template_training.read(Path(args.conditional).parent)
+        column = cond_settings["columns"][0]
+        encoded = np.array([[(a - cond_settings["encoding"][column]["mean"])
+                             / cond_settings["encoding"][column]["std"]] for a in ages],
+                           np.float32)
+        aged = cond.template(encoded, cond_base)[..., 0]
+        figure(list(aged), [f"{column} {a:g}" for a in ages], figure_dir / "by_age.png")
+        change = np.abs(aged[-1] - aged[0])
+        lines_cond = [
+            "## Templates conditioned on age", "",
+            f"`{args.conditional}`: one network for every age (trained on the training "
+            f"subjects' {column}, {cond_settings['encoding'][column]['mean']:.0f} +- "
+            f"{cond_settings['encoding'][column]['std']:.0f} years), its templates for "
+            f"{column} {', '.join(f'{a:g}' for a in ages)}:", "",
+            f"![templates by age]({figure_dir.name}/by_age.png)", "",
+            f"Mean absolute difference between the {ages[0]:g} and {ages[-1]:g} templates: "
+            f"{change.mean():.4f} (intensity in [0, 1]; largest {change.max():.3f}).", ""]
+
+    ranked = sorted(scores.items(), key=lambda kv: -kv[1].mean())
+    winner, runner = ranked[0], ranked[1]
+    lines = [
+        "# Learned templates on neurite-OASIS 2D", "",
+        f"Atlas-based segmentation of the {len(test)} test subjects of the template run "
+        f"({len(labels)} labels; the training scans: {len(train)}, validation: {len(val)}). "
+        "Each atlas is registered onto each test scan and its label map brought across; "
+        "Dice against the scan's segmentation, mean over labels, then mean (standard "
+        "deviation) over the test subjects.", "",
+        "| atlas, registered by | Dice |", "|---|---|",
+        *[f"| {name} | {d.mean():.4f} ({d.std():.4f}) |" for name, d in ranked],
+        f"| (template labels, no registration) | {unregistered.mean():.4f} |", "",
+        f"**{winner[0]}** gives the highest Dice, {winner[1].mean():.4f}, "
+        f"{winner[1].mean() - runner[1].mean():+.4f} against {runner[0]}. The single subject "
+        f"was chosen as the atlas that segments the {len(val)} validation subjects best "
+        f"(Dice {on_val[best]:.4f}); on the test subjects the best of the {len(train)} would "
+        f"have given {max(on_test):.4f} (an upper bound, chosen on the test subjects), the "
+        f"median one {np.median(on_test):.4f}.", "",
+        f"![the atlases]({figure_dir.name}/atlases.png)", "",
+        "Template labels: the majority vote of the training segmentations brought into "
+        "template space by the template's network; the mean scan's: the majority vote of "
+        "the training segmentations as they are (the scans are affinely aligned).", "",
+        *lines_cond,
+        "## Runs", "",
+        f"- template: `{args.template}` ({json.dumps(settings['template'])}); pairwise "
+        f"registration: `{args.pairwise}`", "",
+        "Command:", "", "```sh", compare.command_line("report_templates.py", argv), "```"]
+    evaluation.write_text(out, "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
