@@ -120,6 +120,8 @@ def main(argv=None):
     first = rows[0]["sweep"]
     gap = [r["hyper"]["dice_after"] - r["sweep"]["dice_after"] for r in rows]
     lo = hyper_config["loss"]
+    responds = ("responds to h" if hyper.responds_to_lambda() else
+                "does NOT respond to h (dead ReLU units): it registers alike at every weight")
     lines = [
         f"# {args.title}", "",
         f"Test pairs: every ordered pair of the test subjects of the HyperMorph run "
@@ -135,7 +137,7 @@ def main(argv=None):
         f"HyperMorph model: {hyper.nb_hyp_layers} x {hyper.nb_hyp_units} hypernetwork "
         f"units, learning rate {hyper_config['train']['lr']} "
         f"({hyper_config['train']['schedule']}); its hypernetwork "
-        f"{'responds to h' if hyper.responds_to_lambda() else 'does NOT respond to h (dead ReLU units): it registers alike at every weight'}.",
+        f"{responds}.",
         "",
         "Seconds: training epochs on this machine's CPU, from each run's timing.json.", "",
         "## Test scores per lambda", "",
