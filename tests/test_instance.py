@@ -428,3 +428,26 @@ def test_settings_follow_the_weights_not_the_path(tmp_path, monkeypatch):
     assert instance.load_settings(tmp_path / "s.json", 5, tmp_path / "a.keras") == chosen
     with pytest.raises(ValueError, match="instance settings chosen for a.keras, not b.keras"):
         instance.load_settings(tmp_path / "s.json", 5, "b.keras")
+
+
+def test_settings_follow_the_weights_through_another_file(tmp_path):
+    """Settings chosen for one model file are taken for another file of the same weights
+    (a converted copy: other bytes) and refused for other weights."""
+    from vxm_tf import networks
+    keras.utils.set_random_seed(0)
+    model = networks.VxmDense((16, 16), nb_unet_features=[[4, 4], [4, 4, 4]], int_steps=2)
+    networks.save_model(model, tmp_path / "a.keras")
+    chosen = instance.InstanceConfig(steps=5, lr=0.5)
+    instance.save_settings(tmp_path / "s.json", chosen, model=str(tmp_path / "a.keras"))
+    assert "weights_sha256" in json.loads((tmp_path / "s.json").read_text())
+    # the same weights in a model of another name: a file of other bytes
+    copy = networks.VxmDense((16, 16), nb_unet_features=[[4, 4], [4, 4, 4]], int_steps=2,
+                             name="renamed")
+    copy.set_weights(model.get_weights())
+    networks.save_model(copy, tmp_path / "converted.keras")
+    assert (tmp_path / "converted.keras").read_bytes() != (tmp_path / "a.keras").read_bytes()
+    assert instance.load_settings(tmp_path / "s.json", 5, tmp_path / "converted.keras") == chosen
+    other = networks.VxmDense((16, 16), nb_unet_features=[[4, 4], [4, 4, 4]], int_steps=2)
+    networks.save_model(other, tmp_path / "other.keras")
+    with pytest.raises(ValueError, match="instance settings chosen for .*a.keras, not "):
+        instance.load_settings(tmp_path / "s.json", 5, tmp_path / "other.keras")

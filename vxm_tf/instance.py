@@ -156,6 +156,7 @@ def save_settings(path, config, **extra):
               if k in SETTINGS + LATER_SETTINGS}
     if extra.get("model"):  # the weights it was chosen for, under whatever path or name
         extra["model_sha256"] = _model_file(extra["model"])
+        extra["weights_sha256"] = _weights_id(extra["model"])
     files.write_text(path, json.dumps({**fields, **extra}, indent=1) + "\n")
 
 
@@ -170,6 +171,27 @@ def _model_file(value):
     except ValueError:
         return str(value)
     return models.sha256(path) if path.is_file() else str(path)
+
+
+def _weights_id(value):
+    """The sha256 of a model's weights (`networks.weights_sha256`): the same for an
+    original `.h5` and its `.keras` conversion; None when the model cannot be loaded."""
+    from vxm_tf import networks
+    try:
+        return networks.weights_sha256(networks.VxmDense.load(value))
+    except (ValueError, OSError):
+        return None
+
+
+def _same_model(saved, chosen_id, model):
+    """Whether `model` is the one settings `saved` were chosen for: the same file, else
+    the same weights (another copy, a conversion)."""
+    if _model_file(model) == chosen_id:
+        return True
+    given = _weights_id(model)
+    recorded = saved.get("weights_sha256") or (
+        _weights_id(saved["model"]) if saved.get("model") else None)
+    return given is not None and given == recorded
 
 
 def load_settings(path, steps, model=None):
@@ -188,7 +210,7 @@ def load_settings(path, steps, model=None):
         raise ValueError(f"{path}: instance settings lack {', '.join(missing)}")
     chosen_for = saved.get("model")
     chosen_id = saved.get("model_sha256") or (_model_file(chosen_for) if chosen_for else None)
-    if model and chosen_id and _model_file(model) != chosen_id:
+    if model and chosen_id and not _same_model(saved, chosen_id, model):
         raise ValueError(f"{path}: instance settings chosen for {chosen_for}, not {model}")
     if steps is None:
         steps = saved.get("chosen_with_steps")

@@ -264,6 +264,19 @@ def load_network(cls, path):
     return model
 
 
+def weights_sha256(model):
+    """The sha256 of a model's weights (float32 bytes, in the model's weight order): the
+    same model whatever file holds it (an original `.h5`, its `.keras` conversion)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        array = np.ascontiguousarray(keras.ops.convert_to_numpy(weight), dtype=np.float32)
+        digest.update(str(array.shape).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
 def save_model(model, path):
     """`model.save(path)` (a `.keras` file) through a temporary file: never half-written."""
     path = Path(path)
