@@ -510,3 +510,22 @@ def test_register_writes_all_its_outputs_or_none(trained_run, pair, tmp_path, mo
                                 str(pair / "fixed.nii.gz"), str(tmp_path / "moved.nii.gz"),
                                 str(tmp_path / "warp.nii.gz"), affine_config=None)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_image_without_background_is_warned_about(trained_run, pair, tmp_path):
+    """Random noise is no skull-stripped scan: registering it says so; a synthetic
+    subject on its dark background does not."""
+    noise = np.random.default_rng(0).random((40, 40)).astype(np.float32)
+    nib.save(nib.Nifti1Image(noise, AFFINE), str(tmp_path / "noise.nii.gz"))
+    said = []
+    register.register_files(str(trained_run / "best.keras"), str(tmp_path / "noise.nii.gz"),
+                            str(pair / "fixed.nii.gz"), str(tmp_path / "moved.nii.gz"),
+                            log=said.append)
+    warnings = [line for line in said if line.startswith("warning:")]
+    assert len(warnings) == 1 and "noise.nii.gz: only 5% of its voxels" in warnings[0]
+    said.clear()
+    register.register_files(str(trained_run / "best.keras"), str(pair / "moving.nii.gz"),
+                            str(pair / "fixed.nii.gz"), str(tmp_path / "moved2.nii.gz"),
+                            log=said.append)
+    assert not [line for line in said if line.startswith("warning:")]
+    assert register.background_fraction(np.zeros((4, 4))) == 1.0

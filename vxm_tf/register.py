@@ -21,6 +21,8 @@ from vxm_tf import cli
 
 cli.quiet_tensorflow_import()
 
+import numpy as np  # noqa: E402
+
 from vxm_tf import (  # noqa: E402
     affine,
     files,
@@ -101,6 +103,17 @@ def check_outputs(paths, inputs=(), text=()):
         seen[Path(path).resolve()] = path
 
 
+# below this fraction of near-minimum voxels, an image is not a skull-stripped scan on a dark
+# background (a brain in its field of view has far more; noise or a cropped image less)
+MIN_BACKGROUND = 0.1
+
+
+def background_fraction(data):
+    """The fraction of voxels within 5% of the intensity range above its minimum."""
+    low, high = float(np.min(data)), float(np.max(data))
+    return float(np.mean(data <= low + 0.05 * (high - low))) if high > low else 1.0
+
+
 # below this fraction of the fixed image's foreground inside the moving scan, the two do not
 # share a world space (wrong affines, or another subject's scan space without pre-alignment)
 MIN_OVERLAP = 0.2
@@ -141,6 +154,12 @@ def register_files(model_path, moving_path, fixed_path, moved_path, warp_path=""
     moving_scaled, fixed_scaled, said = normalise_pair(moving.data, fixed.data, normalise)
     if log:
         log(said)
+        for volume in (moving, fixed):
+            background = background_fraction(volume.data)
+            if background < MIN_BACKGROUND:
+                log(f"warning: {volume.path}: only {background:.0%} of its voxels are dark "
+                    "background; the brain models take skull-stripped scans on a dark "
+                    "background, and register other images meaninglessly")
     result = registration.register_volumes(
         model, io.Volume(moving_scaled, moving.affine), io.Volume(fixed_scaled, fixed.affine),
         affine_config, instance_config, inverse=bool(inverse_path))
