@@ -115,21 +115,23 @@ compare: runs/oasis2d-mse/best.keras runs/oasis2d-ncc/best.keras runs/oasis2d-hy
 		--out reports/ssd_vs_ncc.md --title "SSD (MSE) against NCC on neurite-OASIS 2D"
 
 # HyperMorph against one model per lambda on the Keras Tuner sweep's grid (make tune:
-# 8 log-spaced values, 0.001 to 10), each trained HM_STEPS steps of flags/ncc.cfg, and one
-# HyperMorph model (flags/hypermorph_ncc.cfg) HM_HYPER_STEPS steps: reports/hypermorph.md
+# 8 log-spaced values, 0.001 to 10), each trained HM_STEPS steps of flags/ncc.cfg, and
+# HyperMorph models (flags/hypermorph_ncc.cfg) of HM_HYPER_STEPS steps: reports/hypermorph.md
 HM_LAMBDAS := 0.001 0.003728 0.01389 0.05179 0.1931 0.7197 2.683 10
 HM_STEPS ?= 800
-HM_HYPER_STEPS ?= 1600
+HM_HYPER_STEPS ?= 1600 4800
 HM := runs/hypermorph
 hm_train = $(PY) -m vxm_tf.train --flagfile=flags/oasis2d.cfg --epochs=1 --verbose=2
 $(HM)/lambda-%/model.keras: | install
 	$(hm_train) --flagfile=flags/ncc.cfg --lambda=$* --steps_per_epoch=$(HM_STEPS) \
 		--model_dir=$(HM)/lambda-$*
-$(HM)/hyper/model.keras: | install
-	$(hm_train) --flagfile=flags/hypermorph_ncc.cfg --steps_per_epoch=$(HM_HYPER_STEPS) \
-		--model_dir=$(HM)/hyper
-hypermorph-report: $(HM)/hyper/model.keras $(foreach l,$(HM_LAMBDAS),$(HM)/lambda-$(l)/model.keras)
-	$(PY) tools/report_hypermorph.py --hyper=$(HM)/hyper/model.keras \
+$(HM)/hyper-%/model.keras: | install
+	$(hm_train) --flagfile=flags/hypermorph_ncc.cfg --steps_per_epoch=$* \
+		--model_dir=$(HM)/hyper-$*
+hypermorph-report: $(foreach s,$(HM_HYPER_STEPS),$(HM)/hyper-$(s)/model.keras) \
+		$(foreach l,$(HM_LAMBDAS),$(HM)/lambda-$(l)/model.keras)
+	$(PY) tools/report_hypermorph.py \
+		--hyper $(foreach s,$(HM_HYPER_STEPS),$(HM)/hyper-$(s)/model.keras) \
 		--sweep $(foreach l,$(HM_LAMBDAS),$(HM)/lambda-$(l)/model.keras) \
 		--out=reports/hypermorph.md
 

@@ -1,15 +1,16 @@
 """HyperMorph against a sweep of per-lambda models (`make hypermorph-report` ->
 reports/hypermorph.md).
 
-    python tools/report_hypermorph.py --hyper=runs/hypermorph/hyper/model.keras \
+    python tools/report_hypermorph.py --hyper runs/hypermorph/hyper-*/model.keras \
         --sweep runs/hypermorph/lambda-*/model.keras --out=reports/hypermorph.md
 
-Each sweep model was trained at one `--lambda`; the HyperMorph model once, for every
-weight. Both are scored by the same code as `vxm-evaluate` on the test pairs of the
-HyperMorph run (its config.json), the HyperMorph model at `h = lambda / (1 + lambda)`, the
-weight whose loss `(1 - h) sim + h Grad` has the minimum of `sim + lambda Grad`. The weight
-to use is then chosen on the validation subjects alone (`vxm-choose-lambda`'s code, on
-`--grid`) and scored on the test pairs, as is the sweep model of the best validation Dice.
+Each sweep model was trained at one `--lambda`; each HyperMorph model once, for every
+weight (several models: several training budgets). All are scored by the same code as
+`vxm-evaluate` on the test pairs of the first HyperMorph run (its config.json), a
+HyperMorph model at `h = lambda / (1 + lambda)`, the weight whose loss `(1 - h) sim + h
+Grad` has the minimum of `sim + lambda Grad`. The weight to use is then chosen on the
+validation subjects alone (`vxm-choose-lambda`'s code, on `--grid`) and scored on the test
+pairs, as is the sweep model of the best validation Dice.
 """
 
 import argparse
@@ -46,7 +47,7 @@ def scores(model, volumes, pairs):
     return evaluation.summarise(*evaluation.evaluate_pairs(model, volumes, pairs))
 
 
-def plot(rows, path):
+def plot(rows, labels, path):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,23 +57,32 @@ def plot(rows, path):
 
     lambdas = [r["lambda"] for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for key, label, ax in (("dice_after", "test Dice", axes[0]),
+    for key, title, ax in (("dice_after", "test Dice", axes[0]),
                            ("folding_percent", "folding (% voxels)", axes[1])):
         ax.plot(lambdas, [r["sweep"][key] for r in rows], "o-", label="one model per lambda")
-        ax.plot(lambdas, [r["hyper"][key] for r in rows], "s--", label="HyperMorph (one model)")
+        for label, marker in zip(labels, ("s--", "^--", "v--")):
+            ax.plot(lambdas, [r[label][key] for r in rows], marker, label=label)
         ax.set_xscale("log")
         ax.set_xlabel("lambda (sim + lambda x Grad)")
-        ax.set_ylabel(label)
+        ax.set_ylabel(title)
         ax.grid(alpha=0.3)
-    axes[0].legend()
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     files.save_figure(fig, path)
     plt.close(fig)
 
 
+def load_hyper(path):
+    model = networks.VxmDense.load(path)
+    if not isinstance(model, hypermorph.HyperVxmDense):
+        raise ValueError(f"--hyper {path} is not a HyperMorph model")
+    return model.at_lambda(None) if model.hyper_lambda is not None else model
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hyper", required=True, help="the HyperMorph model (run folder's)")
+    parser.add_argument("--hyper", nargs="+", required=True,
+                        help="HyperMorph models (their run folders' model.keras)")
     parser.add_argument("--sweep", nargs="+", required=True,
                         help="the per-lambda models (their run folders' model.keras)")
     parser.add_argument("--grid", default=",".join(f"{h:g}" for h in np.linspace(0, 0.95, 20)),
@@ -86,86 +96,97 @@ def main(argv=None):
         if not out.parent.is_dir():
             raise ValueError(f"{out}: folder {out.parent} does not exist")
         grid = parse_grid(args.grid)
-        hyper = networks.VxmDense.load(args.hyper)
-        if not isinstance(hyper, hypermorph.HyperVxmDense):
-            raise ValueError(f"--hyper={args.hyper} is not a HyperMorph model")
-        hyper = hyper.at_lambda(None) if hyper.hyper_lambda is not None else hyper
+        hypers = {}
+        for path in args.hyper:
+            facts = run_facts(path)
+            hypers[f"HyperMorph, {facts[1]} steps"] = (load_hyper(path), facts, path)
         sweep = sorted((run_facts(p)[0]["loss"]["reg_weight"], p) for p in args.sweep)
-        splits = experiment.build_splits(configs.run_data_config(args.hyper))
+        splits = experiment.build_splits(configs.run_data_config(args.hyper[0]))
     except (ValueError, OSError, KeyError) as err:
         sys.exit(f"error: {err}")
     test, val = splits["test"], splits["val"]
     pairs, val_pairs = experiment.split_pairs(test), experiment.split_pairs(val)
+    labels = list(hypers)
     rows, costs = [], []
     for reg_weight, path in sweep:
         h = float(hypermorph.hyper_of_lambda(reg_weight))
         print(f"lambda {reg_weight:g} (h {h:.4f}): {len(pairs)} test pairs", flush=True)
         _, steps, seconds, best_val = run_facts(path)
         costs.append((steps, seconds))
-        rows.append({"lambda": reg_weight, "h": h, "path": path, "val_dice": best_val,
-                     "sweep": scores(networks.VxmDense.load(path), test, pairs),
-                     "hyper": scores(hyper.at_lambda(h), test, pairs)})
-    hyper_config, hyper_steps, hyper_seconds, _ = run_facts(args.hyper)
-    print(f"choosing h on {len(val_pairs)} validation pairs", flush=True)
-    grid_rows = hypermorph.score_grid(hyper, val, val_pairs, grid)
-    chosen = hypermorph.choose(grid_rows)
-    chosen_test = scores(hyper.at_lambda(chosen["hyper_lambda"]), test, pairs)
+        row = {"lambda": reg_weight, "h": h, "path": path, "val_dice": best_val,
+               "sweep": scores(networks.VxmDense.load(path), test, pairs)}
+        for label, (model, _, _) in hypers.items():
+            row[label] = scores(model.at_lambda(h), test, pairs)
+        rows.append(row)
+    choices = {}
+    for label, (model, _, _) in hypers.items():
+        print(f"{label}: choosing h on {len(val_pairs)} validation pairs", flush=True)
+        grid_rows = hypermorph.score_grid(model, val, val_pairs, grid)
+        chosen = hypermorph.choose(grid_rows)
+        choices[label] = (grid_rows, chosen,
+                          scores(model.at_lambda(chosen["hyper_lambda"]), test, pairs))
     by_val = max(rows, key=lambda r: r["val_dice"])
     best_test = max(rows, key=lambda r: r["sweep"]["dice_after"])
 
     figure_dir = out.with_suffix("")
     figure_dir.mkdir(exist_ok=True)
-    plot(rows, figure_dir / "dice_folding_by_lambda.png")
+    plot(rows, labels, figure_dir / "dice_folding_by_lambda.png")
     sweep_steps, sweep_seconds = sum(c[0] for c in costs), sum(c[1] for c in costs)
     first = rows[0]["sweep"]
-    gap = [r["hyper"]["dice_after"] - r["sweep"]["dice_after"] for r in rows]
-    lo = hyper_config["loss"]
-    responds = ("responds to h" if hyper.responds_to_lambda() else
-                "does NOT respond to h (dead ReLU units): it registers alike at every weight")
+    last = labels[-1]
+    lo = hypers[last][1][0]["loss"]
     lines = [
         f"# {args.title}", "",
-        f"Test pairs: every ordered pair of the test subjects of the HyperMorph run "
+        f"Test pairs: every ordered pair of the test subjects of the HyperMorph runs "
         f"({len(test)} subjects, {len(pairs)} pairs, {len(test.labels)} labels; no "
         f"registration: Dice {first['dice_before']:.3f}). Similarity "
-        f"{lo['similarity']} (window {lo['window']}), Grad {lo['grad_penalty']}. The "
+        f"{lo['similarity']} (window {lo['window']}), Grad {lo['grad_penalty']}. A "
         "HyperMorph model is scored at h = lambda / (1 + lambda), where its loss "
         "(1 - h) sim + h Grad has the minimum of the sweep's sim + lambda Grad.", "",
         "## Training cost", "",
         "| | models | steps | seconds |", "|---|---|---|---|",
         f"| one model per lambda | {len(rows)} | {sweep_steps} | {sweep_seconds:.0f} |",
-        f"| HyperMorph | 1 | {hyper_steps} | {hyper_seconds:.0f} |", "",
-        f"HyperMorph model: {hyper.nb_hyp_layers} x {hyper.nb_hyp_units} hypernetwork "
-        f"units, learning rate {hyper_config['train']['lr']} "
-        f"({hyper_config['train']['schedule']}); its hypernetwork "
-        f"{responds}.",
-        "",
-        "Seconds: training epochs on this machine's CPU, from each run's timing.json.", "",
-        "## Test scores per lambda", "",
-        "| lambda | h | Dice, per-lambda model | Dice, HyperMorph | difference | HD95 (mm) "
-        "per-lambda / Hyper | folding % per-lambda / Hyper | SD log det J per-lambda / "
-        "Hyper |", "|---|---|---|---|---|---|---|---|"]
-    for r, d in zip(rows, gap):
-        s, y = r["sweep"], r["hyper"]
-        lines.append(
-            f"| {r['lambda']:.4g} | {r['h']:.4f} | {s['dice_after']:.4f} | "
-            f"{y['dice_after']:.4f} | {d:+.4f} | {s['hd95_after']:.2f} / {y['hd95_after']:.2f} "
-            f"| {s['folding_percent']:.4f} / {y['folding_percent']:.4f} | "
-            f"{s['sd_log_jacobian']:.3f} / {y['sd_log_jacobian']:.3f} |")
-    within = sum(abs(d) <= 0.01 for d in gap)
+        *[f"| {label} | 1 | {facts[1]} | {facts[2]:.0f} |"
+          for label, (_, facts, _) in hypers.items()], "",
+        "Seconds: training epochs on this machine's CPU, from each run's timing.json. "
+        "HyperMorph models:", "",
+        *[f"- {label}: {m.nb_hyp_layers} x {m.nb_hyp_units} hypernetwork units, learning "
+          f"rate {facts[0]['train']['lr']} ({facts[0]['train']['schedule']}); its "
+          "hypernetwork " + ("responds to h." if m.responds_to_lambda() else
+                             "does NOT respond to h (dead ReLU units): it registers alike "
+                             "at every weight.")
+          for label, (m, facts, _) in hypers.items()], "",
+        "## Test Dice per lambda", "",
+        "| lambda | h | per-lambda model | " + " | ".join(labels) + " |",
+        "|---" * (3 + len(labels)) + "|"]
+    for r in rows:
+        lines.append(f"| {r['lambda']:.4g} | {r['h']:.4f} | {r['sweep']['dice_after']:.4f} | "
+                     + " | ".join(f"{r[label]['dice_after']:.4f} "
+                                  f"({r[label]['dice_after'] - r['sweep']['dice_after']:+.4f})"
+                                  for label in labels) + " |")
+    lines.append("")
+    for label in labels:
+        gap = [r[label]["dice_after"] - r["sweep"]["dice_after"] for r in rows]
+        lines.append(f"- {label}: within 0.01 Dice of the per-lambda model at "
+                     f"{sum(abs(d) <= 0.01 for d in gap)} of {len(rows)} values of lambda "
+                     f"(differences {min(gap):+.4f} to {max(gap):+.4f}).")
     lines += [
-        "", f"HyperMorph is within 0.01 Dice of the per-lambda model at {within} of "
-        f"{len(rows)} values of lambda (largest shortfall {min(gap):+.4f}, largest gain "
-        f"{max(gap):+.4f}).", "",
-        f"![Dice and folding by lambda]({figure_dir.name}/dice_folding_by_lambda.png)", "",
+        "", f"![Dice and folding by lambda]({figure_dir.name}/dice_folding_by_lambda.png)", "",
+        f"HD95, folding and SD log det J per lambda (per-lambda model / {last}):", "",
+        "| lambda | HD95 (mm) | folding % | SD log det J |", "|---|---|---|---|",
+        *[f"| {r['lambda']:.4g} | {r['sweep']['hd95_after']:.2f} / "
+          f"{r[last]['hd95_after']:.2f} | {r['sweep']['folding_percent']:.4f} / "
+          f"{r[last]['folding_percent']:.4f} | {r['sweep']['sd_log_jacobian']:.3f} / "
+          f"{r[last]['sd_log_jacobian']:.3f} |" for r in rows], "",
         "## The weight chosen on validation subjects", "",
         f"`vxm-choose-lambda`'s choice over h in {{{', '.join(f'{h:g}' for h in grid)}}} on "
-        f"{len(val_pairs)} validation pairs ({len(val)} subjects, never the test ones): "
-        f"h = {chosen['hyper_lambda']:g} (lambda {chosen['lambda']:.4g}), validation Dice "
-        f"{chosen['dice']:.4f}.", "",
+        f"{len(val_pairs)} validation pairs ({len(val)} subjects, never the test ones), and "
+        "the sweep's model of the best validation Dice:", "",
         "| model | chosen on | test Dice | HD95 (mm) | folding % |", "|---|---|---|---|---|",
-        f"| HyperMorph at h = {chosen['hyper_lambda']:g} | validation Dice over the grid | "
-        f"{chosen_test['dice_after']:.4f} | {chosen_test['hd95_after']:.2f} | "
-        f"{chosen_test['folding_percent']:.4f} |",
+        *[f"| {label} at h = {c[1]['hyper_lambda']:g} (lambda {c[1]['lambda']:.4g}) | "
+          f"validation Dice over the grid ({c[1]['dice']:.4f}) | {c[2]['dice_after']:.4f} | "
+          f"{c[2]['hd95_after']:.2f} | {c[2]['folding_percent']:.4f} |"
+          for label, c in choices.items()],
         f"| per-lambda model, lambda {by_val['lambda']:.4g} | best validation Dice of its "
         f"run ({by_val['val_dice']:.4f}) | {by_val['sweep']['dice_after']:.4f} | "
         f"{by_val['sweep']['hd95_after']:.2f} | {by_val['sweep']['folding_percent']:.4f} |",
@@ -173,12 +194,14 @@ def main(argv=None):
         f"upper bound, not a fair choice) | {best_test['sweep']['dice_after']:.4f} | "
         f"{best_test['sweep']['hd95_after']:.2f} | "
         f"{best_test['sweep']['folding_percent']:.4f} |", "",
-        "Validation Dice by h (HyperMorph):", "",
-        "| h | lambda | Dice | folding % |", "|---|---|---|---|",
-        *[f"| {g['hyper_lambda']:g} | {g['lambda']:.4g} | {g['dice']:.4f} | "
-          f"{g['folding_percent']:.4f} |" for g in grid_rows], "",
-        "## Runs", "",
-        f"- HyperMorph: `{args.hyper}`",
+        "Validation Dice by h:", "",
+        "| h | lambda | " + " | ".join(labels) + " |", "|---" * (2 + len(labels)) + "|"]
+    for k, g in enumerate(next(iter(choices.values()))[0]):
+        lines.append(f"| {g['hyper_lambda']:g} | {g['lambda']:.4g} | " + " | ".join(
+            f"{choices[label][0][k]['dice']:.4f}" for label in labels) + " |")
+    lines += [
+        "", "## Runs", "",
+        *[f"- {label}: `{path}`" for label, (_, _, path) in hypers.items()],
         *[f"- lambda {r['lambda']:.4g}: `{r['path']}`" for r in rows], "",
         "Command:", "", "```sh", compare.command_line("report_hypermorph.py", argv), "```"]
     evaluation.write_text(out, "\n".join(lines) + "\n")

@@ -19,6 +19,7 @@ Atlases:
 """
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -41,6 +42,13 @@ from vxm_tf import (  # noqa: E402
     templates,
 )
 from vxm_tf.training import template as template_training  # noqa: E402
+
+
+def in_memory(volumes):
+    """A split with its images and segmentations as arrays (2D: small)."""
+    n = range(len(volumes))
+    return dataclasses.replace(volumes, images=np.stack([volumes.images[k] for k in n]),
+                               segs=np.stack([volumes.segs[k] for k in n]))
 
 
 def majority(segs):
@@ -113,7 +121,7 @@ def main(argv=None):
         ages = [float(a) for a in args.ages.split(",")]
     except (ValueError, OSError) as err:
         sys.exit(f"error: {err}")
-    train, test, val = splits["train"], splits["test"], splits["val"]
+    train, test, val = (in_memory(splits[s]) for s in ("train", "test", "val"))
     labels = train.labels
     template = model.get_atlas()
     print("template labels: the training segmentations in template space", flush=True)

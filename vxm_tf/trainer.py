@@ -110,7 +110,7 @@ def _train(config, log, scope, run_dir, start):
         raise TrainingError(f"--window={lo.window} is larger than the images "
                             f"{tuple(train.shape)}; choose at most {min(train.shape)}")
     log(f"{len(train)} training subjects, "
-        f"{f'a {config.model.template} template' if template else f'{len(pairs)} pairs'}, "
+        f"{f'{config.model.template} template' if template else f'{len(pairs)} pairs'}, "
         f"{steps} steps per epoch, shape {train.shape}, precision {precision}")
 
     with scope:
