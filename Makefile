@@ -279,15 +279,15 @@ readme: install
 
 # Every generated report (each trains or runs what it needs when its inputs are missing),
 # then the README's tables from them.
-# the 3D model trained from scratch on synthetic subjects (RUN3D, at SIZE3D^3) on the real
-# pair at its size, beside ANTs SyN at that size (make baselines) and + instance optimisation.
-# The 128^3 run was trained on the lent GPU (tools/gpu_train.sh scratch, its folder copied
-# to runs/); TRAINED_ON names the device where its timing.json does not. The 64^3 report:
-# make synth3d-report RUN3D=runs/synth3d64-ncc-seg SIZE3D=64
-RUN3D ?= runs/synth3d128-svf2
+# the 3D model trained from scratch on synthetic subjects (MODEL3D: the shipped
+# vxm-tf-brain-3d-128 by name, its folder RUN3D holding its run's files) on the real pair at
+# SIZE3D^3, beside ANTs SyN at that size (make baselines) and + instance optimisation.
+# A run of your own: make synth3d-report MODEL3D=runs/X/best.keras RUN3D=runs/X SIZE3D=64
+MODEL3D ?= vxm-tf-brain-3d-128
+RUN3D ?= $(SHIPPED)/vxm-tf-brain-3d-128
 SIZE3D ?= 128
 synth3d-report: install
-	$(PY) tools/report_oasis3d.py --model=$(RUN3D)/best.keras --data_dir=$(OASIS3D) \
+	$(PY) tools/report_oasis3d.py --model=$(MODEL3D) --data_dir=$(OASIS3D) \
 		--target_shape=$(SIZE3D),$(SIZE3D),$(SIZE3D) --instance_steps=10,50 --no_original \
 		--title="vxm_tf trained from scratch on synthetic subjects, real OASIS scans at $(SIZE3D)^3" \
 		$(if $(wildcard $(ANTS_VENV)/.installed),--ants_python=$(ANTS_VENV)/bin/python) \
