@@ -7,11 +7,13 @@ resampling, affine pre-alignment and the network's deformation compose into one 
 the fixed image's voxels to the moving image's before the moving image is interpolated once.
 """
 
+from collections.abc import Sequence
+
 import numpy as np
 from scipy import ndimage
 
 
-def embed(matrix):
+def embed(matrix: np.ndarray) -> np.ndarray:
     """A `(D+1, D+1)` index map as a `(4, 4)` one (2D: the third axis kept as it is)."""
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.shape == (4, 4):
@@ -22,20 +24,21 @@ def embed(matrix):
     return full
 
 
-def reduce(matrix, ndims):
+def reduce(matrix: np.ndarray, ndims: int) -> np.ndarray:
     """The `(D+1, D+1)` part of a `(4, 4)` map acting on the first `ndims` axes."""
     keep = list(range(ndims)) + [3]
     return np.asarray(matrix, dtype=np.float64)[np.ix_(keep, keep)]
 
 
-def voxel_map(grid_affine, image_affine, ndims):
+def voxel_map(grid_affine: np.ndarray, image_affine: np.ndarray, ndims: int) -> np.ndarray:
     """`(D+1, D+1)`: a voxel index of the grid with `grid_affine` -> the voxel index of
     the same world point in the image with `image_affine`."""
     full = np.linalg.inv(np.asarray(image_affine, np.float64)) @ np.asarray(grid_affine)
     return reduce(full, ndims)
 
 
-def grid_affine(affine, in_shape, out_shape):
+def grid_affine(affine: np.ndarray, in_shape: Sequence[int], out_shape: Sequence[int]
+                ) -> np.ndarray:
     """Voxel-to-world affine of the grid of `out_shape` covering the same box as a grid of
     `in_shape` with `affine` (voxel centres aligned: out voxel i sits at in position
     (i + 0.5) * n / m - 0.5, as `data.volumes.resize_volume` samples)."""
@@ -46,24 +49,25 @@ def grid_affine(affine, in_shape, out_shape):
     return np.asarray(affine, dtype=np.float64) @ scale
 
 
-def spacing(affine, ndims):
+def spacing(affine: np.ndarray, ndims: int) -> np.ndarray:
     """Voxel size (mm) along the first `ndims` axes."""
     return np.sqrt((np.asarray(affine)[:3, :ndims] ** 2).sum(axis=0))
 
 
-def indices(shape, dtype=np.float64):
+def indices(shape: Sequence[int], dtype=np.float64) -> np.ndarray:
     """Voxel indices `(*shape, D)`, `ij` order: the one identity grid."""
     return np.stack(np.meshgrid(*[np.arange(n, dtype=dtype) for n in shape],
                                 indexing="ij"), axis=-1)
 
 
-def apply(matrix, coords):
+def apply(matrix: np.ndarray, coords: np.ndarray) -> np.ndarray:
     """A `(D+1, D+1)` map applied to points `(..., D)`."""
     matrix = np.asarray(matrix)
     return coords @ matrix[:-1, :-1].T + matrix[:-1, -1]
 
 
-def sample(data, coords, order, cval=0.0):
+def sample(data: np.ndarray, coords: np.ndarray, order: int, cval: float = 0.0
+           ) -> np.ndarray:
     """`data` at voxel coordinates `(*shape, D)`: order 1 linear, 0 nearest; points outside
     the array read `cval` (scanner space beyond a field of view is background), or the
     nearest edge voxel when `cval` is None."""
@@ -73,13 +77,13 @@ def sample(data, coords, order, cval=0.0):
     return out.astype(data.dtype)
 
 
-def warp(data, disp, order):
+def warp(data: np.ndarray, disp: np.ndarray, order: int) -> np.ndarray:
     """out[x] = data[x + disp[x]] for a voxel displacement `(*shape, D)` (edges repeated):
     the numpy counterpart of `vxm_tf.ops.transform`."""
     return sample(data, indices(data.shape) + disp, order, cval=None)
 
 
-def inside_fraction(coords, shape):
+def inside_fraction(coords: np.ndarray, shape: Sequence[int]) -> float:
     """Fraction of points `(..., D)` inside an array of `shape` (half a voxel of margin)."""
     inside = np.ones(coords.shape[:-1], bool)
     for d, n in enumerate(shape):
@@ -87,7 +91,7 @@ def inside_fraction(coords, shape):
     return float(inside.mean())
 
 
-def centre_of_mass(data):
+def centre_of_mass(data: np.ndarray) -> np.ndarray:
     """Intensity-weighted centre `(D,)` in voxels of a non-negative image (its centre when
     blank)."""
     weights = np.clip(np.asarray(data, np.float64), 0, None)
@@ -96,7 +100,8 @@ def centre_of_mass(data):
     return np.asarray(ndimage.center_of_mass(weights))
 
 
-def world_displacement(moving_coords, moving_affine, fixed_affine):
+def world_displacement(moving_coords: np.ndarray, moving_affine: np.ndarray,
+                       fixed_affine: np.ndarray) -> np.ndarray:
     """Displacement `(*fixed_shape, 3)` in world mm (RAS) from each fixed voxel's world
     point to the moving world point it samples (`moving_coords`: moving voxel indices
     `(*fixed_shape, D)`)."""
@@ -108,7 +113,8 @@ def world_displacement(moving_coords, moving_affine, fixed_affine):
     return (moving_world - fixed_world).astype(np.float32)
 
 
-def moving_coordinates(displacement, field_affine, moving_affine, ndims):
+def moving_coordinates(displacement: np.ndarray, field_affine: np.ndarray,
+                       moving_affine: np.ndarray, ndims: int) -> np.ndarray:
     """Moving voxel indices `(*field_shape, ndims)` sampled by a world displacement field
     `(*field_shape, 3)` (RAS mm) whose grid has `field_affine`."""
     field_shape = displacement.shape[:-1]

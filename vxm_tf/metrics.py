@@ -3,6 +3,8 @@
 Label maps are integer arrays `(*spatial)`. Labels are ids other than 0 (background).
 """
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from vxm_tf.surfaces import robust_hausdorff
@@ -18,7 +20,8 @@ def _label_maps(seg_a, seg_b, labels):
     return seg_a, seg_b, labels
 
 
-def dice(seg_a, seg_b, labels=None):
+def dice(seg_a: np.ndarray, seg_b: np.ndarray, labels: Sequence[int] | None = None
+         ) -> dict[int, float]:
     """Dice overlap 2 |A & B| / (|A| + |B|) per label.
 
     Args:
@@ -37,12 +40,15 @@ def dice(seg_a, seg_b, labels=None):
     return scores
 
 
-def mean_dice(seg_a, seg_b, labels=None):
+def mean_dice(seg_a: np.ndarray, seg_b: np.ndarray, labels: Sequence[int] | None = None
+              ) -> float:
     """Mean of `dice` over the labels present in either map."""
     return float(np.nanmean(list(dice(seg_a, seg_b, labels).values())))
 
 
-def hausdorff(seg_a, seg_b, labels=None, spacing_mm=None, percent=100.0):
+def hausdorff(seg_a: np.ndarray, seg_b: np.ndarray, labels: Sequence[int] | None = None,
+              spacing_mm: Sequence[float] | None = None, percent: float = 100.0
+              ) -> dict[int, float]:
     """Hausdorff distance in mm per label, or its `percent` percentile (95: HD95).
 
     The definition of the Learn2Reg evaluation, DeepMind's `surface-distance`
@@ -54,6 +60,9 @@ def hausdorff(seg_a, seg_b, labels=None, spacing_mm=None, percent=100.0):
         seg_a, seg_b: label maps of the same shape, 2D or 3D.
         labels: ids to score; default every non-zero id present in either map.
         spacing_mm: voxel size per axis in mm (default 1).
+
+    Returns:
+        `{label: distance in mm}`.
     """
     seg_a, seg_b, labels = _label_maps(seg_a, seg_b, labels)
     spacing_mm = tuple(spacing_mm) if spacing_mm is not None else (1.0,) * seg_a.ndim
@@ -69,7 +78,7 @@ def hausdorff(seg_a, seg_b, labels=None, spacing_mm=None, percent=100.0):
     return scores
 
 
-def jacobian_determinant(disp):
+def jacobian_determinant(disp: np.ndarray) -> np.ndarray:
     """Determinant of the Jacobian of x -> x + disp(x), `(*spatial)`.
 
     Args:
@@ -86,11 +95,11 @@ def jacobian_determinant(disp):
     return np.linalg.det(grads + np.eye(ndims))
 
 
-def folding_percent(disp):
+def folding_percent(disp: np.ndarray) -> float:
     """Percentage of voxels where the deformation folds (Jacobian determinant <= 0)."""
     return float(100.0 * np.mean(jacobian_determinant(disp) <= 0))
 
 
-def sd_log_jacobian(disp):
+def sd_log_jacobian(disp: np.ndarray) -> float:
     """Standard deviation of the log Jacobian determinant (clipped to [1e-9, 1e9])."""
     return float(np.std(np.log(np.clip(jacobian_determinant(disp), 1e-9, 1e9))))

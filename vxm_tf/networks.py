@@ -232,11 +232,17 @@ class Transform(keras.Model):
         return cls(**config)
 
 
+# the networks of the original API that subclass or wrap VxmDense live in their own modules,
+# which register their classes with Keras when imported
+UNREGISTERED = ("HyperVxmDense and the template networks load once vxm_tf.hypermorph and "
+                "vxm_tf.templates are imported")
+
+
 def load_network(cls, path):
     """A `cls` model (VxmDense, or another network of the original API) from a `.keras`
     file, an `.h5` written by voxelmorph 0.2's `save`, or a registered model's name;
     `ValueError` naming the file when it holds something else."""
-    from vxm_tf import hypermorph, models, templates  # noqa: F401 - registers their classes
+    from vxm_tf import models
     path = str(models.resolve(path))
     if os.path.isdir(path):
         raise ValueError(f"{path}: a folder, not a model file (.keras or .h5)")
@@ -250,6 +256,8 @@ def load_network(cls, path):
             model = keras.saving.load_model(path, compile=False)
         except (OSError, KeyError, zipfile.BadZipFile) as err:
             raise ValueError(f"{path}: not a readable Keras model file ({err})") from None
+        except TypeError as err:  # a class whose module is not imported
+            raise ValueError(f"{path}: {str(err).splitlines()[0]} ({UNREGISTERED})") from None
         if not isinstance(model, cls):
             raise ValueError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
         return model
@@ -258,6 +266,9 @@ def load_network(cls, path):
         registered = keras.saving.get_registered_object(f"vxm_tf>{found}")
         if isinstance(registered, type) and issubclass(registered, cls):
             return registered.load(path)
+        if registered is None:
+            raise ValueError(f"{path}: holds a {found}, not a {cls.__name__} "
+                             f"({UNREGISTERED})")
     config = original.read_original_config(path, cls.__name__)
     model = cls(**config)
     load_original_weights(model, path)

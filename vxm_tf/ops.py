@@ -10,23 +10,30 @@ voxel, unless a `fill_value` is given, in which case it reads that value.
 """
 
 import itertools
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from keras import ops
+from numpy.typing import ArrayLike
 
 from vxm_tf import geometry
+
+# a tensor of the Keras backend in use (TensorFlow, JAX or torch)
+Tensor = Any
 
 INTERP_METHODS = ("linear", "nearest")
 
 
-def check_interp_method(interp_method):
+def check_interp_method(interp_method: str) -> None:
     if interp_method not in INTERP_METHODS:
         raise ValueError(
             f"interp_method must be one of {INTERP_METHODS}, got {interp_method!r}"
         )
 
 
-def interpn(vol, loc, interp_method="linear", fill_value=None):
+def interpn(vol: ArrayLike, loc: ArrayLike, interp_method: str = "linear",
+            fill_value: float | None = None) -> Tensor:
     """Sample `vol` at voxel locations `loc`.
 
     Args:
@@ -93,7 +100,8 @@ def interpn(vol, loc, interp_method="linear", fill_value=None):
     return out
 
 
-def transform(vol, disp, interp_method="linear", fill_value=None):
+def transform(vol: ArrayLike, disp: ArrayLike, interp_method: str = "linear",
+              fill_value: float | None = None) -> Tensor:
     """Warp `vol` by displacement `disp`: out[x] = vol[x + disp[x]].
 
     Args:
@@ -108,7 +116,7 @@ def transform(vol, disp, interp_method="linear", fill_value=None):
     return interpn(vol, loc, interp_method=interp_method, fill_value=fill_value)
 
 
-def integrate_svf(vel, int_steps=7, unroll=False):
+def integrate_svf(vel: ArrayLike, int_steps: int = 7, unroll: bool = False) -> Tensor:
     """Scaling and squaring: exponentiate a stationary velocity field.
 
     Args:
@@ -133,12 +141,14 @@ def integrate_svf(vel, int_steps=7, unroll=False):
     return disp
 
 
-def resized_shape(spatial_shape, zoom_factor):
+def resized_shape(spatial_shape: Sequence[int | None], zoom_factor: float
+                  ) -> tuple[int | None, ...]:
     """Output shape of `resize`: `int(n * zoom_factor)` per axis, as the original."""
     return tuple(None if n is None else int(n * zoom_factor) for n in spatial_shape)
 
 
-def resize(vol, zoom_factor, interp_method="linear", shape=None):
+def resize(vol: ArrayLike, zoom_factor: float, interp_method: str = "linear",
+           shape: Sequence[int] | None = None) -> Tensor:
     """Resize `(B, *spatial, C)` by `zoom_factor` (or to spatial `shape`, when given),
     corners aligned as in the original.
 
@@ -167,7 +177,8 @@ def resize(vol, zoom_factor, interp_method="linear", shape=None):
     return vol
 
 
-def rescale_dense_transform(disp, factor, interp_method="linear"):
+def rescale_dense_transform(disp: ArrayLike, factor: float, interp_method: str = "linear"
+                            ) -> Tensor:
     """Resize a displacement field and scale its vectors by `factor`.
 
     Args:
@@ -183,7 +194,8 @@ def rescale_dense_transform(disp, factor, interp_method="linear"):
     return resize(disp * factor, factor, interp_method)
 
 
-def affine_to_dense_shift(matrix, shape, shift_center=True):
+def affine_to_dense_shift(matrix: ArrayLike, shape: Sequence[int], shift_center: bool = True
+                          ) -> Tensor:
     """The displacement of an affine map on a grid, as voxelmorph's `affine_to_dense_shift`.
 
     Args:

@@ -3,7 +3,9 @@ evaluation), and scans of any size, orientation and voxel size in world coordina
 affine pre-alignment (`register`)."""
 
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from keras import ops
@@ -13,8 +15,12 @@ from vxm_tf import affine, geometry, instance, metrics
 from vxm_tf import ops as vxm_ops
 from vxm_tf.data.volumes import resize_volume
 
+if TYPE_CHECKING:
+    from vxm_tf import io
 
-def displacements(model, moving, fixed, instance_config=None):
+
+def displacements(model, moving: np.ndarray, fixed: np.ndarray,
+                  instance_config: "instance.InstanceConfig | None" = None) -> np.ndarray:
     """`model.register(moving, fixed)`, refined by test-time instance optimisation when
     `instance_config` (an `instance.InstanceConfig`) asks for steps.
 
@@ -37,8 +43,11 @@ def displacements(model, moving, fixed, instance_config=None):
     return instance.optimise(model, moving, fixed, instance_config)
 
 
-def register_pairs(model, volumes, pairs, batch_size=8, moving_images=None,
-                   instance_config=None, seconds=None):
+def register_pairs(model, volumes, pairs: Sequence[tuple[int, int]], batch_size: int = 8,
+                   moving_images: np.ndarray | None = None,
+                   instance_config: "instance.InstanceConfig | None" = None,
+                   seconds: list | None = None
+                   ) -> Iterator[tuple[tuple[int, int], np.ndarray, np.ndarray | None]]:
     """Yield `(pair, warp, moved_seg)` for each (moving, fixed) index pair.
 
     warp: `(*spatial, D)` displacement in voxels; moved_seg: the moving segmentation
@@ -64,14 +73,15 @@ def register_pairs(model, volumes, pairs, batch_size=8, moving_images=None,
         yield from zip(chunk, warps, moved_segs)
 
 
-def warp_segmentations(segs, warps):
+def warp_segmentations(segs: np.ndarray, warps: np.ndarray) -> np.ndarray:
     """Label maps `(B, *spatial)` warped by displacements `(B, *spatial, D)` (nearest)."""
     moved = vxm_ops.transform(segs[..., None].astype(np.float32), warps,
                               interp_method="nearest")
     return ops.convert_to_numpy(moved)[..., 0].astype(np.int32)
 
 
-def validation_dice(model, volumes, pairs, batch_size=8):
+def validation_dice(model, volumes, pairs: Sequence[tuple[int, int]], batch_size: int = 8
+                    ) -> float:
     """Mean Dice over labels and pairs of the moved against the fixed segmentations."""
     labels = volumes.labels
     scores = [metrics.mean_dice(moved, volumes.segs[j], labels)
@@ -102,8 +112,10 @@ def _sample_field(field, coords):
                      for d in range(field.shape[-1])], axis=-1)
 
 
-def register_volumes(model, moving, fixed, affine_config=None, instance_config=None,
-                     inverse=False):
+def register_volumes(model, moving: "io.Volume", fixed: "io.Volume",
+                     affine_config: "affine.AffineConfig | None" = None,
+                     instance_config: "instance.InstanceConfig | None" = None,
+                     inverse: bool = False) -> "Registration":
     """Register two `io.Volume`s of any size, orientation and voxel size (normalised
     intensities) with `model`, in world coordinates.
 
