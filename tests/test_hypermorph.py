@@ -178,6 +178,16 @@ def test_chosen_weight_is_written_as_a_model_that_registers_there(hyper_model, t
     np.testing.assert_allclose(
         written.register(moving, fixed),
         hyper_model.register(moving, fixed, hyper_lambda=chosen["hyper_lambda"]), atol=1e-5)
+    from vxm_tf.choose_lambda import check_out, parse_grid
+    with pytest.raises(ValueError, match="a checkpoint of the run"):
+        (tmp_path / "config.json").write_text("{}")
+        check_out(str(tmp_path / "last.keras"), str(path))
+    with pytest.raises(ValueError, match="is the default output .* itself: give --out"):
+        check_out(str(path), str(path), default=True)
+    with pytest.raises(ValueError, match="--grid is empty"):
+        parse_grid(" ")
+    tied = [{"hyper_lambda": h, "dice": 0.5, "folding_percent": 0.0} for h in (0.0, 0.4)]
+    assert hypermorph.choose(tied)["hyper_lambda"] == 0.4, "ties go to the smoother weight"
     least_folding = hypermorph.choose(rows, min_dice=min(r["dice"] for r in rows))
     assert least_folding["folding_percent"] == min(r["folding_percent"] for r in rows)
     with pytest.raises(ValueError, match="--min_dice=2: no weight"):
@@ -233,6 +243,11 @@ def test_training_a_hyper_model_runs_through_the_usual_loop(tmp_path):
                                model.register(moving, fixed, hyper_lambda=0.3), atol=1e-6)
     recorded = configs.run_data_config(tmp_path / "run" / "model.keras")
     assert recorded.synthetic_shape == SHAPE
+    # a checkpoint replaced by a model without optimiser: resuming says so in one line
+    networks.save_model(model.at_lambda(0.3), tmp_path / "run" / "last.keras")
+    config.train.epochs, config.train.resume = 2, True
+    with pytest.raises(trainer.TrainingError, match="last.keras holds no optimiser state"):
+        trainer.train_and_evaluate(config, log=lambda _: None)
 
 
 def test_a_dead_hypernetwork_is_caught(hyper_model, tmp_path):

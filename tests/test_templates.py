@@ -38,7 +38,8 @@ def test_attributes_are_read_by_subject_and_encoded(tmp_path):
     names = ["OASIS_OAS1_0002_MR1", "OASIS_OAS1_0001_MR1"]
     values, encoding = data.read_attributes(csv, ["Age", "M/F"], names)
     np.testing.assert_allclose(values, [[1, 1], [-1, 0]])
-    assert encoding == {"Age": {"mean": 40.0, "std": 20.0}, "M/F": {"values": ["F", "M"]}}
+    assert encoding == {"Age": {"mean": 40.0, "std": 20.0, "min": 20.0, "max": 60.0},
+                        "M/F": {"values": ["F", "M"]}}
     assert data.encode_attribute(80, encoding["Age"], "Age") == 2.0
     with pytest.raises(data.DatasetError, match="subject OASIS_OAS1_0003_MR1 has no Age"):
         data.read_attributes(csv, ["Age"], ["OASIS_OAS1_0003_MR1"])
@@ -48,6 +49,20 @@ def test_attributes_are_read_by_subject_and_encoded(tmp_path):
         data.read_attributes(csv, ["Weight"], names)
     with pytest.raises(data.DatasetError, match="M/F=X is none of F, M"):
         data.encode_attribute("X", encoding["M/F"], "M/F")
+    with pytest.raises(data.DatasetError, match="a column is named twice"):
+        data.read_attributes(csv, ["Age", "Age"], names)
+    # a spreadsheet's byte-order mark; a subject matching two rows; text among numbers
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbfID,Age\nOAS1_0001_MR1,20\nOAS1_0002_MR1,30\n")
+    assert data.read_attributes(bom, ["Age"], names)[0].shape == (2, 1)
+    twice = tmp_path / "twice.csv"
+    twice.write_text("ID,Age\nOAS1_0001_MR1,20\nOAS1_0001_MR1,90\nOAS1_0002_MR1,30\n")
+    with pytest.raises(data.DatasetError, match="OASIS_OAS1_0001_MR1 matches 2 rows"):
+        data.read_attributes(twice, ["Age"], names)
+    typo = tmp_path / "typo.csv"
+    typo.write_text("ID,Age\nOAS1_0001_MR1,20\nOAS1_0002_MR1,unknown\n")
+    with pytest.raises(data.DatasetError, match="Age holds numbers and Age=unknown"):
+        data.read_attributes(typo, ["Age"], names)
 
 
 def template_config(tmp_path, **model):
@@ -115,8 +130,16 @@ def test_a_conditional_template_follows_its_attribute(tmp_path):
                                                  "template_Age-90.nii.gz"]
     young, old = (io.load_volume(p).data for p in paths)
     assert np.abs(young - old).max() > 1e-4, "the template depends on the age"
-    with pytest.raises(data.DatasetError, match="Age=old is not a number"):
-        write_templates(str(tmp_path / "run" / "model.keras"), str(tmp_path / "x"), "old")
+    model_path = str(tmp_path / "run" / "model.keras")
+    for values, match in (("old", "--values: Age=old is not a number"),
+                          ("30,30", "a set is given twice"), ("", "give the Age")):
+        with pytest.raises(ValueError, match=match):
+            write_templates(model_path, str(tmp_path / "x"), values)
+        assert not (tmp_path / "x").exists(), "nothing written, not even the folder"
+    said = []
+    write_templates(model_path, str(tmp_path / "y"), "5", log=said.append)
+    assert said == ["warning: Age=5 (trained on 20 to 50): the template extrapolates beyond "
+                    "its training subjects"]
 
 
 @pytest.mark.parametrize("change, match", [

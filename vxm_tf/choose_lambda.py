@@ -49,7 +49,9 @@ def parse_grid(text):
         grid = sorted({float(v) for v in text.replace(" ", "").split(",") if v})
     except ValueError:
         raise ValueError(f"--grid={text}: expected comma-separated numbers") from None
-    if not grid or not all(0 <= h <= 1 for h in grid):
+    if not grid:
+        raise ValueError("--grid is empty: give the weights to score, e.g. 0,0.1,0.2")
+    if not all(0 <= h <= 1 for h in grid):
         raise ValueError(f"--grid={text}: weights lie in [0, 1]")
     return grid
 
@@ -62,9 +64,19 @@ def default_out(model):
     return str(Path(model).parent / "chosen.keras")
 
 
-def check_out(out, model):
-    """`--out` a new-or-replaceable `.keras` file in a writable folder, not the model."""
+# a run folder's training files, which --out must not replace (--resume reads them)
+RUN_FILES = ("last.keras", "best.keras", "model.keras")
+
+
+def check_out(out, model, default=False):
+    """`--out` a new-or-replaceable `.keras` file in a writable folder, not the model nor a
+    run's checkpoint (`default`: the value is the default, not the user's)."""
     path = Path(out)
+    if default and path.resolve() == Path(str(models.resolve(model))).resolve():
+        raise ValueError(f"--model={model} is the default output ({out}) itself: give --out")
+    if path.name in RUN_FILES and (path.parent / "config.json").is_file():
+        raise ValueError(f"--out={out}: a checkpoint of the run in {path.parent} "
+                         "(--resume reads it); give another name")
     if path.suffix != ".keras":
         raise ValueError(f"--out={out}: a Keras model file ending in .keras")
     if path.is_dir():
@@ -106,7 +118,13 @@ def main(argv):
         if FLAGS.max_pairs < 0:
             raise ValueError(f"--max_pairs must be 0 (all) or more, got {FLAGS.max_pairs}")
         out = FLAGS.out or default_out(FLAGS.model)
-        check_out(out, str(FLAGS.model))
+        check_out(out, str(FLAGS.model), default=not FLAGS.out)
+        if FLAGS.min_dice is not None and not 0 <= FLAGS.min_dice <= 1:
+            raise ValueError(f"--min_dice is a Dice in [0, 1], got {FLAGS.min_dice}")
+        if configs.run_data_config(FLAGS.model) is None and not any(
+                FLAGS[name].present for name in configs.flags_of(configs.DataConfig)):
+            raise ValueError(f"--model={FLAGS.model}: no run config.json beside it to name "
+                             "its data: give the data flags (--dataset, --data_dir, ...)")
         config = data_config(FLAGS.model, FLAGS)
         volumes = experiment.build_splits(config)[FLAGS.split]
         if volumes is None or len(volumes) < 2:

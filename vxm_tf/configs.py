@@ -345,11 +345,13 @@ def check_template(config):
                           "--template=conditional")
     if m.template == "none":
         return
+    if conditional and d.dataset == "synthetic":
+        raise ConfigError("--template=conditional: synthetic subjects have no attributes; "
+                          "give a dataset of files with --attributes_csv")
     for flag, on in (("bidir", m.bidir), ("hyper", m.hyper), ("seg_weight", lo.seg_weight),
                      ("init_model", bool(config.train.init_model)),
                      ("aug_clean_targets", d.augmentation.clean_targets),
-                     ("atlas", bool(d.atlas)), ("dataset=synthetic",
-                                                d.dataset == "synthetic" and conditional)):
+                     ("atlas", bool(d.atlas))):
         if on:
             raise ConfigError(f"--template={m.template} learns its own template from the "
                               f"training scans; --{flag} does not go with it")

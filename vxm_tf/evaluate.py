@@ -163,8 +163,9 @@ def main(argv):
                          instance_config)
     except (configs.ConfigError, data.DatasetError, ValueError, OSError) as err:
         cli.fail(str(err))
-    print(f"Dice {summary['dice_before']:.3f} -> {summary['dice_after']:.3f}, HD95 "
-          f"{summary['hd95_before']:.2f} -> {summary['hd95_after']:.2f} mm, folding "
+    hd95 = (f"HD95 {summary['hd95_before']:.2f} -> {summary['hd95_after']:.2f} mm"
+            if FLAGS.surface else "HD95 not computed (--nosurface)")
+    print(f"Dice {summary['dice_before']:.3f} -> {summary['dice_after']:.3f}, {hd95}, folding "
           f"{summary['folding_percent']:.3f}%, {summary['seconds']:.4f} s per pair; {out_dir}")
 
 

@@ -101,8 +101,9 @@ def summarise(pair_rows, label_rows):
     summary = {"pairs": len(pair_rows)}
     for field in PAIR_FIELDS[2:]:
         values = np.array([r[field] for r in pair_rows], dtype=float)
-        summary[field] = float(np.nanmean(values))
-        summary[f"{field}_std"] = float(np.nanstd(values))
+        known = values[~np.isnan(values)]  # HD95 is NaN throughout without surfaces
+        summary[field] = float(known.mean()) if known.size else float("nan")
+        summary[f"{field}_std"] = float(known.std()) if known.size else float("nan")
     per_label = {}
     for row in label_rows:
         entry = per_label.setdefault(row["label"], {"name": row["name"], "rows": []})

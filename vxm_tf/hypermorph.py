@@ -199,6 +199,8 @@ def define_flags(flag_values=None):
 def load(model, hyper_lambda=None, source=None):
     """`VxmDense.load(model)` (a path or registered name; a loaded model passes through)
     made ready to register: a HyperMorph model at `hyper_lambda` (`at_lambda`)."""
+    from vxm_tf import templates  # noqa: F401 - registered: a template model is named as one
+
     source = source or f"--model={model}"
     if isinstance(model, networks.VxmDense):
         return at_lambda(model, hyper_lambda, source)
@@ -233,11 +235,11 @@ def score_grid(model, volumes, pairs, grid, batch_size=8):
 
 
 def choose(rows, min_dice=None):
-    """The row of `score_grid` to register with: the highest Dice; or, with `min_dice`,
-    the least folding among rows of at least that Dice (ties: the higher Dice).
-    `ValueError` when no row reaches `min_dice`."""
+    """The row of `score_grid` to register with: the highest Dice (ties: the smoother,
+    larger h); or, with `min_dice`, the least folding among rows of at least that Dice
+    (ties: the higher Dice). `ValueError` when no row reaches `min_dice`."""
     if min_dice is None:
-        return max(rows, key=lambda r: r["dice"])
+        return max(rows, key=lambda r: (r["dice"], r["hyper_lambda"]))
     eligible = [r for r in rows if r["dice"] >= min_dice]
     if not eligible:
         best = max(r["dice"] for r in rows)

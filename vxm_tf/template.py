@@ -41,13 +41,30 @@ def parse_values(text, columns):
     if not text.strip():
         raise ValueError(f"--values: give the {', '.join(columns)} of each template")
     if len(columns) == 1:
-        return [[v.strip()] for v in re.split("[,;]", text) if v.strip()]
-    sets = [[v.strip() for v in part.split(",")] for part in text.split(";") if part.strip()]
+        sets = [[v.strip()] for v in re.split("[,;]", text) if v.strip()]
+    else:
+        sets = [[v.strip() for v in part.split(",")] for part in text.split(";")
+                if part.strip()]
     wrong = [s for s in sets if len(s) != len(columns)]
     if wrong:
         raise ValueError(f"--values: each set needs {len(columns)} values "
                          f"({', '.join(columns)}), got {','.join(wrong[0])}")
+    if len({tuple(s) for s in sets}) != len(sets):
+        raise ValueError(f"--values={text}: a set is given twice")
     return sets
+
+
+def outside_training(sets, columns, encoding):
+    """The numeric values of `sets` outside the range the model was trained on, as
+    'Age=95 (trained on 18 to 89)' lines."""
+    notes = []
+    for values in sets:
+        for column, value in zip(columns, values):
+            spec = encoding[column]
+            if "min" in spec and not spec["min"] <= float(value) <= spec["max"]:
+                notes.append(f"{column}={value} (trained on {spec['min']:g} to "
+                             f"{spec['max']:g})")
+    return notes
 
 
 def file_name(columns, values):
@@ -57,8 +74,11 @@ def file_name(columns, values):
     return "template_" + "_".join(parts) + ".nii.gz"
 
 
-def write_templates(model_path, out_dir, values_text=""):
-    """Write the model's template(s) into `out_dir`; returns the paths written."""
+def write_templates(model_path, out_dir, values_text="", log=print):
+    """Write the model's template(s) into `out_dir` (created once everything is checked);
+    returns the paths written. `log` gets a warning for values outside the training range."""
+    if Path(model_path).is_dir():
+        raise ValueError(f"--model={model_path}: a folder, not a model file (.keras)")
     run = Path(model_path).parent
     try:
         settings, base = template_training.read(run)
@@ -68,18 +88,21 @@ def write_templates(model_path, out_dir, values_text=""):
     files.check_output_folder(out_dir)
     model = _load(model_path, settings["template"])
     affine = np.array(settings["affine"])
-    Path(out_dir).mkdir(exist_ok=True)
     if settings["template"] == "unconditional":
         if values_text:
             raise ValueError("--values: an unconditional template has no attributes")
+        Path(out_dir).mkdir(exist_ok=True)
         path = str(Path(out_dir) / "template.nii.gz")
         io.save_volume(path, model.get_atlas(), affine)
         return [path]
     columns, encoding = settings["columns"], settings["encoding"]
     sets = parse_values(values_text, columns)
-    encoded = np.array([[data.encode_attribute(v, encoding[c], c) for c, v in zip(columns, s)]
-                        for s in sets], np.float32)
+    encoded = np.array([[data.encode_attribute(v, encoding[c], c, "--values")
+                         for c, v in zip(columns, s)] for s in sets], np.float32)
+    for note in outside_training(sets, columns, encoding):
+        log(f"warning: {note}: the template extrapolates beyond its training subjects")
     images = model.template(encoded, base)
+    Path(out_dir).mkdir(exist_ok=True)  # everything checked: the outputs go in
     paths = [str(Path(out_dir) / file_name(columns, s)) for s in sets]
     with files.all_or_nothing():
         for path, image in zip(paths, images):

@@ -124,6 +124,10 @@ def _train(config, log, scope, run_dir, start):
                 experiment.compile_model(fitted, config, steps * t.epochs, labels)
                 restore_optimizer(fitted, run_dir / "last_optimizer.npz")
             else:  # the schedule spans this run's epochs (--epochs may have changed)
+                if getattr(model, "optimizer", None) is None:
+                    raise TrainingError(f"{run_dir}/last.keras holds no optimiser state: not "
+                                        "this run's checkpoint (was it replaced?); start a "
+                                        "new run, from it with --init_model")
                 rate = experiment.learning_rate(t, steps * t.epochs)
                 if not isinstance(rate, float):
                     model.optimizer.learning_rate = rate
@@ -135,8 +139,8 @@ def _train(config, log, scope, run_dir, start):
             fitted = experiment.training_model(model, config, labels)
             experiment.compile_model(fitted, config, steps * t.epochs, labels)
     if template:  # its settings and starting template, recorded beside the checkpoints
-        template_settings, base = template_training.start(config, run_dir, train,
-                                                          bool(initial_epoch))
+        template_settings, base = template_training.start(
+            config, run_dir, train, bool(initial_epoch), [val] if val is not None else [])
         if not initial_epoch and config.model.template == "unconditional":
             model.set_atlas(base)  # as the original's script: the mean training scan
     # the model's own widths (an --init_model's, not the flags'), before any step runs

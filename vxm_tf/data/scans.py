@@ -59,6 +59,10 @@ class ScanSource:
         return (self.attributes[subjects], base, scans), (scans, zeros, zeros, zeros)
 
 
+# how a CSV marks a value as not recorded
+MISSING = ("", "n/a", "na", "nan", "?", "-")
+
+
 def _matches(name, subject_id):
     return name == subject_id or name.endswith("_" + subject_id)
 
@@ -73,8 +77,10 @@ def read_attributes(path, columns, names, encoding=None):
     values, else they are those of `names`. Returns `((N, A) float32, encoding)`;
     `DatasetError` naming the file, column or subject that is missing or unusable.
     """
-    try:
-        with open(path, newline="") as file:
+    if len(set(columns)) != len(columns):
+        raise DatasetError(f"--attributes={','.join(columns)}: a column is named twice")
+    try:  # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name
+        with open(path, newline="", encoding="utf-8-sig") as file:
             rows = list(csv.DictReader(file))
     except OSError as err:
         raise DatasetError(f"--attributes_csv={path}: {err.strerror or err}") from None
@@ -86,11 +92,15 @@ def read_attributes(path, columns, names, encoding=None):
                            f"{', '.join(missing)} (it has {', '.join(rows[0])})")
     table = []
     for name in names:
-        row = next((r for r in rows if _matches(name, r["ID"])), None)
-        if row is None:
+        found = [r for r in rows if _matches(name, r["ID"])]
+        if not found:
             raise DatasetError(f"{path}: no row for subject {name}")
+        if len(found) > 1:
+            raise DatasetError(f"{path}: subject {name} matches {len(found)} rows "
+                               f"({', '.join(r['ID'] for r in found)})")
+        row = found[0]
         values = [row[c].strip() for c in columns]
-        empty = [c for c, v in zip(columns, values) if v in ("", "N/A", "NA")]
+        empty = [c for c, v in zip(columns, values) if v.lower() in MISSING]
         if empty:
             raise DatasetError(f"{path}: subject {name} has no {', '.join(empty)}")
         table.append(values)
@@ -101,17 +111,32 @@ def read_attributes(path, columns, names, encoding=None):
     return encoded.reshape(len(names), len(columns)), encoding
 
 
-def _encoding(column, values, path):
+def _number(value):
     try:
-        numbers = np.array([float(v) for v in values])
+        number = float(value)
     except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _encoding(column, values, path):
+    """Numbers standardised (with their range); text of two values as 0 and 1. A column of
+    numbers with some text is an error naming the text (a missing-value marker, a typo)."""
+    numbers = [_number(v) for v in values]
+    if all(n is None for n in numbers):
         kinds = sorted(set(values))
         if len(kinds) > 2:
             raise DatasetError(f"{path}: column {column} is neither numeric nor two-valued "
-                               f"({', '.join(kinds[:5])}...)") from None
+                               f"({', '.join(kinds[:5])}...)")
         return {"values": kinds}
+    text = [v for v, n in zip(values, numbers) if n is None]
+    if text:
+        raise DatasetError(f"{path}: column {column} holds numbers and {column}={text[0]}, "
+                           "which is not a number (mark a missing value as empty or N/A)")
+    numbers = np.array(numbers)
     std = float(numbers.std())
-    return {"mean": float(numbers.mean()), "std": std if std > 0 else 1.0}
+    return {"mean": float(numbers.mean()), "std": std if std > 0 else 1.0,
+            "min": float(numbers.min()), "max": float(numbers.max())}
 
 
 def encode_attribute(value, spec, column, source="--attributes"):

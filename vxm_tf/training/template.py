@@ -44,15 +44,19 @@ def data_affine(config):
     return affine
 
 
-def start(config, run_dir, train, resumed):
+def start(config, run_dir, train, resumed, others=()):
     """The run's template settings `{'columns', 'encoding', 'affine'}` and base template:
-    made from the training split (written to `run_dir`) or, when `resumed`, read back."""
+    made from the training split (written to `run_dir`) or, when `resumed`, read back.
+    The attributes of the `others` splits (validation) are checked before anything is
+    written."""
     if resumed:
         return read(run_dir)
     columns = [c.strip() for c in config.data.attributes.split(",") if c.strip()]
     encoding = None
     if columns:
         _, encoding = data.read_attributes(config.data.attributes_csv, columns, train.names)
+        for volumes in others:
+            data.read_attributes(config.data.attributes_csv, columns, volumes.names, encoding)
     base = mean_image(train)
     affine = data_affine(config.data)
     settings = {"template": config.model.template, "columns": columns, "encoding": encoding,
