@@ -5,7 +5,7 @@ test_reference_parity.py)."""
 import numpy as np
 import pytest
 
-from vxm_tf import configs, data, io, templates, trainer
+from vxm_tf import configs, data, hypermorph, io, templates, trainer
 from vxm_tf.configs import ConfigError
 from vxm_tf.template import write_templates
 
@@ -99,6 +99,9 @@ def test_an_unconditional_template_trains_resumes_and_is_written(tmp_path):
     np.testing.assert_allclose(io.load_volume(paths[0]).data, resumed.get_atlas(), atol=1e-6)
     with pytest.raises(ValueError, match="an unconditional template has no attributes"):
         write_templates(str(run / "model.keras"), str(tmp_path / "out"), "20")
+    # the commands' loader names a template model as what it is
+    with pytest.raises(ValueError, match="holds a TemplateCreation, not a VxmDense"):
+        hypermorph.load(str(run / "model.keras"))
 
 
 def test_a_conditional_template_follows_its_attribute(tmp_path):

@@ -3,7 +3,8 @@
     python tools/model_card.py --name=vxm-tf-oasis2d-ncc [--run=runs/oasis2d-ncc] \
         --score="neurite-OASIS 2D test pairs=" --score="... + 10 instance steps=--instance_steps=10"
 
-With `--run`, the run's `best.keras` is copied into `vxm_tf/models/NAME/model.keras` with
+With `--run`, the run's `best.keras` (or `--model_file`) is copied into
+`vxm_tf/models/NAME/model.keras` with
 its `config.json` (data paths made relative to the repository, so that `vxm-evaluate
 --model=NAME` finds the data from a clone), `history.csv` and `timing.json`, and the
 training summary (steps, epochs, validation Dice, step time, commit) goes into `card.json`.
@@ -63,8 +64,12 @@ def training_summary(run_dir):
     dice = [float(r["val_dice"]) for r in rows if r.get("val_dice")]
     d, lo, t = config["data"], config["loss"], config["train"]
     steps = config.get("steps_per_epoch", 0) * len(rows)
+    m = config["model"]
+    loss = (f"(1 - h) x {lo['similarity']} + h x Grad, h in [0, 1] drawn per pair (HyperMorph: "
+            f"{m['hyper_layers']} x {m['hyper_units']} hypernetwork units)" if m.get("hyper")
+            else f"{lo['similarity']} + {lo['reg_weight']} x Grad")
     text = (f"Trained by vxm_tf ({d['dataset']} data `{os.path.basename(d['data_dir'] or '')}`, "
-            f"{d['train']} training subjects; {lo['similarity']} + {lo['reg_weight']} x Grad"
+            f"{d['train']} training subjects; {loss}"
             + (f" + {lo['seg_weight']} x Dice of the warped segmentations" if lo["seg_weight"]
                else "")
             + f"; Adam {t['lr']} {t['schedule']}; {len(rows)} epoch(s), {steps} steps"
@@ -123,6 +128,9 @@ def main(argv=None):
                         "and stop")
     parser.add_argument("--name")
     parser.add_argument("--run", help="run folder whose best.keras to ship")
+    parser.add_argument("--model_file", default="best.keras",
+                        help="the run folder's file to ship (e.g. chosen.keras, a HyperMorph "
+                        "model at the weight vxm-choose-lambda chose)")
     parser.add_argument("--card_json", help="JSON of card fields to set (input, licence, ...)")
     parser.add_argument("--score", action="append", default=[], metavar="LABEL=FLAGS")
     args = parser.parse_args(argv)
@@ -140,8 +148,8 @@ def main(argv=None):
         folder.mkdir(exist_ok=True)
         import keras  # the weights alone: the optimiser's state is for resuming a run
 
-        from vxm_tf import networks  # noqa: F401 - registers the layers
-        model = keras.saving.load_model(Path(args.run) / "best.keras", compile=False)
+        from vxm_tf import hypermorph, networks  # noqa: F401 - registers the classes
+        model = keras.saving.load_model(Path(args.run) / args.model_file, compile=False)
         with files.atomic_path(folder / "model.keras") as tmp:
             model.save(tmp)
         card["run"] = str(Path(args.run))
