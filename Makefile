@@ -16,7 +16,7 @@ OASIS3D ?= ../shared/data/neurite-oasis-3d
 
 .PHONY: install test lint train tune data data3d compare robustness bench bench-model bench-data \
 	oasis3d-report tune-instance tune-instance-3d finetune-3d scratch-3d convert-original gpu-prepare gpu-check baselines clean \
-	fetch-models ship-2d ship-3d ship-hypermorph model-cards \
+	fetch-models ship-2d ship-3d model-cards \
 	sweep-report reports readme real-world synth3d-report selection-report training-report \
 	hypermorph-report template-report \
 	beyond-report
@@ -312,14 +312,8 @@ $(SHIPPED)/vxm-tf-oasis2d-ncc/model.keras $(SHIPPED)/vxm-tf-oasis2d-semisup/mode
 # the 3D model trained from scratch (make scratch-3d) at its best validation epoch
 ship-3d: $(SCRATCH_RUN)/best.keras
 	$(CARD) --name=vxm-tf-brain-3d-128 --run=$(SCRATCH_RUN)
-# the HyperMorph model of reports/hypermorph.md, at the weight chosen on its validation pairs
-ship-hypermorph: $(HM)/hyper-4800/model.keras
-	$(PY) -m vxm_tf.choose_lambda --model=$(HM)/hyper-4800/model.keras
-	$(CARD) --name=vxm-tf-oasis2d-hypermorph --run=$(HM)/hyper-4800 --model_file=chosen.keras
 model-cards: fetch-models
 	$(CARD) --name=vxm-tf-oasis2d-ncc --score="$(TEST2D)="
-	$(CARD) --name=vxm-tf-oasis2d-hypermorph --score="$(TEST2D), at its chosen h=" \
-		--score="$(TEST2D), h = 0.5=--hyper_lambda=0.5"
 	$(CARD) --name=vxm-tf-oasis2d-semisup --score="$(TEST2D)=" --score="$(TEST2D), + 10 \
 		instance steps=--instance_settings=reports/instance_sweep_oasis2d_seg.json"
 	$(CARD) --name=vxm-tf-brain-3d-128 --score="$(REAL3D), at 128^3=$(REAL3D_FLAGS) \

@@ -53,7 +53,7 @@ def start_model(init_model):
     return (shipped or [models.name_of(init_model) or folder])[0]
 
 
-def training_summary(run_dir):
+def training_summary(run_dir, model_file="best.keras", model=None):
     """One paragraph: what the run trained on, how long, its validation Dice, the commit."""
     run = Path(run_dir)
     config = json.loads((run / "config.json").read_text())
@@ -77,8 +77,13 @@ def training_summary(run_dir):
                f"{t['epochs']})" if len(rows) < t["epochs"] else "")
             + (f" from `{start_model(t['init_model'])}`" if t.get("init_model") else "") + ")")
     if dice:
+        kept = "the best" if model_file == "best.keras" else f"{model_file}"
         text += (f"; validation Dice by epoch {', '.join(f'{v:.3f}' for v in dice)} "
-                 f"(kept: the best)")
+                 f"(kept: {kept})")
+    if getattr(model, "hyper_lambda", None) is not None:
+        text += (f"; registers at h = {', '.join(f'{h:g}' for h in model.hyper_lambda)}, the "
+                 "weight vxm-choose-lambda chose on the validation pairs (--hyper_lambda "
+                 "takes any other)")
     if timing.get("seconds_per_step"):
         text += f"; {timing['seconds_per_step']:.3f} s per step on {timing.get('device', 'CPU')}"
     text += f"; Keras {versions.get('keras')}, TensorFlow {versions.get('tensorflow')}"
@@ -157,7 +162,7 @@ def main(argv=None):
         for name in ("history.csv", "timing.json"):  # the training curve and speed
             if (Path(args.run) / name).is_file():
                 shutil.copyfile(Path(args.run) / name, folder / name)
-        card["training"] = training_summary(args.run)
+        card["training"] = training_summary(args.run, args.model_file, model)
     if card.get("shipped"):
         card["sha256"] = models.sha256(folder / card["file"])
     if args.score:
