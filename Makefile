@@ -109,9 +109,9 @@ runs/oasis2d-%-augclean/best.keras: | install
 	$(MAKE) train DATA=oasis2d LOSS=$* RUN=runs/oasis2d-$*-augclean \
 		ARGS="--flagfile=flags/intensity_aug.cfg --aug_clean_targets"
 
-compare: runs/oasis2d-mse/best.keras runs/oasis2d-ncc/best.keras runs/oasis2d-hybrid/best.keras
-	$(PY) tools/compare.py --models SSD=runs/oasis2d-mse/best.keras \
-		NCC=runs/oasis2d-ncc/best.keras hybrid=runs/oasis2d-hybrid/best.keras \
+compare: $(foreach m,mse ncc hybrid,$(SHIPPED)/vxm-tf-oasis2d-$(m)/model.keras)
+	$(PY) tools/compare.py --models SSD=vxm-tf-oasis2d-mse NCC=vxm-tf-oasis2d-ncc \
+		hybrid=vxm-tf-oasis2d-hybrid \
 		--out reports/ssd_vs_ncc.md --title "SSD (MSE) against NCC on neurite-OASIS 2D"
 
 # HyperMorph against one model per lambda on the Keras Tuner sweep's grid (make tune:
@@ -309,11 +309,19 @@ ship-2d: runs/oasis2d-ncc/best.keras runs/oasis2d-ncc-seg/best.keras
 	$(CARD) --name=vxm-tf-oasis2d-semisup --run=runs/oasis2d-ncc-seg
 $(SHIPPED)/vxm-tf-oasis2d-ncc/model.keras $(SHIPPED)/vxm-tf-oasis2d-semisup/model.keras:
 	$(MAKE) ship-2d
+# the SSD and hybrid models of the same protocol (make train DATA=oasis2d LOSS=mse|hybrid)
+ship-oasis2d-%: runs/oasis2d-%/best.keras
+	$(CARD) --name=vxm-tf-oasis2d-$* --run=runs/oasis2d-$* --score="$(TEST2D)="
+$(SHIPPED)/vxm-tf-oasis2d-mse/model.keras $(SHIPPED)/vxm-tf-oasis2d-hybrid/model.keras: \
+		$(SHIPPED)/vxm-tf-oasis2d-%/model.keras:
+	$(MAKE) ship-oasis2d-$*
 # the 3D model trained from scratch (make scratch-3d) at its best validation epoch
 ship-3d: $(SCRATCH_RUN)/best.keras
 	$(CARD) --name=vxm-tf-brain-3d-128 --run=$(SCRATCH_RUN)
 model-cards: fetch-models
 	$(CARD) --name=vxm-tf-oasis2d-ncc --score="$(TEST2D)="
+	$(CARD) --name=vxm-tf-oasis2d-mse --score="$(TEST2D)="
+	$(CARD) --name=vxm-tf-oasis2d-hybrid --score="$(TEST2D)="
 	$(CARD) --name=vxm-tf-oasis2d-semisup --score="$(TEST2D)=" --score="$(TEST2D), + 10 \
 		instance steps=--instance_settings=reports/instance_sweep_oasis2d_seg.json"
 	$(CARD) --name=vxm-tf-brain-3d-128 --score="$(REAL3D), at 128^3=$(REAL3D_FLAGS) \

@@ -165,6 +165,7 @@ def main(argv=None):
         card["training"] = training_summary(args.run, args.model_file, model)
     if card.get("shipped"):
         card["sha256"] = models.sha256(folder / card["file"])
+        files.write_json(folder / "card.json", card)  # registered: the scores use its name
     if args.score:
         card["scores"] = [evaluate(args.name, *spec.split("=", 1)) for spec in args.score]
     order = ("file", "sha256", "shipped", "url", "input", "training", "scores", "licence",
