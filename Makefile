@@ -32,7 +32,7 @@ install: $(VENV)/.installed
 # TEST_JOBS pytest workers (pytest-xdist): the suite is mostly single-threaded start-ups
 TEST_JOBS ?= 2
 test: install
-	$(PY) -m pytest -q -n $(TEST_JOBS) --durations=25
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist worksteal --durations=25
 
 train: install
 	$(PY) -m vxm_tf.train --flagfile=flags/$(DATA).cfg --flagfile=flags/$(LOSS).cfg \
