@@ -388,3 +388,23 @@ def test_tune_instance_on_data_dir_names_too_few_validation_subjects(trained_run
                             f"--data_dir={data_dir}", "--val=1", "--out",
                             str(tmp_path / "bad.md")])
     assert not (tmp_path / "bad.md").exists()
+
+
+def test_reports_build_tables_one_way_and_tools_refuse_meaningless_numbers(tmp_path, capsys):
+    """tools/reporting.py: a table's header, rule and rows (an empty cell `| |`); a tool's
+    numeric flag out of range or not finite is argparse's one-line error before any work."""
+    import compare
+    import reporting
+
+    assert reporting.table(["", "Dice"], [["identity", ""], ["model", "0.750"]]) == [
+        "| | Dice |", "|---|---|", "| identity | |", "| model | 0.750 |"]
+    assert reporting.command_block(["make x"]) == ["Command:", "", "```sh", "make x", "```"]
+    out = tmp_path / "report.md"
+    assert reporting.write(out, ["# T", "", "text"]) == "# T\n\ntext\n" == out.read_text()
+    for value in ("-3", "nan", "2.5"):
+        with pytest.raises(SystemExit) as exit_:
+            compare.main(["--models", "A=nowhere.keras", f"--figures={value}",
+                          "--out", str(tmp_path / "c.md")])
+        assert exit_.value.code == 2
+        assert "--figures" in capsys.readouterr().err
+    assert not (tmp_path / "c.md").exists()

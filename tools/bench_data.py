@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import reporting
 
 from vxm_tf import cli
 
@@ -110,7 +111,7 @@ def main():
     parser.add_argument("--out", help="JSON results (a .md table is written beside it)")
     parser.add_argument("--model_json", default="bench/model.json")
     parser.add_argument("--memory_worker", nargs=3, help=argparse.SUPPRESS)
-    parser.add_argument("--memory_budget_mb", type=int, default=64,
+    parser.add_argument("--memory_budget_mb", type=reporting.at_least(1), default=64,
                         help="the budget measured beside 'all kept' (the training default, "
                         "2048 MiB, would hold all 400 of these small subjects)")
     args = parser.parse_args()
@@ -130,13 +131,11 @@ def main():
                          "ratio": rate / model_rate if model_rate else None})
             print(json.dumps(rows[-1]), flush=True)
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores"
-    lines = [f"Machine: {machine}", "", "| shape | augmentation | pairs/s | model steps/s | "
-             "data / model |", "|---|---|---|---|---|"]
-    for r in rows:
-        model = f"{r['model_steps_per_s']:.2f}" if r["model_steps_per_s"] else "n/a"
-        ratio = f"{r['ratio']:.1f}x" if r["ratio"] else "n/a"
-        lines.append(f"| {'x'.join(map(str, r['shape']))} | {r['augmentation']} | "
-                     f"{r['pairs_per_s']:.1f} | {model} | {ratio} |")
+    lines = [f"Machine: {machine}", "", *reporting.table(
+        ["shape", "augmentation", "pairs/s", "model steps/s", "data / model"],
+        [["x".join(map(str, r["shape"])), r["augmentation"], f"{r['pairs_per_s']:.1f}",
+          f"{r['model_steps_per_s']:.2f}" if r["model_steps_per_s"] else "n/a",
+          f"{r['ratio']:.1f}x" if r["ratio"] else "n/a"] for r in rows])]
     memory = memory_rows(args.memory_budget_mb)
     lines += ["", f"Data memory: a process loads the subjects "
               f"({'x'.join(map(str, MEMORY_SHAPE))} npz files) and streams 200 augmented "
@@ -144,9 +143,10 @@ def main():
               "the others again when needed. Data: the largest resident memory while loading "
               "and streaming, less the process's before loading (its imports); peak: the "
               "process's peak RSS, TensorFlow's import included.", "",
-              "| subjects | subjects kept | data (MiB) | peak RSS (MiB) |", "|---|---|---|---|"]
-    lines += [f"| {r['subjects']} | {'all' if not r['cache_mb'] else str(r['cache_mb']) + ' MiB'}"
-              f" | {r['data_mib']:.0f} | {r['peak_rss_mib']:.0f} |" for r in memory]
+              *reporting.table(
+                  ["subjects", "subjects kept", "data (MiB)", "peak RSS (MiB)"],
+                  [[r["subjects"], f"{r['cache_mb']} MiB" if r["cache_mb"] else "all",
+                    f"{r['data_mib']:.0f}", f"{r['peak_rss_mib']:.0f}"] for r in memory])]
     table = "\n".join(lines) + "\n"
     print(table)
     if args.out:

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import reporting
 
 from vxm_tf.training.devices import cpu_model
 
@@ -118,24 +119,27 @@ def run_worker(impl, shape_text):
 
 
 def markdown(results, machine):
-    lines = [f"Machine: {machine}", "",
-             "| shape | implementation | train step (s) | registration (s) | peak RSS (GiB) |",
-             "|---|---|---|---|---|"]
+    rows = []
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['shape']} | {r['impl']} | error | error | |")
+            rows.append([r["shape"], r["impl"], "error", "error", ""])
             continue
-        shape = "x".join(map(str, r["shape"]))
-        lines.append(f"| {shape} | {r['impl']} {r['version']} | {r['train_step_s']:.4f} | "
-                     f"{r['register_s']:.4f} | {r['peak_rss_gib']:.2f} |")
+        rows.append(["x".join(map(str, r["shape"])), f"{r['impl']} {r['version']}",
+                     f"{r['train_step_s']:.4f}", f"{r['register_s']:.4f}",
+                     f"{r['peak_rss_gib']:.2f}"])
+    lines = [f"Machine: {machine}", "", *reporting.table(
+        ["shape", "implementation", "train step (s)", "registration (s)", "peak RSS (GiB)"],
+        rows)]
     by = {(tuple(r["shape"]), r["impl"]): r for r in results if "error" not in r}
-    lines += ["", "| shape | train speed-up | registration speed-up |", "|---|---|---|"]
+    speedups = []
     for shape in dict.fromkeys(tuple(r["shape"]) for r in results if "error" not in r):
         ours, orig = by.get((shape, "vxm_tf")), by.get((shape, "voxelmorph-0.2"))
         if ours and orig:
-            lines.append(f"| {'x'.join(map(str, shape))} | "
-                         f"{orig['train_step_s'] / ours['train_step_s']:.2f}x | "
-                         f"{orig['register_s'] / ours['register_s']:.2f}x |")
+            speedups.append(["x".join(map(str, shape)),
+                             f"{orig['train_step_s'] / ours['train_step_s']:.2f}x",
+                             f"{orig['register_s'] / ours['register_s']:.2f}x"])
+    lines += ["", *reporting.table(["shape", "train speed-up", "registration speed-up"],
+                                   speedups)]
     return "\n".join(lines) + "\n"
 
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import reporting
 
 from vxm_tf import cli
 
@@ -21,30 +22,24 @@ cli.quiet_tensorflow_import()
 from vxm_tf import evaluation, figures  # noqa: E402
 
 
-def command_line(script, argv=None):
-    """How a report tool was run (`argv`: its arguments, default the program's), for the
-    report's Command section."""
-    return f"python tools/{script} " + " ".join(sys.argv[1:] if argv is None else argv)
-
-
 def report(names, summaries, figure_names, command):
     first = summaries[0]
-    lines = [f"{first['pairs']} test pairs; mean (standard deviation) over pairs.", "",
-             "| method | Dice | HD95 (mm) | folding (% voxels) | SD log det J | s / pair |",
-             "|---|---|---|---|---|---|",
-             f"| identity | {first['dice_before']:.3f} ({first['dice_before_std']:.3f}) | "
-             f"{first['hd95_before']:.2f} | 0 | 0 | |"]
-    for name, s in zip(names, summaries):
-        lines.append(f"| {name} | {s['dice_after']:.3f} ({s['dice_after_std']:.3f}) | "
-                     f"{s['hd95_after']:.2f} | {s['folding_percent']:.4f} | "
-                     f"{s['sd_log_jacobian']:.3f} | {s['seconds']:.4f} |")
-    lines += ["", "| label | structure | identity | " + " | ".join(names) + " |",
-              "|---" * (3 + len(names)) + "|"]
-    for label, entry in first["labels"].items():
-        lines.append(f"| {label} | {entry['name']} | {entry['dice_before']:.3f} | " + " | ".join(
-            f"{s['labels'][label]['dice_after']:.3f}" for s in summaries) + " |")
-    lines += ["", *[f"![{f}]({f})" for f in figure_names], "", "Command:", "", "```sh",
-              command, "```"]
+    lines = [f"{first['pairs']} test pairs; mean (standard deviation) over pairs.", ""]
+    rows = [["identity", f"{first['dice_before']:.3f} ({first['dice_before_std']:.3f})",
+             f"{first['hd95_before']:.2f}", "0", "0", ""]]
+    rows += [[name, f"{s['dice_after']:.3f} ({s['dice_after_std']:.3f})",
+              f"{s['hd95_after']:.2f}", f"{s['folding_percent']:.4f}",
+              f"{s['sd_log_jacobian']:.3f}", f"{s['seconds']:.4f}"]
+             for name, s in zip(names, summaries)]
+    lines += reporting.table(["method", "Dice", "HD95 (mm)", "folding (% voxels)",
+                              "SD log det J", "s / pair"], rows)
+    lines += ["", *reporting.table(
+        ["label", "structure", "identity", *names],
+        [[label, entry["name"], f"{entry['dice_before']:.3f}",
+          *(f"{s['labels'][label]['dice_after']:.3f}" for s in summaries)]
+         for label, entry in first["labels"].items()])]
+    lines += ["", *reporting.figures(figure_names), "",
+              *reporting.command_block([command])]
     return "\n".join(lines) + "\n"
 
 
@@ -53,7 +48,8 @@ def main(argv=None):
     parser.add_argument("--models", nargs="+", required=True, help="NAME=PATH ...")
     parser.add_argument("--out", required=True, help="markdown report")
     parser.add_argument("--title", default="SSD (MSE) against NCC")
-    parser.add_argument("--figures", type=int, default=3, help="example pairs drawn")
+    parser.add_argument("--figures", type=reporting.at_least(0), default=3,
+                        help="example pairs drawn")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -87,10 +83,10 @@ def main(argv=None):
                             figure_dir / name, titles=names,
                             title=f"{volumes.names[i]} -> {volumes.names[j]}")
         figure_names.append(f"{rel}/{name}")
-    command = command_line("compare.py", argv)
+    command = reporting.command_line("compare.py", argv)
     text = f"# {args.title}\n\n" + report(names, [s for s, _ in results], figure_names,
                                           command)
-    evaluation.write_text(out, text)
+    reporting.write(out, text)
     print(text)
 
 

@@ -31,6 +31,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from vxm_tf import configs, files, models  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reporting  # noqa: E402
+
 
 def relative_config(run_dir):
     """The run's config.json with its data paths relative to the repository (when under
@@ -114,16 +117,14 @@ def summary_markdown(cards):
              "Every model `vxm-models list` names, with the scores on its card "
              "(`vxm_tf/models/NAME/README.md`, or `vxm-models show NAME`: each row's command "
              "regenerates it). Written by `make model-cards` (tools/model_card.py --summary).",
-             "",
-             "| model | input | data | pairs | Dice before | Dice | HD95 mm | folding % |",
-             "|---|---|---|---|---|---|---|---|"]
-    for card in cards.values():
-        shape = "x".join(map(str, card.input.get("shape", ())))
-        for row in card.scores:
-            lines.append(f"| `{card.name}` | {shape} "
-                         f"| {row['data']} | {row['pairs']} | {row['dice_before']:.3f} | "
-                         f"**{row['dice']:.3f}** | {row['hd95_mm']:.2f} | "
-                         f"{row['folding_percent']:.4f} |")
+             "", *reporting.table(
+                 ["model", "input", "data", "pairs", "Dice before", "Dice", "HD95 mm",
+                  "folding %"],
+                 [[f"`{card.name}`", "x".join(map(str, card.input.get("shape", ()))),
+                   row["data"], row["pairs"], f"{row['dice_before']:.3f}",
+                   f"**{row['dice']:.3f}**", f"{row['hd95_mm']:.2f}",
+                   f"{row['folding_percent']:.4f}"]
+                  for card in cards.values() for row in card.scores])]
     return "\n".join(lines) + "\n"
 
 

@@ -19,13 +19,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import reporting
 
 from vxm_tf import cli
 
 cli.quiet_tensorflow_import()
 from scipy.spatial.transform import Rotation  # noqa: E402
 
-from vxm_tf import affine, figures, files, geometry, io, metrics, register  # noqa: E402
+from vxm_tf import affine, figures, geometry, io, metrics, workflows  # noqa: E402
 from vxm_tf.data.datasets import oasis_dataset  # noqa: E402
 
 # voxel orders a scan may come in (axis permutation, flipped axes), and voxel sizes (mm)
@@ -72,7 +73,7 @@ def scan_like(image, labels, affine_matrix, transform, case):
 def run_case(model, moving, moving_seg, fixed, fixed_seg, kind, tmp):
     """Register `moving` (paths) onto `fixed` with `--affine=kind`: Dice and seconds."""
     start = time.perf_counter()
-    register.register_files(model, moving, fixed, f"{tmp}/moved.nii.gz",
+    workflows.register_files(model, moving, fixed, f"{tmp}/moved.nii.gz",
                             moving_seg_path=moving_seg, moved_seg_path=f"{tmp}/moved_seg.nii.gz",
                             affine_config=affine.AffineConfig(kind))
     seconds = time.perf_counter() - start
@@ -84,7 +85,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--data_dir", required=True)
-    parser.add_argument("--cases", type=int, default=3, help="perturbed scans per pair")
+    parser.add_argument("--cases", type=reporting.at_least(1), default=3,
+                        help="perturbed scans per pair")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="reports/real_world.md")
     args = parser.parse_args(argv)
@@ -158,19 +160,20 @@ def write_report(out, rows, align_seconds, args):
              "map resampled back onto the original grid by the exact inverse of the change, "
              "Dice against the original labels, with no registration: what the resampling "
              "alone lost, which no registration can recover.", "",
-             "| pair | moving scan | how it was changed | labels kept | Dice --affine=none | "
-             "Dice --affine=affine | s (none / affine) |", "|---|---|---|---|---|---|---|"]
-    for pair, name, described, none, aff, kept in rows:
-        lines.append(f"| {pair} | {name} | {described} | {kept:.3f} | {none[0]:.3f} | "
-                     f"{aff[0]:.3f} | {none[1]:.1f} / {aff[1]:.1f} |")
+             *reporting.table(
+                 ["pair", "moving scan", "how it was changed", "labels kept",
+                  "Dice --affine=none", "Dice --affine=affine", "s (none / affine)"],
+                 [[pair, name, described, f"{kept:.3f}", f"{none[0]:.3f}", f"{aff[0]:.3f}",
+                   f"{none[1]:.1f} / {aff[1]:.1f}"]
+                  for pair, name, described, none, aff, kept in rows])]
     aligned = [r[4][0] for r in rows if r[1].startswith("aligned")]
     perturbed = [r[4][0] for r in rows if r[1].startswith("perturbed")]
     lines += ["", f"Mean Dice with --affine=affine: aligned scans {np.mean(aligned):.3f}, "
               f"perturbed scans {np.mean(perturbed):.3f} (difference "
               f"{np.mean(perturbed) - np.mean(aligned):+.3f}); pre-alignment adds "
               f"{np.mean(align_seconds):.1f} s per pair (mean over the perturbed scans).", "",
-              "![mid-slices](real_world/perturbed.png)", ""]
-    files.write_text(out, "\n".join(lines))
+              "![mid-slices](real_world/perturbed.png)"]
+    reporting.write(out, lines)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from vxm_tf import cli
 cli.quiet_tensorflow_import()
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare  # noqa: E402
+import reporting  # noqa: E402
 
 from vxm_tf import evaluation, figures, instance, models  # noqa: E402
 
@@ -103,7 +104,7 @@ def main(argv=None):
     figure_dir.mkdir(exist_ok=True)
     figures.dice_boxplot({"identity": next(iter(label_rows.values())), **label_rows},
                          figure_dir / "dice_per_structure.png")
-    command = compare.command_line("report_beyond.py", argv)
+    command = reporting.command_line("report_beyond.py", argv)
 
     def origin(name):
         return (f"`{settings[name]}`" if name in settings else
@@ -121,8 +122,7 @@ def main(argv=None):
           (spec.split("=", 1) for spec in args.models)], "",
         compare.report(names, summaries, [f"{figure_dir.name}/dice_per_structure.png"],
                        command).rstrip("\n")]) + "\n"
-    evaluation.write_text(out, text)
-    print(text)
+    print(reporting.write(out, text), end="")
 
 
 if __name__ == "__main__":

@@ -22,11 +22,11 @@ from vxm_tf import cli
 
 cli.quiet_tensorflow_import()
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import compare  # noqa: E402
 import numpy as np  # noqa: E402
+import reporting  # noqa: E402
 
 from vxm_tf import configs, evaluation, experiment, hypermorph, networks  # noqa: E402
-from vxm_tf.choose_lambda import parse_grid  # noqa: E402
+from vxm_tf.hypermorph import parse_grid  # noqa: E402
 
 
 def run_facts(model_path):
@@ -144,10 +144,10 @@ def main(argv=None):
         "HyperMorph model is scored at h = lambda / (1 + lambda), where its loss "
         "(1 - h) sim + h Grad has the minimum of the sweep's sim + lambda Grad.", "",
         "## Training cost", "",
-        "| | models | steps | seconds |", "|---|---|---|---|",
-        f"| one model per lambda | {len(rows)} | {sweep_steps} | {sweep_seconds:.0f} |",
-        *[f"| {label} | 1 | {facts[1]} | {facts[2]:.0f} |"
-          for label, (_, facts, _) in hypers.items()], "",
+        *reporting.table(["", "models", "steps", "seconds"], [
+            ["one model per lambda", len(rows), sweep_steps, f"{sweep_seconds:.0f}"],
+            *[[label, 1, facts[1], f"{facts[2]:.0f}"]
+              for label, (_, facts, _) in hypers.items()]]), "",
         "Seconds: training epochs on this machine's CPU, from each run's timing.json. "
         "HyperMorph models:", "",
         *[f"- {label}: {m.nb_hyp_layers} x {m.nb_hyp_units} hypernetwork units, learning "
@@ -157,13 +157,11 @@ def main(argv=None):
                              "at every weight.")
           for label, (m, facts, _) in hypers.items()], "",
         "## Test Dice per lambda", "",
-        "| lambda | h | per-lambda model | " + " | ".join(labels) + " |",
-        "|---" * (3 + len(labels)) + "|"]
-    for r in rows:
-        lines.append(f"| {r['lambda']:.4g} | {r['h']:.4f} | {r['sweep']['dice_after']:.4f} | "
-                     + " | ".join(f"{r[label]['dice_after']:.4f} "
-                                  f"({r[label]['dice_after'] - r['sweep']['dice_after']:+.4f})"
-                                  for label in labels) + " |")
+        *reporting.table(["lambda", "h", "per-lambda model", *labels], [
+            [f"{r['lambda']:.4g}", f"{r['h']:.4f}", f"{r['sweep']['dice_after']:.4f}",
+             *(f"{r[label]['dice_after']:.4f} "
+               f"({r[label]['dice_after'] - r['sweep']['dice_after']:+.4f})"
+               for label in labels)] for r in rows])]
     lines.append("")
     for label, (_, facts, _) in hypers.items():
         gap = [r[label]["dice_after"] - r["sweep"]["dice_after"] for r in rows]
@@ -178,39 +176,37 @@ def main(argv=None):
     lines += [
         "", f"![Dice and folding by lambda]({figure_dir.name}/dice_folding_by_lambda.png)", "",
         f"HD95, folding and SD log det J per lambda (per-lambda model / {last}):", "",
-        "| lambda | HD95 (mm) | folding % | SD log det J |", "|---|---|---|---|",
-        *[f"| {r['lambda']:.4g} | {r['sweep']['hd95_after']:.2f} / "
-          f"{r[last]['hd95_after']:.2f} | {r['sweep']['folding_percent']:.4f} / "
-          f"{r[last]['folding_percent']:.4f} | {r['sweep']['sd_log_jacobian']:.3f} / "
-          f"{r[last]['sd_log_jacobian']:.3f} |" for r in rows], "",
+        *reporting.table(["lambda", "HD95 (mm)", "folding %", "SD log det J"], [
+            [f"{r['lambda']:.4g}",
+             f"{r['sweep']['hd95_after']:.2f} / {r[last]['hd95_after']:.2f}",
+             f"{r['sweep']['folding_percent']:.4f} / {r[last]['folding_percent']:.4f}",
+             f"{r['sweep']['sd_log_jacobian']:.3f} / {r[last]['sd_log_jacobian']:.3f}"]
+            for r in rows]), "",
         "## The weight chosen on validation subjects", "",
         f"`vxm-choose-lambda`'s choice over h in {{{', '.join(f'{h:g}' for h in grid)}}} on "
         f"{len(val_pairs)} validation pairs ({len(val)} subjects, never the test ones), and "
         "the sweep's model of the best validation Dice:", "",
-        "| model | chosen on | test Dice | HD95 (mm) | folding % |", "|---|---|---|---|---|",
-        *[f"| {label} at h = {c[1]['hyper_lambda']:g} (lambda {c[1]['lambda']:.4g}) | "
-          f"validation Dice over the grid ({c[1]['dice']:.4f}) | {c[2]['dice_after']:.4f} | "
-          f"{c[2]['hd95_after']:.2f} | {c[2]['folding_percent']:.4f} |"
-          for label, c in choices.items()],
-        f"| per-lambda model, lambda {by_val['lambda']:.4g} | best validation Dice of its "
-        f"run ({by_val['val_dice']:.4f}) | {by_val['sweep']['dice_after']:.4f} | "
-        f"{by_val['sweep']['hd95_after']:.2f} | {by_val['sweep']['folding_percent']:.4f} |",
-        f"| per-lambda model, lambda {best_test['lambda']:.4g} | the test pairs (an "
-        f"upper bound, not a fair choice) | {best_test['sweep']['dice_after']:.4f} | "
-        f"{best_test['sweep']['hd95_after']:.2f} | "
-        f"{best_test['sweep']['folding_percent']:.4f} |", "",
+        *reporting.table(["model", "chosen on", "test Dice", "HD95 (mm)", "folding %"], [
+            *[[f"{label} at h = {c[1]['hyper_lambda']:g} (lambda {c[1]['lambda']:.4g})",
+               f"validation Dice over the grid ({c[1]['dice']:.4f})",
+               f"{c[2]['dice_after']:.4f}", f"{c[2]['hd95_after']:.2f}",
+               f"{c[2]['folding_percent']:.4f}"] for label, c in choices.items()],
+            *[[f"per-lambda model, lambda {r['lambda']:.4g}", chosen_on,
+               f"{r['sweep']['dice_after']:.4f}", f"{r['sweep']['hd95_after']:.2f}",
+               f"{r['sweep']['folding_percent']:.4f}"] for r, chosen_on in (
+                (by_val, f"best validation Dice of its run ({by_val['val_dice']:.4f})"),
+                (best_test, "the test pairs (an upper bound, not a fair choice)"))]]), "",
         "Validation Dice by h:", "",
-        "| h | lambda | " + " | ".join(labels) + " |", "|---" * (2 + len(labels)) + "|"]
-    for k, g in enumerate(next(iter(choices.values()))[0]):
-        lines.append(f"| {g['hyper_lambda']:g} | {g['lambda']:.4g} | " + " | ".join(
-            f"{choices[label][0][k]['dice']:.4f}" for label in labels) + " |")
+        *reporting.table(["h", "lambda", *labels], [
+            [f"{g['hyper_lambda']:g}", f"{g['lambda']:.4g}",
+             *(f"{choices[label][0][k]['dice']:.4f}" for label in labels)]
+            for k, g in enumerate(next(iter(choices.values()))[0])])]
     lines += [
         "", "## Runs", "",
         *[f"- {label}: `{path}`" for label, (_, _, path) in hypers.items()],
         *[f"- lambda {r['lambda']:.4g}: `{r['path']}`" for r in rows], "",
-        "Command:", "", "```sh", compare.command_line("report_hypermorph.py", argv), "```"]
-    evaluation.write_text(out, "\n".join(lines) + "\n")
-    print("\n".join(lines))
+        *reporting.command_block([reporting.command_line("report_hypermorph.py", argv)])]
+    print(reporting.write(out, lines), end="")
 
 
 if __name__ == "__main__":

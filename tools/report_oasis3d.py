@@ -36,6 +36,7 @@ from vxm_tf import cli
 
 cli.quiet_tensorflow_import()
 import compare  # noqa: E402
+import reporting  # noqa: E402
 
 from vxm_tf import (  # noqa: E402
     configs,
@@ -87,14 +88,12 @@ def ants_rows(python, volumes, pairs, threads=2):
 
 
 def per_direction(names, rows_by_method):
-    lines = ["", "Dice per direction:", "", "| method | " + " | ".join(
-        f"{r['moving']} -> {r['fixed']}" for r in rows_by_method[0]) + " |",
-             "|---" * (1 + len(rows_by_method[0])) + "|",
-             "| identity | " + " | ".join(f"{r['dice_before']:.4f}"
-                                         for r in rows_by_method[0]) + " |"]
-    for name, rows in zip(names, rows_by_method):
-        lines.append(f"| {name} | " + " | ".join(f"{r['dice_after']:.4f}" for r in rows) + " |")
-    return lines
+    first = rows_by_method[0]
+    return ["", "Dice per direction:", "", *reporting.table(
+        ["method", *(f"{r['moving']} -> {r['fixed']}" for r in first)],
+        [["identity", *(f"{r['dice_before']:.4f}" for r in first)],
+         *[[name, *(f"{r['dice_after']:.4f}" for r in rows)]
+           for name, rows in zip(names, rows_by_method)]])]
 
 
 def training_section(run_dir, trained_on=None):
@@ -120,10 +119,9 @@ def training_section(run_dir, trained_on=None):
                  f"{len(epochs)} epochs of the last session, {sum(epochs) / 60:.0f} minutes).")
     else:
         speed = "Its timing was not kept."
-    curve = (["| epoch | " + " | ".join(str(int(h["epoch"]) + 1) for h in history) + " |",
-              "|---" * (1 + len(history)) + "|",
-              "| validation Dice (synthetic) | " + " | ".join(f"{float(h['val_dice']):.4f}"
-                                                            for h in history) + " |"]
+    curve = (reporting.table(["epoch", *(int(h["epoch"]) + 1 for h in history)],
+                             [["validation Dice (synthetic)",
+                               *(f"{float(h['val_dice']):.4f}" for h in history)]])
              if history else ["Its per-epoch history was not kept."])
     return [
         *earlier, "", f"## Training (`{run_dir}`)", "",
@@ -146,7 +144,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="VxmDense .h5 or .keras")
     parser.add_argument("--data_dir", required=True, help="neurite-OASIS 3D folder")
-    parser.add_argument("--subjects", type=int, default=2, help="subjects (all ordered pairs)")
+    parser.add_argument("--subjects", type=reporting.at_least(2), default=2,
+                        help="subjects (all ordered pairs)")
     parser.add_argument("--target_shape", default="", help="resize the scans to this shape "
                         "(e.g. 64,64,64 for a model trained at that size); default: as they are")
     parser.add_argument("--title", default="The authors' pretrained 3D model on real OASIS "
@@ -256,7 +255,7 @@ def main(argv=None):
                         figure_dir / pair_name, titles=[n for n, _ in shown],
                         title=f"{volumes.names[i]} -> {volumes.names[j]}")
     rel = figure_dir.name
-    command = compare.command_line("report_oasis3d.py", argv)
+    command = reporting.command_line("report_oasis3d.py", argv)
     text = "\n".join([
         f"# {args.title}", "",
         f"Model: `{args.model}`; data: `{args.data_dir}` ({len(volumes)} subjects, all "
@@ -281,8 +280,7 @@ def main(argv=None):
           if (Path(models.resolve(path)).parent / "config.json").is_file()
           for line in training_section(Path(os.path.relpath(models.resolve(path))).parent)]
     ]) + "\n"
-    evaluation.write_text(out, text)
-    print(text)
+    print(reporting.write(out, text), end="")
 
 
 if __name__ == "__main__":

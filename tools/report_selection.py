@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vxm_tf import files
+import reporting
 
 # Common to every selection run: the 2D protocol for one epoch, 30 pairs of 6 validation
 # subjects (more than the final runs' 12, for a steadier comparison).
@@ -86,20 +86,20 @@ def report(runs_dir):
         if missing:
             raise ValueError(f"{runs_dir}: no finished run for {', '.join(missing)}")
         best = max(dice for _, (dice, _) in rows)
-        lines += [f"| {HEADERS[table]} | validation Dice | train s / step |", "|---|---|---|"]
-        for i, (description, (dice, step)) in enumerate(rows):
-            kept = i == len(rows) - 1
-            text = f"**{description}**" if kept else description
-            value = f"**{dice:.3f}**" if kept else f"{dice:.3f}"
-            lines.append(f"| {text} | {value} | {step:.3f} |")
+        last = len(rows) - 1  # the kept settings, in bold
+        lines += reporting.table(
+            [HEADERS[table], "validation Dice", "train s / step"],
+            [[f"**{description}**" if i == last else description,
+              f"**{dice:.3f}**" if i == last else f"{dice:.3f}", f"{step:.3f}"]
+             for i, (description, (dice, step)) in enumerate(rows)])
         kept_dice = rows[-1][1][0]
         if kept_dice < best:
             lines.append(f"\n(The kept settings are not this table's best, {best:.3f}: the "
                          "final choice weighed folding and the full-epoch runs too.)")
         lines.append("")
     commands = [" ".join(command(name, flags, runs_dir)) for _, name, _, flags in VARIANTS]
-    lines += ["Commands (one per row; `make selection-report` runs the missing ones and writes "
-              "this file):", "", "```sh", *commands, "```"]
+    lines += reporting.command_block(commands, "Commands (one per row; `make selection-report` "
+                                     "runs the missing ones and writes this file):")
     return "\n".join(lines) + "\n"
 
 
@@ -130,7 +130,7 @@ def main(argv=None):
         sys.exit(f"error: a selection run failed (exit {err.returncode})")
     except ValueError as err:
         sys.exit(f"error: {err}")
-    files.write_text(args.out, text)
+    reporting.write(args.out, text)
     print(text)
 
 

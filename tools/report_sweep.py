@@ -11,6 +11,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import reporting
+
 from vxm_tf import cli
 
 cli.quiet_tensorflow_import()
@@ -40,13 +42,14 @@ def report(rows):
     lines = [PREAMBLE.format(n=len(rows), low=rows[0]["lambda"], high=rows[-1]["lambda"],
                              best_lambda=best["lambda"], best_dice=best["val_dice"],
                              best_folding=best["val_folding"], no_fold=no_fold),
-             "| lambda | held-out Dice | folding (% voxels) | final loss | seconds |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {r['lambda']:.4g} | {r['val_dice']:.4f} | {r['val_folding']:.4f} | "
-              f"{r['loss']:.4f} | {r['seconds']:.0f} |" for r in rows]
-    lines += ["", "![lambda sweep](lambda_sweep.png)", "", "Commands (the sweep, then this "
-              "report):", "", "```sh", "make tune DATA=oasis2d LOSS=ncc", "make sweep-report",
-              "```"]
+             *reporting.table(["lambda", "held-out Dice", "folding (% voxels)", "final loss",
+                               "seconds"],
+                              [[f"{r['lambda']:.4g}", f"{r['val_dice']:.4f}",
+                                f"{r['val_folding']:.4f}", f"{r['loss']:.4f}",
+                                f"{r['seconds']:.0f}"] for r in rows])]
+    lines += ["", "![lambda sweep](lambda_sweep.png)", "",
+              *reporting.command_block(["make tune DATA=oasis2d LOSS=ncc", "make sweep-report"],
+                                       "Commands (the sweep, then this report):")]
     return "\n".join(lines) + "\n"
 
 
@@ -66,7 +69,7 @@ def main(argv=None):
     if Path(args.trials).resolve() != (out.parent / "trials.csv").resolve():
         with files.atomic_path(out.parent / "trials.csv") as tmp:
             shutil.copyfile(args.trials, tmp)
-    files.write_text(out, report(rows))
+    reporting.write(out, report(rows))
 
 
 if __name__ == "__main__":

@@ -28,12 +28,11 @@ from vxm_tf import cli
 
 cli.quiet_tensorflow_import()
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import compare  # noqa: E402
 import numpy as np  # noqa: E402
+import reporting  # noqa: E402
 
 from vxm_tf import (  # noqa: E402
     configs,
-    evaluation,
     experiment,
     files,
     hypermorph,
@@ -181,9 +180,9 @@ def main(argv=None):
         "Each atlas is registered onto each test scan and its label map brought across; "
         "Dice against the scan's segmentation, mean over labels, then mean (standard "
         "deviation) over the test subjects.", "",
-        "| atlas, registered by | Dice |", "|---|---|",
-        *[f"| {name} | {d.mean():.4f} ({d.std():.4f}) |" for name, d in ranked],
-        f"| (template labels, no registration) | {unregistered.mean():.4f} |", "",
+        *reporting.table(["atlas, registered by", "Dice"], [
+            *[[name, f"{d.mean():.4f} ({d.std():.4f})"] for name, d in ranked],
+            ["(template labels, no registration)", f"{unregistered.mean():.4f}"]]), "",
         f"**{winner[0]}** gives the highest Dice, {winner[1].mean():.4f}, "
         f"{winner[1].mean() - runner[1].mean():+.4f} against {runner[0]}. The single subject "
         f"was chosen as the atlas that segments the {len(val)} validation subjects best "
@@ -198,9 +197,8 @@ def main(argv=None):
         "## Runs", "",
         f"- template: `{args.template}` ({json.dumps(settings['template'])}); pairwise "
         f"registration: `{args.pairwise}`", "",
-        "Command:", "", "```sh", compare.command_line("report_templates.py", argv), "```"]
-    evaluation.write_text(out, "\n".join(lines) + "\n")
-    print("\n".join(lines))
+        *reporting.command_block([reporting.command_line("report_templates.py", argv)])]
+    print(reporting.write(out, lines), end="")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ import csv
 import json
 from pathlib import Path
 
+import reporting
+
 
 def run_row(run_dir):
     run_dir = Path(run_dir)
@@ -26,34 +28,32 @@ def run_row(run_dir):
 
 
 def markdown(rows, commands):
-    lines = ["| run | loss | lambda | lr / schedule | int_resolution | epochs | test Dice "
-             "(identity) | test Dice | HD95 mm | folding % | SDlogJ | s / pair | train s / "
-             "step |", "|---" * 13 + "|"]
-    for r in rows:
-        c, s, t = r["config"], r["summary"], r["timing"]
-        step = f"{t['seconds_per_step']:.4f}" if "seconds_per_step" in t else "n/a"
-        lines.append(
-            f"| {r['run']} | {c['loss']['similarity']} | {c['loss']['reg_weight']} | "
-            f"{c['train']['lr']} {c['train']['schedule']} | {c['model']['int_resolution']} | "
-            f"{len(r['history'])} | {s['dice_before']:.3f} | **{s['dice_after']:.3f}** "
-            f"({s['dice_after_std']:.3f}) | {s['hd95_after']:.2f} | "
-            f"{s['folding_percent']:.4f} | {s['sd_log_jacobian']:.3f} | {s['seconds']:.4f} | "
-            f"{step} |")
+    def step(t):
+        return f"{t['seconds_per_step']:.4f}" if "seconds_per_step" in t else "n/a"
+    epochs = max(len(r["history"]) for r in rows)
+    lines = reporting.table(
+        ["run", "loss", "lambda", "lr / schedule", "int_resolution", "epochs",
+         "test Dice (identity)", "test Dice", "HD95 mm", "folding %", "SDlogJ", "s / pair",
+         "train s / step"],
+        [[r["run"], c["loss"]["similarity"], c["loss"]["reg_weight"],
+          f"{c['train']['lr']} {c['train']['schedule']}", c["model"]["int_resolution"],
+          len(r["history"]), f"{s['dice_before']:.3f}",
+          f"**{s['dice_after']:.3f}** ({s['dice_after_std']:.3f})", f"{s['hd95_after']:.2f}",
+          f"{s['folding_percent']:.4f}", f"{s['sd_log_jacobian']:.3f}", f"{s['seconds']:.4f}",
+          step(t)]
+         for r in rows for c, s, t in [(r["config"], r["summary"], r["timing"])]])
     lines += ["", "Validation Dice per epoch (validation subjects, not the test ones):", "",
-              "| run | " + " | ".join(f"epoch {i + 1}" for i in range(
-                  max(len(r["history"]) for r in rows))) + " |",
-              "|---" * (1 + max(len(r["history"]) for r in rows)) + "|"]
-    for r in rows:
-        lines.append(f"| {r['run']} | " + " | ".join(
-            f"{float(h['val_dice']):.4f}" for h in r["history"]) + " |")
+              *reporting.table(["run", *(f"epoch {i + 1}" for i in range(epochs))],
+                               [[r["run"], *(f"{float(h['val_dice']):.4f}"
+                                             for h in r["history"])] for r in rows])]
     lines += ["", "Per structure (test pairs, mean Dice after registration):", "",
-              "| structure | " + " | ".join(r["run"] for r in rows) + " |",
-              "|---" * (1 + len(rows)) + "|"]
-    for label, entry in rows[0]["summary"]["labels"].items():
-        lines.append(f"| {entry['name']} | " + " | ".join(
-            f"{r['summary']['labels'][label]['dice_after']:.3f}" for r in rows) + " |")
+              *reporting.table(
+                  ["structure", *(r["run"] for r in rows)],
+                  [[entry["name"], *(f"{r['summary']['labels'][label]['dice_after']:.3f}"
+                                     for r in rows)]
+                   for label, entry in rows[0]["summary"]["labels"].items()])]
     if commands:
-        lines += ["", "Commands:", "", "```sh", *commands, "```"]
+        lines += ["", *reporting.command_block(commands, "Commands:")]
     return "\n".join(lines) + "\n"
 
 
@@ -71,7 +71,7 @@ def main():
     text = f"# {args.title}\n\n{preamble}\n{markdown(rows, args.command)}"
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    reporting.write(out, text)
     print(text)
 
 

@@ -16,13 +16,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import reporting
 
 from vxm_tf import cli
 
 cli.quiet_tensorflow_import()
 import matplotlib.pyplot as plt  # noqa: E402
 
-from vxm_tf import configs, evaluation, figures, files, perturb  # noqa: E402
+from vxm_tf import configs, evaluation, figures, perturb  # noqa: E402
 
 DEFAULT_GRID = ("brightness:-0.4,-0.2,0.2,0.4;offset:-0.2,0.2;gamma:-1,-0.5,0.5,1;"
                 "bias:0.25,0.5,0.75,1;noise:0.02,0.05,0.1")
@@ -148,26 +149,24 @@ def main(argv=None):
              "Models (training flags from each run's config.json):", "",
              *[f"- {name}: `{path}` ({describe(path)})" for name, path in
                (spec.split("=", 1) for spec in args.models)], "",
-             "| perturbation | strength | " + " | ".join(loaded) + " |",
-             "|---" * (2 + len(loaded)) + "|"]
-    for p, strengths in grid.items():
-        for s in strengths:
-            lines.append(f"| {p} | {s:g} | " + " | ".join(
-                f"{results[n][p][s][0]:.3f} ({results[n][p][s][1]:.3f})" for n in loaded)
-                + " |")
-    lines += ["", "Over every perturbed setting above (strength 0 left out):", "",
-              "| model | clean Dice | mean Dice | worst Dice |", "|---|---|---|---|"]
+             *reporting.table(
+                 ["perturbation", "strength", *loaded],
+                 [[p, f"{s:g}", *(f"{results[n][p][s][0]:.3f} ({results[n][p][s][1]:.3f})"
+                                  for n in loaded)]
+                  for p, strengths in grid.items() for s in strengths])]
+    lines += ["", "Over every perturbed setting above (strength 0 left out):", ""]
+    summary = []
     for n in loaded:
         mean, worst = overall(results[n], grid)
         clean = results[n][next(iter(grid))][0.0][0]
-        lines.append(f"| {n} | {clean:.3f} | {mean:.3f} | {worst:.3f} |")
+        summary.append([n, f"{clean:.3f}", f"{mean:.3f}", f"{worst:.3f}"])
+    lines += reporting.table(["model", "clean Dice", "mean Dice", "worst Dice"], summary)
     rel = figure_dir.name
     lines += ["", f"![Dice and folding against strength]({rel}/dice_vs_strength.png)", "",
               f"![one pair under a strong bias field]({rel}/strong_bias_pair.png)", "",
-              "Command (what `make robustness` runs):", "", "```sh",
-              "python tools/robustness.py " + " ".join(sys.argv[1:] if argv is None else argv),
-              "```"]
-    files.write_text(out, "# Brightness robustness\n\n" + "\n".join(lines) + "\n")
+              *reporting.command_block([reporting.command_line("robustness.py", argv)],
+                                       "Command (what `make robustness` runs):")]
+    reporting.write(out, ["# Brightness robustness", "", *lines])
     print("\n".join(lines))
 
 
