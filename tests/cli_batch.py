@@ -1,7 +1,7 @@
 """Run an entry point once per argument list, all in one process: the CLI tests start one
 Python (and import TensorFlow once) for a table of cases instead of one per case.
 
-    python tests/cli_batch.py vxm_tf.register < runs.json
+    python tests/cli_batch.py vxm_tf.commands.register < runs.json
 
 `runs.json` is a JSON list of argument lists. Each run goes through the entry point's own
 `cli.run` path (absl parsing, one-line errors, `sys.exit`), with the flags reset to their

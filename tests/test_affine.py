@@ -143,7 +143,7 @@ ANTS_PYTHON = ROOT / ".venv-ants" / "bin" / "python"
 def test_ants_applies_our_displacement_file_as_vxm_tf_warp_does(tmp_path):
     """The convention is what ANTs reads: antsApplyTransforms with our field gives the image
     that `vxm_tf.warp` gives (a smooth field of several mm, scans in other orientations)."""
-    from vxm_tf import warp
+    from vxm_tf import workflows
 
     fixed_shape = (24, 22, 20)
     moving = head((26, 24, 28), 2)
@@ -155,7 +155,7 @@ def test_ants_applies_our_displacement_file_as_vxm_tf_warp_does(tmp_path):
     rng = np.random.default_rng(1)
     field = np.stack([4 * smooth_noise(fixed_shape, 4, rng) for _ in range(3)], -1)
     io.save_displacement(tmp_path / "w.nii.gz", field, FIXED_AFFINE)
-    warp.warp_file(str(tmp_path / "moving.nii.gz"), str(tmp_path / "w.nii.gz"),
+    workflows.warp_file(str(tmp_path / "moving.nii.gz"), str(tmp_path / "w.nii.gz"),
                    str(tmp_path / "ours.nii.gz"))
     script = ("import ants, sys; d = sys.argv[1]; "
               "out = ants.apply_transforms(ants.image_read(d + '/fixed.nii.gz'), "

@@ -76,7 +76,7 @@ EVALUATE_ERRORS = [
 def test_evaluate_errors_are_one_line(trained_run, tmp_path):
     (tmp_path / "notes.keras").write_text("not a model")
     (tmp_path / "empty.txt").write_text("# no pairs\n")
-    results = cli_batch.run("vxm_tf.evaluate", [make_args(trained_run, tmp_path)
+    results = cli_batch.run("vxm_tf.commands.evaluate", [make_args(trained_run, tmp_path)
                                                 for make_args, _ in EVALUATE_ERRORS])
     for (_, message), result in zip(EVALUATE_ERRORS, results):
         assert result["code"] == 2 and len(result["lines"]) == 1, result["stderr"][-2000:]
@@ -86,7 +86,7 @@ def test_evaluate_errors_are_one_line(trained_run, tmp_path):
 
 def test_perturbation_moves_only_the_registered_result(trained_run, tmp_path):
     model, quick = f"--model={trained_run}/best.keras", ["--figures=0", "--surface=false"]
-    clean, bright, bad = cli_batch.run("vxm_tf.evaluate", [
+    clean, bright, bad = cli_batch.run("vxm_tf.commands.evaluate", [
         [model, f"--out_dir={tmp_path}/a", *quick],
         [model, f"--out_dir={tmp_path}/b", *quick, "--perturb=gamma:1,bias:1"],
         [model, "--perturb=contrast:1"]])

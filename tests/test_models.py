@@ -194,7 +194,7 @@ def test_quick_start_by_name_gives_what_the_file_gives(home, tmp_path):
     console command) against the library given the .h5 path."""
     import nibabel as nib
 
-    from vxm_tf import register
+    from vxm_tf import affine, workflows
 
     bin_dir = Path(sys.executable).parent
     done = subprocess.run([bin_dir / "vxm-models", "fetch", AUTHORS, f"--from={PRETRAINED}"],
@@ -206,8 +206,8 @@ def test_quick_start_by_name_gives_what_the_file_gives(home, tmp_path):
                            "--affine=none"], capture_output=True, text=True,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert done.returncode == 0, done.stderr[-2000:]
-    register.register_files(str(PRETRAINED), str(a), str(b), str(tmp_path / "by_path.nii.gz"),
-                            affine_config=register.affine.AffineConfig("none"))
+    workflows.register_files(str(PRETRAINED), str(a), str(b), str(tmp_path / "by_path.nii.gz"),
+                             affine_config=affine.AffineConfig("none"))
     by_name = nib.load(tmp_path / "by_name.nii.gz")
     by_path = nib.load(tmp_path / "by_path.nii.gz")
     np.testing.assert_array_equal(by_name.affine, by_path.affine)

@@ -18,9 +18,8 @@ from vxm_tf import (
     io,
     metrics,
     networks,
-    register,
     registration,
-    warp,
+    workflows,
 )
 from vxm_tf.data.synthetic import random_displacement
 
@@ -44,7 +43,7 @@ def pair(tmp_path_factory):
 
 
 def test_register_round_trip_improves_overlap_on_the_fixed_grid(trained_run, pair, tmp_path):
-    register.register_files(
+    workflows.register_files(
         str(trained_run / "best.keras"), str(pair / "moving.nii.gz"),
         str(pair / "fixed.nii.gz"), str(tmp_path / "moved.nii.gz"), str(tmp_path / "w.nii.gz"),
         str(pair / "moving_seg.nii.gz"), str(tmp_path / "moved_seg.nii.gz"))
@@ -62,7 +61,7 @@ def test_register_round_trip_improves_overlap_on_the_fixed_grid(trained_run, pai
     assert warp_image.shape == (40, 40, 1, 1, 3)  # ITK / ANTs layout, 3-vectors in mm
     assert warp_image.header.get_intent()[0] == "vector"
 
-    warp.warp_file(str(pair / "moving.nii.gz"), str(tmp_path / "w.nii.gz"),
+    workflows.warp_file(str(pair / "moving.nii.gz"), str(tmp_path / "w.nii.gz"),
                    str(tmp_path / "again.nii.gz"))
     again = np.asarray(nib.load(str(tmp_path / "again.nii.gz")).dataobj)
     np.testing.assert_allclose(again, np.asarray(moved.dataobj), atol=1e-5)
@@ -73,7 +72,7 @@ def test_register_round_trip_improves_overlap_on_the_fixed_grid(trained_run, pai
              str(tmp_path / "other.nii.gz"))
     with pytest.raises(ValueError, match=r"other.nii.gz: only 0% of .*w.nii.gz's points fall "
                                          "inside this image"):
-        warp.warp_file(str(tmp_path / "other.nii.gz"), str(tmp_path / "w.nii.gz"),
+        workflows.warp_file(str(tmp_path / "other.nii.gz"), str(tmp_path / "w.nii.gz"),
                        str(tmp_path / "bad.nii.gz"))
     assert not (tmp_path / "bad.nii.gz").exists()
 
@@ -123,7 +122,7 @@ def test_orientation_and_voxel_size_do_not_change_the_result(trained_run, pair, 
         nib.save(nib.Nifti1Image(array.astype(np.float32), matrix), str(tmp_path / "m.nii"))
         nib.save(nib.Nifti1Image(label_map.astype(np.int16), matrix),
                  str(tmp_path / "ms.nii"))
-        register.register_files(
+        workflows.register_files(
             str(trained_run / "best.keras"), str(tmp_path / "m.nii"),
             str(pair / "fixed.nii.gz"), str(tmp_path / f"{name}.nii"),
             moving_seg_path=str(tmp_path / "ms.nii"),
@@ -171,7 +170,7 @@ def test_affine_pre_alignment_recovers_a_known_transform_and_writes_it(trained_r
         nib.save(nib.Nifti1Image(out.astype(np.float32), AFFINE), str(tmp_path / f"{name}.nii"))
     scores = {}
     for kind in ("none", "affine"):
-        register.register_files(
+        workflows.register_files(
             str(trained_run / "best.keras"), str(tmp_path / "m.nii"),
             str(pair / "fixed.nii.gz"), str(tmp_path / "moved.nii"),
             moving_seg_path=str(tmp_path / "ms.nii"),
@@ -279,7 +278,7 @@ def error_runs(trained_run, pair, tmp_path_factory):
         folders.append(folder)
     runs = [make_args(trained_run, pair, folder)
             for (make_args, _), folder in zip(ERROR_CASES, folders)]
-    results = cli_batch.run("vxm_tf.register", runs)
+    results = cli_batch.run("vxm_tf.commands.register", runs)
     return list(zip(folders, results))
 
 
@@ -302,7 +301,7 @@ def test_one_bad_case_through_the_real_command_line(tmp_path):
 def test_outputs_get_the_umasks_permissions(trained_run, pair, tmp_path):
     old = os.umask(0o027)
     try:
-        register.register_files(str(trained_run / "best.keras"), str(pair / "moving.nii.gz"),
+        workflows.register_files(str(trained_run / "best.keras"), str(pair / "moving.nii.gz"),
                                 str(pair / "fixed.nii.gz"), str(tmp_path / "moved.nii.gz"),
                                 str(tmp_path / "w.npz"))
     finally:
@@ -332,7 +331,7 @@ def test_moving_list_registers_each_scan_and_skips_a_bad_one(trained_run, pair, 
         "fixed_affine.txt", "fixed_moved.nii.gz", "fixed_warp.nii.gz", "moving_affine.txt",
         "moving_moved.nii.gz", "moving_moved_seg.nii.gz", "moving_warp.nii.gz"]
     # each scan's result is what registering it alone gives
-    register.register_files(str(trained_run / "best.keras"), str(pair / "moving.nii.gz"),
+    workflows.register_files(str(trained_run / "best.keras"), str(pair / "moving.nii.gz"),
                             str(pair / "fixed.nii.gz"), str(tmp_path / "alone.nii.gz"))
     np.testing.assert_allclose(np.asarray(nib.load(str(out / "moving_moved.nii.gz")).dataobj),
                                np.asarray(nib.load(str(tmp_path / "alone.nii.gz")).dataobj),
@@ -343,18 +342,18 @@ def test_moving_list_refuses_colliding_names(tmp_path):
     (tmp_path / "list.txt").write_text("a/scan.nii.gz\nb/scan.nii.gz\n")
     with pytest.raises(ValueError, match="list.txt:2: b/scan.nii.gz has the same name as "
                                          "line 1"):
-        register.read_moving_list(str(tmp_path / "list.txt"))
+        workflows.read_moving_list(str(tmp_path / "list.txt"))
 
 
 def test_inverse_warp_maps_fixed_space_images_onto_the_moving_scan(trained_run, pair,
                                                                    tmp_path):
     """--inverse_warp (negated velocity, inverse affine) brings the fixed labels onto the
     moving scan's grid, and undoes the forward map: forward(inverse(u)) ~ u."""
-    register.register_files(
+    workflows.register_files(
         str(trained_run / "best.keras"), str(pair / "moving.nii.gz"), str(pair / "fixed.nii.gz"),
         str(tmp_path / "moved.nii.gz"), str(tmp_path / "w.nii.gz"),
         inverse_path=str(tmp_path / "inv.nii.gz"))
-    warp.warp_file(str(pair / "fixed_seg.nii.gz"), str(tmp_path / "inv.nii.gz"),
+    workflows.warp_file(str(pair / "fixed_seg.nii.gz"), str(tmp_path / "inv.nii.gz"),
                    str(tmp_path / "back_seg.nii.gz"), interp="nearest")
     fixed_seg = np.asarray(nib.load(str(pair / "fixed_seg.nii.gz")).dataobj)[..., 0]
     moving_seg = np.asarray(nib.load(str(pair / "moving_seg.nii.gz")).dataobj)[..., 0]
@@ -445,7 +444,7 @@ def test_auto_normalisation_keeps_scans_already_in_the_unit_range():
 
 def test_warp_never_writes_over_its_inputs(tmp_path):
     """`--moved` naming `--moving` or `--warp` is refused before anything is written."""
-    from vxm_tf import io, warp
+    from vxm_tf import io, workflows
 
     affine = np.eye(4)
     io.save_volume(tmp_path / "m.nii.gz", np.random.default_rng(0).random((8, 8, 8)), affine)
@@ -453,13 +452,13 @@ def test_warp_never_writes_over_its_inputs(tmp_path):
     before = {p: p.read_bytes() for p in tmp_path.iterdir()}
     for target in ("m.nii.gz", "w.nii.gz", "./w.nii.gz"):
         with pytest.raises(ValueError, match="would overwrite the input"):
-            warp.warp_file(str(tmp_path / "m.nii.gz"), str(tmp_path / "w.nii.gz"),
+            workflows.warp_file(str(tmp_path / "m.nii.gz"), str(tmp_path / "w.nii.gz"),
                            str(tmp_path / target))
     with pytest.raises(ValueError, match="unknown file type"):
-        warp.warp_file(str(tmp_path / "m.nii.gz"), str(tmp_path / "w.nii.gz"),
+        workflows.warp_file(str(tmp_path / "m.nii.gz"), str(tmp_path / "w.nii.gz"),
                        str(tmp_path / "out.txt"))
     assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
-    warp.warp_file(str(tmp_path / "m.nii.gz"), str(tmp_path / "w.nii.gz"),
+    workflows.warp_file(str(tmp_path / "m.nii.gz"), str(tmp_path / "w.nii.gz"),
                    str(tmp_path / "out.nii.gz"))
     np.testing.assert_allclose(io.load_volume(tmp_path / "out.nii.gz").data,
                                io.load_volume(tmp_path / "m.nii.gz").data, atol=1e-5)
@@ -480,7 +479,7 @@ def test_output_folder_checks(tmp_path):
 def test_a_label_map_is_not_blended_by_default(tmp_path):
     """vxm-warp's default linear interpolation refuses a label map (an integer image of
     few values: it wrote float32 with thousands of new values); nearest keeps the labels."""
-    from vxm_tf import io, warp
+    from vxm_tf import io, workflows
 
     affine = np.eye(4)
     labels = np.random.default_rng(0).integers(0, 5, (8, 8, 8)).astype(np.uint8)
@@ -489,12 +488,12 @@ def test_a_label_map_is_not_blended_by_default(tmp_path):
     io.save_displacement(tmp_path / "w.nii.gz", shift, affine)
     args = (str(tmp_path / "seg.nii.gz"), str(tmp_path / "w.nii.gz"))
     with pytest.raises(ValueError, match="looks like a label map .*--interp=nearest"):
-        warp.warp_file(*args, str(tmp_path / "a.nii.gz"))
+        workflows.warp_file(*args, str(tmp_path / "a.nii.gz"))
     assert not (tmp_path / "a.nii.gz").exists()
-    warp.warp_file(*args, str(tmp_path / "b.nii.gz"), "nearest")
+    workflows.warp_file(*args, str(tmp_path / "b.nii.gz"), "nearest")
     assert set(np.unique(io.load_volume(tmp_path / "b.nii.gz", labels=True).data)) <= set(
         range(5))
-    warp.warp_file(*args, str(tmp_path / "c.nii.gz"), "linear")  # asked for: done
+    workflows.warp_file(*args, str(tmp_path / "c.nii.gz"), "linear")  # asked for: done
 
 
 def test_register_writes_all_its_outputs_or_none(trained_run, pair, tmp_path, monkeypatch):
@@ -506,7 +505,7 @@ def test_register_writes_all_its_outputs_or_none(trained_run, pair, tmp_path, mo
         raise OSError(f"{path}: cannot write (No space left on device)")
     monkeypatch.setattr(io, "save_displacement", full_disk)
     with pytest.raises(OSError, match="warp.nii.gz: cannot write"):
-        register.register_files(str(trained_run / "best.keras"), str(pair / "moving.nii.gz"),
+        workflows.register_files(str(trained_run / "best.keras"), str(pair / "moving.nii.gz"),
                                 str(pair / "fixed.nii.gz"), str(tmp_path / "moved.nii.gz"),
                                 str(tmp_path / "warp.nii.gz"), affine_config=None)
     assert list(tmp_path.iterdir()) == []
@@ -518,14 +517,14 @@ def test_an_image_without_background_is_warned_about(trained_run, pair, tmp_path
     noise = np.random.default_rng(0).random((40, 40)).astype(np.float32)
     nib.save(nib.Nifti1Image(noise, AFFINE), str(tmp_path / "noise.nii.gz"))
     said = []
-    register.register_files(str(trained_run / "best.keras"), str(tmp_path / "noise.nii.gz"),
+    workflows.register_files(str(trained_run / "best.keras"), str(tmp_path / "noise.nii.gz"),
                             str(pair / "fixed.nii.gz"), str(tmp_path / "moved.nii.gz"),
                             log=said.append)
     warnings = [line for line in said if line.startswith("warning:")]
     assert len(warnings) == 1 and "noise.nii.gz: only 5% of its voxels" in warnings[0]
     said.clear()
-    register.register_files(str(trained_run / "best.keras"), str(pair / "moving.nii.gz"),
+    workflows.register_files(str(trained_run / "best.keras"), str(pair / "moving.nii.gz"),
                             str(pair / "fixed.nii.gz"), str(tmp_path / "moved2.nii.gz"),
                             log=said.append)
     assert not [line for line in said if line.startswith("warning:")]
-    assert register.background_fraction(np.zeros((4, 4))) == 1.0
+    assert workflows.background_fraction(np.zeros((4, 4))) == 1.0

@@ -66,3 +66,39 @@ def test_private_keras_api_only_in_compat():
                  for n, line in enumerate(path.read_text().splitlines(), 1)
                  if PRIVATE.search(line)]
     assert not offenders, f"private Keras / TensorFlow API outside vxm_tf.compat: {offenders}"
+
+
+# a module a reader holds in one sitting; the largest now are below it
+MAX_LINES = 360
+
+
+def test_every_module_reads_in_one_sitting():
+    long = {str(path.relative_to(PACKAGE.parent)): n for path in PACKAGE.rglob("*.py")
+            if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def test_commands_live_in_one_place_and_the_old_module_names_only_run_them():
+    """Every console script points into `vxm_tf.commands`; each `python -m vxm_tf.X` module
+    kept for it holds nothing but the call."""
+    setup = (PACKAGE.parent / "setup.cfg").read_text()
+    scripts = dict(re.findall(r"^\s*(vxm-[\w-]+) = ([\w.]+):console$", setup, re.M))
+    assert len(scripts) == 8 and all(target.startswith("vxm_tf.commands.")
+                                     for target in scripts.values()), scripts
+    for target in scripts.values():
+        name = target.rsplit(".", 1)[1]
+        shim = PACKAGE / ("models/__main__.py" if name == "models" else f"{name}.py")
+        code = [n for n in ast.parse(shim.read_text()).body
+                if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
+        assert all(isinstance(n, (ast.If, ast.ImportFrom)) for n in code), shim
+        assert f"from vxm_tf.commands.{name} import console" in shim.read_text(), shim
+
+
+def test_report_tools_build_tables_one_way():
+    """Markdown tables in tools/ come from tools/reporting.py (bench_gpu.py runs on a
+    machine without the package, and writes its own)."""
+    tools = PACKAGE.parent / "tools"
+    by_hand = [path.name for path in tools.glob("*.py")
+               if path.name not in ("reporting.py", "bench_gpu.py")
+               and re.search(r'"\|---', path.read_text())]
+    assert not by_hand, f"tables written by hand: {by_hand}"

@@ -7,7 +7,7 @@ import pytest
 
 from vxm_tf import configs, data, hypermorph, io, templates, trainer
 from vxm_tf.configs import ConfigError
-from vxm_tf.template import write_templates
+from vxm_tf.training.template import write_templates
 
 SHAPE = (32, 32)
 FEATURES = [[8, 8, 8], [8, 8, 8, 8, 8]]

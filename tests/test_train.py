@@ -492,7 +492,7 @@ TRAIN_ERRORS = [
 
 
 def test_flag_errors_are_one_line(tmp_path):
-    results = cli_batch.run("vxm_tf.train", [[*args, f"--model_dir={tmp_path}/run{n}"]
+    results = cli_batch.run("vxm_tf.commands.train", [[*args, f"--model_dir={tmp_path}/run{n}"]
                                              for n, (args, _) in enumerate(TRAIN_ERRORS)])
     for (_, message), result in zip(TRAIN_ERRORS, results):
         assert result["code"] == 2 and len(result["lines"]) == 1, result["stderr"][-2000:]
@@ -618,9 +618,9 @@ def test_every_training_flagfile_makes_a_valid_config(flagfile):
 
 
 def test_a_time_limited_stop_has_its_own_exit_status(tmp_path):
-    from vxm_tf import train
+    from vxm_tf.commands import train
 
-    stopped, done = cli_batch.run("vxm_tf.train", [
+    stopped, done = cli_batch.run("vxm_tf.commands.train", [
         [*TINY, "--epochs=3", "--time_limit=0.001", f"--model_dir={tmp_path}/run"],
         [*TINY, "--epochs=2", "--resume", f"--model_dir={tmp_path}/run"]])
     assert stopped["code"] == train.STOPPED == 3, stopped["stderr"][-2000:]

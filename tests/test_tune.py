@@ -115,7 +115,7 @@ TUNE_ERRORS = [
 
 
 def test_bad_search_flags_are_one_line(tmp_path):
-    results = cli_batch.run("vxm_tf.tune", [[*args, f"--tune_dir={tmp_path}/t"]
+    results = cli_batch.run("vxm_tf.commands.tune", [[*args, f"--tune_dir={tmp_path}/t"]
                                             for args, _ in TUNE_ERRORS])
     for (_, message), result in zip(TUNE_ERRORS, results):
         assert result["code"] == 2 and len(result["lines"]) == 1, result["stderr"][-2000:]

@@ -38,6 +38,7 @@ import numpy as np
 from scipy import ndimage
 
 from vxm_tf import files
+from vxm_tf.data import cache as data_cache
 from vxm_tf.data import volumes as vol_io
 
 ALIASES = {"inf": "inferior", "lat": "lateral", "area": "", "vent": "ventricle"}
@@ -324,7 +325,7 @@ def main(argv=None):
                              initargs=(settings,)) as pool:
         for name, image, seg, residual in pool.map(make_subject, tasks):
             path = out_dir / f"{name}.npz"
-            vol_io._atomic_savez(path, {"vol": image, "seg": seg, "affine": affine})
+            data_cache.save_npz(path, {"vol": image, "seg": seg, "affine": affine})
             entries[name] = {"sources": {"label_map": name.rsplit("_r", 1)[0]},
                              "shape": list(shape), "voxel_size": np.diag(affine)[:3].tolist(),
                              "labels": [int(v) for v in np.unique(seg) if v],
@@ -340,7 +341,7 @@ def main(argv=None):
         "train_subjects": len(train_maps) * args.renders,
         "val_subjects": len(val_maps) * args.renders},
         "label_names": {str(k): v for k, v in seg35_names.items()}, "subjects": entries}
-    vol_io._atomic_write_text(out_dir / vol_io.MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    files.write_text(out_dir / data_cache.MANIFEST, json.dumps(manifest, indent=1) + "\n")
     ref_image = np.asarray(nib.load(str(reference / "aligned_norm.nii.gz")).dataobj,
                            dtype=np.float32)
     overlay_figure(out_dir / "alignment.png", vol_io.resize_volume(ref_image, shape),

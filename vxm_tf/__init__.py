@@ -32,8 +32,10 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("configs", "data", "evaluation", "experiment", "figures", "io", "layers", "losses",
-               "metrics", "models", "networks", "ops", "registration", "trainer", "training")
+_SUBMODULES = ("affine", "commands", "configs", "data", "evaluation", "experiment", "figures",
+               "geometry", "hypermorph", "instance", "io", "layers", "losses", "metrics",
+               "models", "networks", "ops", "registration", "templates", "trainer",
+               "training", "workflows")
 
 
 def __getattr__(name):

@@ -1,5 +1,6 @@
 """Evaluate a registration model on pairs of in-memory volumes: overlap, surface distance,
-deformation quality and speed, before (identity) and after registration."""
+deformation quality and speed, before (identity) and after registration; and a model on a
+dataset's split, with its report written to a folder (`evaluate_model`, `vxm-evaluate`)."""
 
 import dataclasses
 import json
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vxm_tf import files, metrics, registration
+from vxm_tf import configs, data, figures, files, metrics, models, registration
+from vxm_tf import ops as vxm_ops
 
 PAIR_FIELDS = ("moving", "fixed", "dice_before", "dice_after", "hd95_before", "hd95_after",
                "missing_before", "missing_after", "folding_percent", "sd_log_jacobian",
@@ -181,3 +183,114 @@ def models_and_test_pairs(specs):
     pairs = experiment.split_pairs(volumes, atlas=bool(config.atlas))
     loaded = {name: hypermorph.load(path, source=f"{name}={path}") for name, path in models}
     return loaded, volumes, pairs
+
+
+def data_config(model_path, fl):
+    """The run's data configuration, with any data flag given on the command line applied;
+    a registered model's data folder that is not here is a `DatasetError` saying how to
+    point at it."""
+    config = configs.config_from_flags(fl, training=False).data
+    saved = configs.run_data_config(model_path)
+    if saved is None:
+        return config
+    given = {f.name for f in dataclasses.fields(config)
+             if f.name in fl and fl[f.name].present}
+    merged = dataclasses.replace(saved, **{k: getattr(config, k) for k in given})
+    name = models.name_of(model_path)
+    if name and merged.data_dir and not Path(merged.data_dir).is_dir():
+        raise data.DatasetError(
+            f"{name} was trained and scored on {Path(merged.data_dir).name}, which is not at "
+            f"{merged.data_dir}: give its folder with --data_dir (the neurite-OASIS archives: "
+            "tools/fetch_oasis.py in the repository)")
+    return merged
+
+
+def default_out_dir(model_path, split, hyper_lambda=None):
+    """`eval-<split>/` beside a model file, `eval-<name>-<split>/` in the working folder for
+    a registered model (never inside the package or the cache); a HyperMorph weight `h`
+    adds `-h<h>`, so that each weight is scored apart."""
+    registered = models.name_of(model_path)
+    at = "" if hyper_lambda is None else f"-h{hyper_lambda:g}"
+    return (f"eval-{registered}-{split}{at}" if registered
+            else str(Path(model_path).parent / f"eval-{split}{at}"))
+
+
+def read_pairs(path, volumes, split="test"):
+    """`[(i, j)]` indices into `volumes` from a file of 'moving fixed' subject names per
+    line (of the `split` split); `DatasetError` naming the file and line otherwise."""
+    index = {name: k for k, name in enumerate(volumes.names)}
+    pairs = []
+    for number, line in enumerate(data.datasets.read_list(path), 1):
+        names = line.replace(",", " ").split()
+        if len(names) != 2 or any(n not in index for n in names):
+            raise data.DatasetError(f"{path}:{number}: expected two subject names of the "
+                                    f"{split} split, got {line!r}")
+        pairs.append((index[names[0]], index[names[1]]))
+    if not pairs:
+        raise data.DatasetError(f"--pairs={path}: no pairs listed")
+    return pairs
+
+
+def draw_figures(model, volumes, moving_images, pairs, label_rows, out_dir, count=5, seed=0,
+                 name="model", instance_config=None):
+    """`count` example pairs (drawn with `seed`; `pair_<moving>_<fixed>.png`) and the
+    per-structure Dice box plot (`dice_per_structure.png`, `name` for the model's boxes)
+    into `out_dir`."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(pairs), min(count, len(pairs)), replace=False)
+    for n in sorted(chosen):
+        i, j = pairs[n]
+        moving, fixed = moving_images[i], volumes.images[j]
+        warp = registration.displacements(model, moving[None, ..., None],
+                                          fixed[None, ..., None], instance_config)
+        moved = np.asarray(vxm_ops.transform(moving[None, ..., None], warp))[0, ..., 0]
+        figures.pair_figure(moving, fixed, moved, warp[0],
+                            Path(out_dir) / f"pair_{volumes.names[i]}_{volumes.names[j]}.png",
+                            title=f"{volumes.names[i]} -> {volumes.names[j]}")
+    figures.dice_boxplot({"identity": label_rows, name: label_rows},
+                         Path(out_dir) / "dice_per_structure.png")
+
+
+def evaluate_model(model_path, config, out_dir, split="test", pairs_path="", surface=True,
+                   figure_count=5, perturbation="", seed=0, instance_config=None,
+                   hyper_lambda=None, progress=None):
+    """Score a model (file or registered name; `hyper_lambda`: a HyperMorph model's weight)
+    on the pairs of `split` of the data `config` (`DataConfig`) describes, or on those
+    listed in `pairs_path`, with `perturbation` (`perturb.parse_perturbations`' text,
+    seeded by `seed`) applied to the moving images, and write the report into `out_dir`
+    (tables, summary, figures: all or none). Returns the summary (`summarise`'s)."""
+    from vxm_tf import experiment, hypermorph, instance, perturb
+    model = hypermorph.load(model_path, hyper_lambda)
+    if instance_config is not None:
+        instance.check_for_model(instance_config, model)
+    volumes = experiment.build_splits(config)[split]
+    if volumes is None:
+        raise data.DatasetError(f"the {split} split is empty")
+    if len(volumes) < 2 and not pairs_path:
+        raise data.DatasetError(f"--{split}={len(volumes)}: scoring needs pairs, "
+                                "so at least 2 subjects")
+    if len(volumes.shape) != len(model.inshape):
+        raise ValueError(f"the model registers {len(model.inshape)}D images, the data are "
+                         f"{len(volumes.shape)}D {volumes.shape}")
+    if volumes.shape != model.inshape:
+        raise ValueError(f"the model takes {len(model.inshape)}D images of shape "
+                         f"{model.inshape}, the data are {volumes.shape}; set "
+                         "--target_shape")
+    pairs = (read_pairs(pairs_path, volumes, split) if pairs_path
+             else experiment.split_pairs(volumes, atlas=bool(config.atlas)))
+    perturbations = perturb.parse_perturbations(perturbation)
+    moving_images = np.stack([perturb.perturb(image, perturbations, seed + k)
+                              for k, image in enumerate(volumes.images)])
+    rows = evaluate_pairs(model, volumes, pairs, surface, progress, moving_images,
+                          instance_config)
+    summary = summarise(*rows)
+    title = f"{Path(str(model_path)).name} on {len(pairs)} pairs"
+    hyper = getattr(model, "hyper_lambda", None)
+    if hyper is not None:  # the HyperMorph weight it registered at
+        summary["hyper_lambda"] = hyper[0] if len(hyper) == 1 else list(hyper)
+        title += f", h = {', '.join(f'{h:g}' for h in hyper)}"
+    with files.all_or_nothing():  # the tables and figures together, or none
+        write_report(out_dir, *rows, summary, title=title)
+        draw_figures(model, volumes, moving_images, pairs, rows[1], out_dir, figure_count,
+                     seed, Path(str(model_path)).stem, instance_config)
+    return summary

@@ -4,6 +4,8 @@
     callbacks   validation Dice, checkpoints, non-finite loss, step timing, time limit
     rundir      the run folder: lock, start epoch, recorded config, resume check
     memory      the CPU memory check before a run
+    template    a template run's starting image, attributes and scan streams, and the
+                templates a trained run writes (`vxm-template`)
 """
 
 

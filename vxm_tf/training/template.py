@@ -5,14 +5,17 @@ A template run's folder holds, besides the usual files, `template.json` (the att
 and their encoding, for `vxm-template`), `base_template.nii.gz` (the mean training scan:
 where an unconditional template starts, and what a conditional one adds its attribute
 image to) and, at the end, `template.nii.gz` (unconditional) with the data's affine.
+`write_templates` writes a trained run's templates (`vxm-template`): the one template of an
+unconditional model, or a conditional model's templates for given attribute values.
 """
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 
-from vxm_tf import data, files, io
+from vxm_tf import data, files, io, templates
 
 SETTINGS, BASE = "template.json", "base_template.nii.gz"
 
@@ -87,3 +90,83 @@ def finish(model, settings, run_dir):
     if settings["template"] == "unconditional":
         io.save_volume(str(Path(run_dir) / "template.nii.gz"), model.get_atlas(),
                        np.array(settings["affine"]))
+
+
+def parse_values(text, columns):
+    """`--values` as a list of per-template value lists, one value per column."""
+    if not text.strip():
+        raise ValueError(f"--values: give the {', '.join(columns)} of each template")
+    if len(columns) == 1:
+        sets = [[v.strip()] for v in re.split("[,;]", text) if v.strip()]
+    else:
+        sets = [[v.strip() for v in part.split(",")] for part in text.split(";")
+                if part.strip()]
+    wrong = [s for s in sets if len(s) != len(columns)]
+    if wrong:
+        raise ValueError(f"--values: each set needs {len(columns)} values "
+                         f"({', '.join(columns)}), got {','.join(wrong[0])}")
+    if len({tuple(s) for s in sets}) != len(sets):
+        raise ValueError(f"--values={text}: a set is given twice")
+    return sets
+
+
+def outside_training(sets, columns, encoding):
+    """The numeric values of `sets` outside the range the model was trained on, as
+    'Age=95 (trained on 18 to 89)' lines."""
+    notes = []
+    for values in sets:
+        for column, value in zip(columns, values):
+            spec = encoding[column]
+            if "min" in spec and not spec["min"] <= float(value) <= spec["max"]:
+                notes.append(f"{column}={value} (trained on {spec['min']:g} to "
+                             f"{spec['max']:g})")
+    return notes
+
+
+def file_name(columns, values):
+    """`template_Age-20_MF-F.nii.gz`: the columns and values, safe as a file name."""
+    parts = [f"{re.sub('[^A-Za-z0-9]', '', c)}-{re.sub('[^A-Za-z0-9.]', '', v)}"
+             for c, v in zip(columns, values)]
+    return "template_" + "_".join(parts) + ".nii.gz"
+
+
+def write_templates(model_path, out_dir, values_text="", log=print):
+    """Write the model's template(s) into `out_dir` (created once everything is checked);
+    returns the paths written. `log` gets a warning for values outside the training range."""
+    if Path(model_path).is_dir():
+        raise ValueError(f"--model={model_path}: a folder, not a model file (.keras)")
+    run = Path(model_path).parent
+    try:
+        settings, base = read(run)
+    except (OSError, ValueError):
+        raise ValueError(f"--model={model_path}: no template.json and base_template.nii.gz "
+                         "beside it (a --template run's folder)") from None
+    files.check_output_folder(out_dir)
+    model = _load(model_path, settings["template"])
+    affine = np.array(settings["affine"])
+    if settings["template"] == "unconditional":
+        if values_text:
+            raise ValueError("--values: an unconditional template has no attributes")
+        Path(out_dir).mkdir(exist_ok=True)
+        path = str(Path(out_dir) / "template.nii.gz")
+        io.save_volume(path, model.get_atlas(), affine)
+        return [path]
+    columns, encoding = settings["columns"], settings["encoding"]
+    sets = parse_values(values_text, columns)
+    encoded = np.array([[data.encode_attribute(v, encoding[c], c, "--values")
+                         for c, v in zip(columns, s)] for s in sets], np.float32)
+    for note in outside_training(sets, columns, encoding):
+        log(f"warning: {note}: the template extrapolates beyond its training subjects")
+    images = model.template(encoded, base)
+    Path(out_dir).mkdir(exist_ok=True)  # everything checked: the outputs go in
+    paths = [str(Path(out_dir) / file_name(columns, s)) for s in sets]
+    with files.all_or_nothing():
+        for path, image in zip(paths, images):
+            io.save_volume(path, image[..., 0], affine)
+    return paths
+
+
+def _load(model_path, kind):
+    cls = (templates.TemplateCreation if kind == "unconditional"
+           else templates.ConditionalTemplateCreation)
+    return cls.load(model_path)
