@@ -16,8 +16,8 @@ from vxm_tf import (
     losses,
     metrics,
     networks,
-    register,
     registration,
+    workflows,
 )
 from vxm_tf import ops as vxm_ops
 from vxm_tf.data.synthetic import random_displacement
@@ -106,7 +106,7 @@ def test_a_coarser_grid_corrects_the_field_where_the_network_keeps_it(pairs):
     model = tiny_model(int_resolution=1)
     moving, fixed = pairs
     start = model.register(moving, fixed)
-    config = instance.InstanceConfig(steps=20, lr=0.3, reg_weight=1.0, smoothing=1,
+    config = instance.InstanceConfig(steps=20, lr=0.6, reg_weight=1.0, smoothing=1,
                                      window=21, resolution=2)  # 11 voxels of the grid
     warp = instance.optimise(model, moving, fixed, config)
     assert_closer_and_smooth(moving, fixed, start, warp)
@@ -122,6 +122,23 @@ def test_a_coarser_grid_corrects_the_field_where_the_network_keeps_it(pairs):
     assert instance.optimise(odd, *wide, dataclasses.replace(config, steps=2,
                                                              resolution=3)).shape == (
         2, 48, 56, 2)
+
+
+def test_the_rate_is_in_voxels_of_the_field_on_any_grid(pairs):
+    """Adam's first step moves each parameter by about the rate: on a grid r times coarser,
+    whose voxels are r field voxels, the correction still moves the field by `lr` field
+    voxels at most (not r x lr, which let a coarse grid overshoot)."""
+    model = tiny_model(int_resolution=1)  # a 48x48 field, the images' own grid
+    moving, fixed = pairs
+    network = model.register(moving, fixed)
+    largest = {}
+    for resolution in (1, 2):
+        one_step = instance.InstanceConfig(steps=1, lr=0.05, reg_weight=0.0, smoothing=1,
+                                           similarity="mse", space="displacement",
+                                           resolution=resolution)
+        moved = instance.optimise(model, moving, fixed, one_step) - network
+        largest[resolution] = float(np.abs(moved).max())
+    assert 0.04 < largest[1] < 0.0501 and 0.04 < largest[2] < 0.0501, largest
 
 
 def test_a_grid_too_coarse_to_follow_anatomy_is_refused(pairs):
@@ -234,7 +251,7 @@ def test_register_cli_function_takes_instance_steps(trained_run, tmp_path):
     outputs = {}
     for steps in (0, 20):
         out = tmp_path / f"moved{steps}.nii"
-        register.register_files(str(trained_run / "best.keras"), str(tmp_path / "moving.nii"),
+        workflows.register_files(str(trained_run / "best.keras"), str(tmp_path / "moving.nii"),
                                 str(tmp_path / "fixed.nii"), str(out),
                                 instance_config=instance.InstanceConfig(
                                     steps, 0.2, reg_weight=1.0, smoothing=1))

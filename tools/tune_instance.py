@@ -31,11 +31,10 @@ from vxm_tf import cli
 
 cli.quiet_tensorflow_import()
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import compare  # noqa: E402
+import reporting  # noqa: E402
 
 from vxm_tf import (  # noqa: E402
     configs,
-    evaluation,
     experiment,
     hypermorph,
     instance,
@@ -120,11 +119,11 @@ def main(argv=None):
     parser.add_argument("--instance_gradient", dest="gradient", default="exact",
                         help=f"comma-separated, of {instance.GRADIENTS}")
     parser.add_argument("--instance_similarity", dest="similarity", default="ncc")
-    parser.add_argument("--max_folding", type=float, default=0.1)
-    parser.add_argument("--max_seconds", type=float, default=0.0,
+    parser.add_argument("--max_folding", type=reporting.at_least(0, float), default=0.1)
+    parser.add_argument("--max_seconds", type=reporting.at_least(0, float), default=0.0,
                         help="choose only settings that register a pair in at most this "
                         "many seconds (the time column over the pairs; 0: any)")
-    parser.add_argument("--batch_size", type=int, default=0,
+    parser.add_argument("--batch_size", type=reporting.at_least(0), default=0,
                         help="pairs registered together (0: all in one batch)")
     parser.add_argument("--data_dir", help="validation data for a model without a run "
                         "(e.g. the authors' .h5): its --dataset layout, the first --train "
@@ -154,9 +153,12 @@ def main(argv=None):
                     ints(args.steps, "instance_steps"))
                 if gradient == "exact" or space == "composition"]  # (the others refuse it)
         if not grid:
-            raise ValueError("the sweep is empty: give --space, --gradient, --lr, --lambda, "
-                             "--smoothing, --window, --resolution and --steps values "
-                             "(--gradient=straight-through needs --space=composition)")
+            raise ValueError("the sweep is empty: give --instance_space, "
+                             "--instance_gradient, --instance_lr, --instance_lambda, "
+                             "--instance_smoothing, --instance_window, "
+                             "--instance_resolution and --instance_steps values "
+                             "(--instance_gradient=straight-through needs "
+                             "--instance_space=composition)")
         if args.max_seconds < 0:
             raise ValueError(f"--max_seconds must be non-negative, got {args.max_seconds}")
         if args.batch_size < 0:
@@ -191,7 +193,7 @@ def main(argv=None):
     rule = f"folding < {args.max_folding}%" + (
         f" and at most {args.max_seconds:g} s per pair, {args.max_seconds * len(pairs):g} s "
         "for all pairs" if args.max_seconds else "") + f", above the network alone's {base[0]:.4f}"
-    command = compare.command_line("tune_instance.py", argv)
+    command = reporting.command_line("tune_instance.py", argv)
     # the NCC window, the grid and the gradient get columns (and flags in the choice) when
     # a sweep sets them, the steps when it varies them
     default = instance.InstanceConfig()
@@ -207,18 +209,17 @@ def main(argv=None):
              f"{len(pairs)} ordered pairs, "
              + (f"{args.batch_size} per batch" if args.batch_size else "all in one batch")
              + ".", "",
-             "| space | lr | lambda | smoothing | "
-             + "".join(f"{head} | " for head, _ in optional)
-             + "val Dice | folding (%) | s (all pairs) |",
-             "|---" * (7 + extra) + "|",
-             "| network alone | | | | " + "| " * extra
-             + f"{base[0]:.4f} | {base[1]:.3f} | {base[2]:.2f} |"]
-    for config, dice, folding, seconds in rows:
-        mark = " **chosen**" if best is not None and config == best[0] else ""
-        lines.append(f"| {config.space} | {config.lr:g} | {config.reg_weight:g} | "
-                     f"{config.smoothing} | "
-                     + "".join(f"{getattr(config, field)} | " for _, field in optional)
-                     + f"{dice:.4f}{mark} | {folding:.3f} | {seconds:.2f} |")
+             *reporting.table(
+                 ["space", "lr", "lambda", "smoothing", *(head for head, _ in optional),
+                  "val Dice", "folding (%)", "s (all pairs)"],
+                 [["network alone", "", "", "", *[""] * extra, f"{base[0]:.4f}",
+                   f"{base[1]:.3f}", f"{base[2]:.2f}"],
+                  *[[config.space, f"{config.lr:g}", f"{config.reg_weight:g}",
+                     config.smoothing, *(getattr(config, field) for _, field in optional),
+                     f"{dice:.4f}" + (" **chosen**" if best is not None
+                                      and config == best[0] else ""),
+                     f"{folding:.3f}", f"{seconds:.2f}"]
+                    for config, dice, folding, seconds in rows]])]
     lines += ["", (f"Chosen (highest Dice with {rule}): "
                    f"`--instance_space={best[0].space} --instance_lr={best[0].lr:g} "
                    f"--instance_lambda={best[0].reg_weight:g} "
@@ -228,8 +229,8 @@ def main(argv=None):
                    if best else
                    f"No setting kept {rule}: register with this model alone "
                    "(`--instance_steps=0`)."),
-              "", "Command:", "", "```sh", command, "```"]
-    evaluation.write_text(out, "\n".join(lines) + "\n")
+              "", *reporting.command_block([command])]
+    reporting.write(out, lines)
     if best is not None:
         instance.save_settings(out.with_suffix(".json"), best[0], model=args.model,
                                chosen_with_steps=best[0].steps, val_dice=round(best[1], 4),

@@ -13,10 +13,10 @@ deformation, with u the exponential of a smooth velocity by a few squarings: the
 image is warped by the network once, so a step costs one warp, the similarity and the
 squarings of the small correction, and the deformation stays diffeomorphic; with
 `gradient` "straight-through" the squarings run forward only (their Jacobian taken as the
-identity), which makes a step about 1.6 times cheaper on a CPU. The options:
+identity), which makes a step cheaper. The options:
 add the correction to the network's velocity and integrate their sum at every step
-("velocity": each step back-propagates through all the network's squarings, about twice
-the cost, and did no better on the 2D validation pairs) or to its integrated displacement
+("velocity": each step back-propagates through all the network's squarings, a dearer
+step) or to its integrated displacement
 ("displacement": cheapest, folds sooner); reports/instance_sweep_oasis2d.md.
 
 Everything is a small Keras model trained with `train_on_batch` (keras.ops only), so it
@@ -25,240 +25,30 @@ The settings that do best differ between models (tools/tune_instance.py chooses 
 model's validation subjects and writes them as JSON for `--instance_settings`).
 """
 
-import dataclasses
-import json
 import warnings
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 from keras import ops
+from numpy.typing import ArrayLike
 
-from vxm_tf import compat, files, losses
+from vxm_tf import compat, losses
 from vxm_tf import ops as vxm_ops
-from vxm_tf.flagging import define_flags_of, flag_name, option, values_from_flags
 
-SIMILARITIES = ("ncc", "mse")
-SPACES = ("composition", "velocity", "displacement")
-GRADIENTS = ("exact", "straight-through")
-# squarings of the composed correction's velocity: fewer fold more, and each costs a warp
-# per step
-COMPOSED_SQUARINGS = 2
-
-
-@dataclass(frozen=True)
-class InstanceConfig:
-    """`steps` Adam steps of rate `lr` (voxels of the field's grid) per batch of pairs on
-    `similarity` (NCC, or MSE) + `reg_weight` x Grad (l2) of the
-    correction to the network's field; 0 steps keeps the network's prediction exactly.
-    The correction is smoothed twice by a running mean of `smoothing` voxels (1: not
-    smoothed). `space`: how the correction acts (the module's docstring): composed after
-    the network's deformation, added to its velocity (models without integration fall
-    back to their displacement) or added to its integrated displacement. `resolution`
-    r > 1 optimises a correction on a grid r times coarser than the network's field (the
-    field and the images resampled to it, the correction brought back to the field's
-    grid): r^D times cheaper per step and smoother. `window` is NCC's window in voxels of
-    the images, the same anatomy on every grid (`grid_window`). `gradient` (composition
-    only): "exact" differentiates through the squarings of the correction's exponential;
-    "straight-through" takes the exponential's Jacobian as the identity (exact at a zero
-    correction, as diffeomorphic demons updates the velocity with the displacement's
-    gradient): the step still warps by the exponential, so the deformation stays
-    diffeomorphic, but skips the squarings' backward pass (their scatter-adds): a cheaper
-    step, for slightly less progress per step."""
-    # space, lr, reg_weight and smoothing: chosen on the 2D validation subjects (highest
-    # Dice with folding under 0.1%; make tune-instance, reports/instance_sweep_oasis2d.md);
-    # another model may want others (save_settings / load_settings, --instance_settings;
-    # the authors' 3D model: make tune-instance-3d, reports/instance_sweep_synth3d.json)
-    steps: int = option(0, "test-time instance optimisation: Adam steps per pair from the "
-                        "network's field (0: the network alone)", flag="instance_steps")
-    lr: float = option(1.0, "instance optimisation: Adam learning rate (voxels of the "
-                       "integration grid)", flag="instance_lr")
-    similarity: str = option("ncc", "instance optimisation: image similarity",
-                             flag="instance_similarity", choices=SIMILARITIES)
-    reg_weight: float = option(0.25, "instance optimisation: weight of the Grad (l2) "
-                               "smoothness of the correction to the network's field",
-                               flag="instance_lambda")
-    smoothing: int = option(3, "instance optimisation: width (voxels) of the running mean "
-                            "applied twice to the correction of the network's field (1: "
-                            "none)", flag="instance_smoothing")
-    space: str = option("composition", "instance optimisation: compose a correction after "
-                        "the network's deformation, or add it to its velocity (then "
-                        "integrated) or to its integrated displacement", flag="instance_space",
-                        choices=SPACES)
-    window: int = option(9, "instance optimisation: NCC window in voxels of the images (the "
-                         "nearest odd size on the optimisation grid)", flag="instance_window")
-    resolution: int = option(1, "instance optimisation: optimise on a grid this many times "
-                             "coarser than the network's field (1: the field's own grid; at "
-                             "least 16 voxels an axis must remain)",
-                             flag="instance_resolution")
-    gradient: str = option("exact", "instance optimisation (composition): differentiate "
-                           "through the correction's exponential, or take its Jacobian as "
-                           "the identity (straight-through: a cheaper step)",
-                           flag="instance_gradient", choices=GRADIENTS)
-
-    def __post_init__(self):
-        if int(self.steps) != self.steps or self.steps < 0:
-            raise ValueError(f"--instance_steps must be a non-negative integer, got "
-                             f"{self.steps}")
-        if not 0 < self.lr < float("inf"):
-            raise ValueError(f"--instance_lr must be positive and finite, got {self.lr}")
-        if self.similarity not in SIMILARITIES:
-            raise ValueError(f"--instance_similarity must be one of {SIMILARITIES}, got "
-                             f"{self.similarity!r}")
-        if not 0 <= self.reg_weight < float("inf"):
-            raise ValueError(f"--instance_lambda must be non-negative and finite, got "
-                             f"{self.reg_weight}")
-        if self.space not in SPACES:
-            raise ValueError(f"--instance_space must be one of {SPACES}, got {self.space!r}")
-        if int(self.smoothing) != self.smoothing or self.smoothing < 1:
-            raise ValueError(f"--instance_smoothing must be a positive integer, got "
-                             f"{self.smoothing}")
-        if int(self.window) != self.window or self.window < 3 or self.window % 2 == 0:
-            # a 1-voxel window has no variance: NCC would be constant, nothing optimised
-            raise ValueError(f"--instance_window must be odd and at least 3, got "
-                             f"{self.window}")
-        if int(self.resolution) != self.resolution or self.resolution < 1:
-            raise ValueError(f"--instance_resolution must be a positive integer, got "
-                             f"{self.resolution}")
-        if self.gradient not in GRADIENTS:
-            raise ValueError(f"--instance_gradient must be one of {GRADIENTS}, got "
-                             f"{self.gradient!r}")
-        if self.gradient != "exact" and self.space != "composition":
-            raise ValueError(f"--instance_gradient={self.gradient} applies to "
-                             f"--instance_space=composition, not {self.space}")
-
-    def describe(self):
-        """The settings in words, for reports."""
-        grid = (f" on a grid {self.resolution} times coarser than the network's field"
-                if self.resolution > 1 else "")
-        window = (f" (window {self.window} image voxels)"
-                  if self.similarity == "ncc" and self.window != InstanceConfig.window else "")
-        gradient = (", differentiated as the identity (straight-through)"
-                    if self.gradient == "straight-through" else "")
-        target = (f"composed after the network's deformation (the exponential of a velocity "
-                  f"by {COMPOSED_SQUARINGS} squarings{gradient})"
-                  if self.space == "composition" else f"to the network's {self.space}")
-        return (f"{self.similarity}{window} + {self.reg_weight:g} x Grad of a correction "
-                f"{target}{grid} (smoothed by a running mean of {self.smoothing} voxels, "
-                f"twice), Adam lr {self.lr:g}")
-
-
-SETTINGS = ("lr", "similarity", "reg_weight", "smoothing", "space")
-# settings added later: a file written before them means their defaults
-LATER_SETTINGS = ("window", "resolution", "gradient")
-
-
-def save_settings(path, config, **extra):
-    """Write `config`'s settings (all but the step count) as JSON, with `extra` fields (what
-    chose them): what `load_settings` reads back for a model of its own."""
-    fields = {k: v for k, v in dataclasses.asdict(config).items()
-              if k in SETTINGS + LATER_SETTINGS}
-    if extra.get("model"):  # the weights it was chosen for, under whatever path or name
-        extra["model_sha256"] = _model_file(extra["model"])
-        extra["weights_sha256"] = _weights_id(extra["model"])
-    files.write_text(path, json.dumps({**fields, **extra}, indent=1) + "\n")
-
-
-def _model_file(value):
-    """What identifies a model path or registered name: its file's sha256 (the same weights
-    under another path or name), else the resolved path as a string."""
-    from vxm_tf import models
-    if models.is_name(value):
-        return models.card(value).sha256
-    try:
-        path = Path(models.resolve(value)).resolve()
-    except ValueError:
-        return str(value)
-    return models.sha256(path) if path.is_file() else str(path)
-
-
-def _weights_id(value):
-    """The sha256 of a model's weights (`networks.weights_sha256`): the same for an
-    original `.h5` and its `.keras` conversion; None when the model cannot be loaded."""
-    from vxm_tf import networks
-    try:
-        return networks.weights_sha256(networks.VxmDense.load(value))
-    except (ValueError, OSError):
-        return None
-
-
-def _same_model(saved, chosen_id, model):
-    """Whether `model` is the one settings `saved` were chosen for: the same file, else
-    the same weights (another copy, a conversion)."""
-    if _model_file(model) == chosen_id:
-        return True
-    given = _weights_id(model)
-    recorded = saved.get("weights_sha256") or (
-        _weights_id(saved["model"]) if saved.get("model") else None)
-    return given is not None and given == recorded
-
-
-def load_settings(path, steps, model=None):
-    """`InstanceConfig` of `steps` steps with the settings in `path` (`save_settings`'s JSON,
-    e.g. chosen for one model on its validation pairs by tools/tune_instance.py; `steps`
-    None: the step count they were chosen with). With `model` (a path), settings recorded
-    as chosen for another model are refused."""
-    try:
-        saved = json.loads(Path(path).read_text())
-    except OSError as err:
-        raise ValueError(f"{path}: cannot read instance settings ({err.strerror})") from None
-    except ValueError:
-        raise ValueError(f"{path}: not a JSON file of instance settings") from None
-    missing = [k for k in SETTINGS if not isinstance(saved, dict) or k not in saved]
-    if missing:
-        raise ValueError(f"{path}: instance settings lack {', '.join(missing)}")
-    chosen_for = saved.get("model")
-    chosen_id = saved.get("model_sha256") or (_model_file(chosen_for) if chosen_for else None)
-    if model and chosen_id and not _same_model(saved, chosen_id, model):
-        raise ValueError(f"{path}: instance settings chosen for {chosen_for}, not {model}")
-    if steps is None:
-        steps = saved.get("chosen_with_steps")
-        if steps is None:
-            raise ValueError(f"{path}: no step count recorded (chosen_with_steps): give "
-                             "--instance_steps")
-    try:
-        return InstanceConfig(steps, **{k: saved[k] for k in SETTINGS + LATER_SETTINGS
-                                        if k in saved})
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{path}: {err}") from None
-
-
-# the flags of the settings (all but the step count), by InstanceConfig field
-SETTING_FLAGS = {f.name: flag_name(f) for f in dataclasses.fields(InstanceConfig)
-                 if f.name != "steps"}
-# every instance-optimisation flag, for `--help`
-FLAG_NAMES = ("instance_steps", "instance_settings", *SETTING_FLAGS.values())
-
-
-def define_flags(flag_values=None):
-    """The instance-optimisation flags of `register` and `evaluate` (idempotent): the
-    fields of `InstanceConfig`, and `--instance_settings`."""
-    from absl import flags
-    fv = flags.FLAGS if flag_values is None else flag_values
-    if "instance_steps" in fv:
-        return
-    define_flags_of(InstanceConfig, fv)
-    flags.DEFINE_string("instance_settings", None, "instance optimisation: a JSON of "
-                        "settings chosen for this model on validation subjects "
-                        "(tools/tune_instance.py; reports/instance_sweep_synth3d.json for "
-                        "the authors' 3D model), instead of the other --instance_* flags; "
-                        "with the step count it was chosen with unless --instance_steps "
-                        "is given", flag_values=fv)
-
-
-def config_from_flags(fl):
-    """The `InstanceConfig` of the flags: `--instance_settings`'s file (chosen for
-    `--model`; with the step count it was chosen with unless `--instance_steps` is given)
-    or the individual flags, not both."""
-    if fl.instance_settings:
-        given = [f"--{name}" for name in SETTING_FLAGS.values() if fl[name].present]
-        if given:
-            raise ValueError(f"--instance_settings replaces {', '.join(given)}: give "
-                             "one or the other")
-        return load_settings(fl.instance_settings, fl.instance_steps
-                             if fl["instance_steps"].present else None, fl.model)
-    return values_from_flags(InstanceConfig, fl)
+# the settings, their files and flags (re-exported: `instance.InstanceConfig` and the rest)
+from vxm_tf.instance_config import (  # noqa: F401
+    COMPOSED_SQUARINGS,
+    FLAG_NAMES,
+    GRADIENTS,
+    SIMILARITIES,
+    SPACES,
+    InstanceConfig,
+    config_from_flags,
+    define_flags,
+    load_settings,
+    save_settings,
+)
 
 
 def _tensorflow_xla():
@@ -304,7 +94,7 @@ class _SmoothedAdam(keras.optimizers.Adam):
     are taken on c, so that they move neighbours together: the gradient S^T g_u goes to
     Adam, and its step on c moves u by S times it. The same iterates as Adam on c through
     S in the model, but S stays out of the step's compiled graph, where XLA fused it into
-    the warp's gathers and made a step about 1.5 times slower on a CPU."""
+    the warp's gathers and made a step slower."""
 
     def __init__(self, smoothing, **kwargs):
         super().__init__(name="smoothed_adam", **kwargs)
@@ -324,8 +114,7 @@ class _SmoothedAdam(keras.optimizers.Adam):
 def _running_mean(x, width, transpose=False):
     """Mean of `x` (B, *spatial, C) over `width` voxels along each axis, per channel (zero
     padding, as `losses.box_sum`; `transpose`: the transposed operator, which differs for
-    an even width): shifted sums, which XLA fuses into a few passes over the field
-    (several times faster there than running sums)."""
+    an even width): shifted sums, which XLA fuses into a few passes over the field."""
     ndims = len(x.shape) - 2
     for axis in range(1, ndims + 1):
         n = x.shape[axis]
@@ -374,7 +163,8 @@ def _downsample(images, shape):
     return vxm_ops.resize(images, None, shape=shape)
 
 
-def grid_window(window, image_shape, grid_shape):
+def grid_window(window: int, image_shape: Sequence[int], grid_shape: Sequence[int]
+                ) -> list[int]:
     """The NCC window of `window` image voxels on a grid of `grid_shape` over images of
     `image_shape`: per axis, the nearest odd number of grid voxels (halves rounded up; at
     least 3, below which NCC has no variance to correlate), so that it covers the same
@@ -387,8 +177,11 @@ def _optimiser(model, field_shape, config, int_steps, window):
     """The compiled per-shape optimisation model, cached on `model` (`window`: NCC's, in
     voxels of the field's grid)."""
     cache = compat.untracked_cache(model, "_instance_optimisers", dict)
+    # the correction lives on the optimisation grid, in its voxels: a rate of `lr` voxels
+    # of the network's field is lr / resolution of them
+    rate = config.lr / config.resolution
     key = (tuple(field_shape), config.similarity, tuple(window), config.reg_weight,
-           config.lr, config.smoothing, int_steps, config.gradient)
+           rate, config.smoothing, int_steps, config.gradient)
     if key not in cache:
         similarity = (_FixedSumsNCC(win=list(window)) if config.similarity == "ncc"
                       else losses.MSE())
@@ -402,7 +195,7 @@ def _optimiser(model, field_shape, config, int_steps, window):
         # Keras averages the losses over the batch: weigh by its size, so that each pair's
         # field gets the gradient it would get alone
         batch = float(field_shape[0])
-        optimiser.compile(optimizer=_SmoothedAdam(config.smoothing, learning_rate=config.lr),
+        optimiser.compile(optimizer=_SmoothedAdam(config.smoothing, learning_rate=rate),
                           loss=[similarity, losses.Grad("l2")],
                           loss_weights=[batch, batch * config.reg_weight],
                           jit_compile=True if _tensorflow_xla() else "auto")
@@ -425,7 +218,7 @@ class _Function(keras.layers.Layer):
 def _compiled(model, key, fn, shapes):
     """`fn(*tensors)` (keras.ops on batches of the given shapes) as a model compiled once
     per `key` and cached on `model`, with XLA under TensorFlow too (the scaling and squaring
-    runs several times faster than eagerly on a CPU). Call it with `.predict_on_batch`."""
+    fuses into a few passes). Call it with `.predict_on_batch`."""
     cache = compat.untracked_cache(model, "_instance_functions", dict)
     if key not in cache:
         inputs = [keras.Input(batch_size=shape[0], shape=shape[1:]) for shape in shapes]
@@ -444,7 +237,7 @@ class InstanceWarning(UserWarning):
 MIN_GRID = 16
 
 
-def check_for_model(config, model):
+def check_for_model(config: InstanceConfig, model) -> None:
     """`ValueError` naming `--instance_resolution` when the optimisation grid of `model`'s
     field would have fewer than `MIN_GRID` voxels along an axis; call it before any work."""
     if config.steps == 0 or config.resolution == 1:
@@ -459,7 +252,8 @@ def check_for_model(config, model):
                          f"are needed: use at most {largest}")
 
 
-def optimise(model, moving, fixed, config):
+def optimise(model, moving: ArrayLike, fixed: ArrayLike, config: InstanceConfig
+             ) -> np.ndarray:
     """Full-resolution displacements `(B, *inshape, D)` for `(moving, fixed)` batches
     `(B, *inshape, C)`, after `config.steps` Adam steps on each pair's field. A pair whose
     images match worse after the steps than with the network's field alone (a divergent
@@ -536,7 +330,7 @@ def optimise(model, moving, fixed, config):
                              compose, [field.shape, correction.shape]).predict_on_batch(
                                  [field, correction])
         # a compiled function of its own: fused with the composition's gathers, XLA
-        # recomputed them for every voxel of the resize (0.5-0.8 s against 0.08 s in 3D)
+        # recomputed them for every voxel of the resize
         return ops.convert_to_numpy(_compiled(
             model, ("full", composed.shape), lambda f: _full_resolution(model, f),
             [composed.shape]).predict_on_batch([composed]))
