@@ -345,6 +345,24 @@ def test_scan_to_atlas_pairs_move_every_subject_onto_the_atlas(tmp_path):
     assert experiment.split_pairs(train, atlas=True) == [(0, 3), (1, 3), (2, 3)]
 
 
+def test_an_atlas_without_its_own_labels_is_refused_for_subjects_with_labels(tmp_path):
+    """An integer-valued image given as the atlas would be read as its own label map and
+    score intensities as structures: with segmentations, only an npz with `vol` and `seg`
+    is an atlas; without them, any image is."""
+    root = fake_oasis(tmp_path / "o", [(8, 8, 8)] * 2)
+    subjects = data.oasis_dataset(root).subjects
+    labelled = data.load_volumes(subjects)
+    image = np.random.default_rng(2).integers(0, 4, (8, 8, 8)).astype(np.float32) / 3
+    nib.save(nib.Nifti1Image(image, np.eye(4)), tmp_path / "atlas.nii.gz")
+    np.savez(tmp_path / "vol_only.npz", vol=image)
+    for path in (tmp_path / "atlas.nii.gz", tmp_path / "vol_only.npz"):
+        with pytest.raises(DatasetError, match=rf"--atlas={path}: the subjects have "
+                                               r"segmentations.*an \.npz holding `vol`"):
+            data.append_atlas(labelled, path)
+    unlabelled = data.Volumes(labelled.names, labelled.images, None, {}, labelled.voxel_sizes)
+    assert len(data.append_atlas(unlabelled, tmp_path / "atlas.nii.gz")) == 3
+
+
 def test_raw_scanner_intensities_and_blank_images_are_refused_by_name(tmp_path):
     import nibabel as nib
 

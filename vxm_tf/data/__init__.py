@@ -2,6 +2,7 @@
 source and its adapters (`pair_dataset`, tf.data, imports TensorFlow on first use)."""
 
 from vxm_tf.data.augment import Augmentation, augment, left_right_swap
+from vxm_tf.data.cache import cached_dataset, prepare_cache
 from vxm_tf.data.datasets import (
     Dataset,
     DatasetError,
@@ -21,9 +22,7 @@ from vxm_tf.data.volumes import (
     LazyStack,
     Volumes,
     append_atlas,
-    cached_dataset,
     load_volumes,
-    prepare_cache,
     resize_volume,
 )
 

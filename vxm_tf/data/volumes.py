@@ -7,7 +7,6 @@ every subject is read and checked once up front, then kept only while the budget
 and read again when needed, so memory no longer grows with N either.
 """
 
-import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -16,12 +15,11 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from vxm_tf import files, geometry
-from vxm_tf.data.datasets import Dataset, DatasetError, Subject
-from vxm_tf.io import load_volume, voxel_size
+from vxm_tf import geometry
+from vxm_tf.data.datasets import DatasetError, Subject
+from vxm_tf.io import file_type, load_volume, voxel_size
 
 NORMALISATIONS = ("auto", "none", "minmax", "percentile")
-MANIFEST = "manifest.json"
 
 
 class SubjectCache:
@@ -270,7 +268,18 @@ def load_volumes(subjects, target_shape=None, normalise="none", label_names=None
 
 def append_atlas(volumes, atlas_path, normalise="none"):
     """`volumes` with the atlas image (and segmentation, npz key `seg`, if the volumes have
-    segmentations) appended as the last subject, resized to their shape."""
+    segmentations) appended as the last subject, resized to their shape. With
+    segmentations, an atlas that is not an npz holding `seg` is a `DatasetError` (an image
+    file read as labels would score its intensities as structures)."""
+    if volumes.segs is not None:
+        has_seg = False
+        if file_type(str(atlas_path)) == ".npz" and Path(atlas_path).is_file():
+            with np.load(atlas_path) as npz:
+                has_seg = "vol" in npz.files and "seg" in npz.files
+        if not has_seg:
+            raise DatasetError(f"--atlas={atlas_path}: the subjects have segmentations, so the "
+                               "atlas needs its own: give an .npz holding `vol` (the image) "
+                               "and `seg` (its label map)")
     atlas = Subject("atlas", str(atlas_path), str(atlas_path) if volumes.segs is not None
                     else None)
     image, seg, affine, _ = load_subject(atlas, volumes.shape, normalise)
@@ -278,77 +287,3 @@ def append_atlas(volumes, atlas_path, normalise="none"):
                    None if seg is None else np.concatenate([volumes.segs, seg[None]]),
                    volumes.label_names,
                    np.concatenate([volumes.voxel_sizes, [voxel_size(affine, image.ndim)]]))
-
-
-def prepare_cache(dataset, out_dir, target_shape=None, normalise="minmax", log=print):
-    """Resize and normalise every subject of `dataset` into `out_dir` (npz + manifest).
-
-    Each subject becomes `<name>.npz` (`vol` float32, `seg` int16, `affine`); the manifest
-    records sources and their sha256, shape, labels, lost labels and output checksums.
-    A subject whose sources and settings match the manifest is not redone, so a second
-    run is a no-op. Returns the cached `Dataset`.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    settings = {"target_shape": list(target_shape) if target_shape else None,
-                "normalise": normalise}
-    old = read_manifest(out_dir) if (out_dir / MANIFEST).exists() else {}
-    old_entries = old.get("subjects", {}) if old.get("settings") == settings else {}
-    entries, done = {}, 0
-    for subject in dataset.subjects:
-        sources = {"image": subject.image, "image_sha256": files.sha256(subject.image)}
-        if subject.seg:
-            sources.update(seg=subject.seg, seg_sha256=files.sha256(subject.seg))
-        out_path = out_dir / f"{subject.name}.npz"
-        previous = old_entries.get(subject.name)
-        if (previous and previous["sources"] == sources and out_path.exists()
-                and files.sha256(out_path) == previous["sha256"]):
-            entries[subject.name] = previous
-            continue
-        image, seg, affine, lost = load_subject(subject, target_shape, normalise)
-        if lost:
-            names = [dataset.label_names.get(v, str(v)) for v in lost]
-            log(f"{subject.name}: labels lost at shape {image.shape}: {', '.join(names)}")
-        arrays = {"vol": image, "affine": affine}
-        if seg is not None:
-            arrays["seg"] = seg.astype(np.int16)
-        _atomic_savez(out_path, arrays)
-        entries[subject.name] = {
-            "sources": sources, "shape": list(image.shape),
-            "voxel_size": list(voxel_size(affine, image.ndim)),
-            "labels": [] if seg is None else [int(v) for v in np.unique(seg) if v],
-            "lost_labels": lost, "file": out_path.name, "sha256": files.sha256(out_path)}
-        done += 1
-    manifest = {"dataset": dataset.name, "settings": settings,
-                "label_names": {str(k): v for k, v in dataset.label_names.items()},
-                "subjects": entries}
-    if manifest != old:
-        _atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=1) + "\n")
-    log(f"{out_dir}: {done} subjects prepared, {len(entries) - done} already up to date")
-    return cached_dataset(out_dir)
-
-
-def read_manifest(out_dir):
-    path = Path(out_dir) / MANIFEST
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise DatasetError(f"{path}: unreadable cache manifest ({err})") from None
-
-
-def cached_dataset(out_dir):
-    """The `Dataset` of a folder written by `prepare_cache`, in the original order."""
-    manifest = read_manifest(out_dir)
-    subjects = [Subject(name, str(Path(out_dir) / e["file"]),
-                        str(Path(out_dir) / e["file"]) if e["labels"] else None)
-                for name, e in manifest["subjects"].items()]
-    labels = {int(k): v for k, v in manifest.get("label_names", {}).items()}
-    return Dataset(manifest["dataset"], subjects, labels, manifest.get("settings", {}))
-
-
-def _atomic_savez(path, arrays):
-    with files.atomic_path(path) as tmp:
-        np.savez_compressed(tmp, **arrays)
-
-
-_atomic_write_text = files.write_text
