@@ -13,11 +13,13 @@ Geometry is in index maps (`geometry`): `initial` takes a fixed-grid voxel to th
 voxel at the same world point; the result takes it to the moving voxel that T aligns.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import keras
 import numpy as np
 from keras import ops
+from numpy.typing import ArrayLike
 from scipy import ndimage
 
 from vxm_tf import geometry
@@ -52,7 +54,7 @@ class AffineConfig:
             raise ValueError(f"affine lr must be positive and finite, got {self.lr}")
 
 
-def rotation(angles, ndims):
+def rotation(angles: ArrayLike, ndims: int):
     """Rotation matrices `(B, D, D)` from angles `(B, 1)` (2D) or `(B, 3)` (3D, about the
     first, second, then third axis)."""
     c, s = ops.cos(angles), ops.sin(angles)
@@ -127,7 +129,7 @@ class _Transform(keras.layers.Layer):
         return ops.reshape(out, (ops.shape(out)[0], -1))
 
 
-def global_ncc(y_true, y_pred):
+def global_ncc(y_true: ArrayLike, y_pred: ArrayLike):
     """1 - correlation of each pair's intensities `(B, N)` -> `(B,)`."""
     a = y_true - ops.mean(y_true, axis=1, keepdims=True)
     b = y_pred - ops.mean(y_pred, axis=1, keepdims=True)
@@ -136,7 +138,8 @@ def global_ncc(y_true, y_pred):
     return 1.0 - corr
 
 
-def mean_squares(y_true, y_pred):
+def mean_squares(y_true: ArrayLike, y_pred: ArrayLike):
+    """Mean squared difference of each pair's intensities `(B, N)` -> `(B,)`."""
     return ops.mean(ops.square(y_true - y_pred), axis=1)
 
 
@@ -174,7 +177,9 @@ def _resize_map(small_shape, shape):
     return geometry.reduce(geometry.grid_affine(np.eye(4), shape, small_shape), len(shape))
 
 
-def align(moving, fixed, initial, fixed_spacing, moving_spacing, config=AffineConfig()):
+def align(moving: np.ndarray, fixed: np.ndarray, initial: np.ndarray,
+          fixed_spacing: Sequence[float], moving_spacing: Sequence[float],
+          config: AffineConfig = AffineConfig()) -> np.ndarray:
     """Index maps `(B, D+1, D+1)` taking fixed-grid voxels to aligned moving voxels.
 
     Args:

@@ -4,8 +4,11 @@ Each layer computes in float32 whatever the global dtype policy (mixed precision
 its inputs up), as sampling and integration lose too much in half precision.
 """
 
+from collections.abc import Sequence
+
 import keras
 from keras import ops
+from numpy.typing import ArrayLike
 
 from vxm_tf import ops as vxm_ops
 
@@ -39,7 +42,8 @@ class SpatialTransformer(keras.layers.Layer):
         fill_value: value read outside the image; None reads the nearest edge voxel.
     """
 
-    def __init__(self, interp_method="linear", indexing="ij", fill_value=None, **kwargs):
+    def __init__(self, interp_method: str = "linear", indexing: str = "ij",
+                 fill_value: float | None = None, **kwargs):
         super().__init__(**_float32_layer_kwargs(kwargs))
         vxm_ops.check_interp_method(interp_method)
         if indexing not in ("ij", "xy"):
@@ -69,7 +73,7 @@ class SpatialTransformer(keras.layers.Layer):
                 "indexing": self.indexing, "fill_value": self.fill_value}
 
 
-def swap_xy(disp):
+def swap_xy(disp: ArrayLike):
     """Swap the first two displacement components (`xy` <-> `ij`)."""
     return ops.concatenate([disp[..., 1:2], disp[..., 0:1], disp[..., 2:]], axis=-1)
 
@@ -86,7 +90,8 @@ class VecInt(keras.layers.Layer):
         int_steps: number of squarings (the field is divided by 2**int_steps first).
     """
 
-    def __init__(self, indexing="ij", method="ss", int_steps=7, **kwargs):
+    def __init__(self, indexing: str = "ij", method: str = "ss", int_steps: int = 7,
+                 **kwargs):
         super().__init__(**_float32_layer_kwargs(kwargs))
         if indexing not in ("ij", "xy"):
             raise ValueError(f"indexing must be 'ij' or 'xy', got {indexing!r}")
@@ -124,7 +129,7 @@ class RescaleTransform(keras.layers.Layer):
     voxels of the new grid.
     """
 
-    def __init__(self, zoom_factor, interp_method="linear", **kwargs):
+    def __init__(self, zoom_factor: float, interp_method: str = "linear", **kwargs):
         super().__init__(**_float32_layer_kwargs(kwargs))
         if not zoom_factor > 0:
             raise ValueError(f"zoom_factor must be positive, got {zoom_factor!r}")
@@ -164,7 +169,7 @@ class OneHot(keras.layers.Layer):
     """Label map of ids `(B, *spatial, 1)` -> float32 one-hot maps `(B, *spatial, L)`, one
     channel per id of `labels` (the order of `losses.Dice(labels)`)."""
 
-    def __init__(self, labels, **kwargs):
+    def __init__(self, labels: Sequence[int], **kwargs):
         super().__init__(**_float32_layer_kwargs(kwargs))
         if not labels:
             raise ValueError("OneHot needs at least one label id")
@@ -187,7 +192,7 @@ class AffineToDense(keras.layers.Layer):
     """Affine maps `(B, D, D + 1)` -> their displacement `(B, *shape, D)` on a grid of
     spatial `shape` (`vxm_tf.ops.affine_to_dense_shift`; centred when `shift_center`)."""
 
-    def __init__(self, shape, shift_center=True, **kwargs):
+    def __init__(self, shape: Sequence[int], shift_center: bool = True, **kwargs):
         super().__init__(**_float32_layer_kwargs(kwargs))
         self.shape, self.shift_center = tuple(int(n) for n in shape), bool(shift_center)
 

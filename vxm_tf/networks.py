@@ -7,10 +7,12 @@ that weights written by voxelmorph 0.2 load by name (`vxm_tf.original.load_origi
 
 import os
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import keras
 import numpy as np
+from numpy.typing import ArrayLike
 
 from vxm_tf import compat, files, layers, original
 from vxm_tf import ops as vxm_ops
@@ -50,10 +52,13 @@ class VxmDense(keras.Model):
             saved models read the same; the config stores the current names.
     """
 
-    def __init__(self, inshape, nb_unet_features=None, nb_unet_levels=None, unet_feat_mult=1,
-                 nb_unet_conv_per_level=1, int_steps=7, svf_resolution=1, int_resolution=2,
-                 bidir=False, src_feats=1, trg_feats=1, name="vxm_dense", unet_half_res=False,
-                 int_downsize=None, _hypernet=None, **kwargs):
+    def __init__(self, inshape: Sequence[int], nb_unet_features: Sequence | None = None,
+                 nb_unet_levels: int | None = None, unet_feat_mult: float = 1,
+                 nb_unet_conv_per_level: int = 1, int_steps: int = 7,
+                 svf_resolution: int = 1, int_resolution: int = 2, bidir: bool = False,
+                 src_feats: int = 1, trg_feats: int = 1, name: str = "vxm_dense",
+                 unet_half_res: bool = False, int_downsize: int | None = None,
+                 _hypernet=None, **kwargs):
         if unet_half_res or int_downsize is not None:
             svf_resolution, int_resolution = (
                 original.translate_original_config(
@@ -129,25 +134,25 @@ class VxmDense(keras.Model):
     def from_config(cls, config):
         return cls(**config)
 
-    def get_registration_model(self):
+    def get_registration_model(self) -> keras.Model:
         """A model `[moving, fixed]` -> full-resolution displacement `(B, *inshape, D)`."""
         # the full-resolution field is the second input of the moving image's transformer
         return compat.untracked_cache(self, "_registration_model", lambda: keras.Model(
             self.inputs, self.get_layer(f"{self.name}_transformer").input[1]))
 
-    def get_field_model(self):
+    def get_field_model(self) -> keras.Model:
         """A model `[moving, fixed]` -> the network's field before integration and resizing
         (its last output), without computing the rest."""
         return compat.untracked_cache(self, "_field_model",
                                       lambda: keras.Model(self.inputs, self.outputs[-1]))
 
-    def register(self, moving, fixed):
+    def register(self, moving: ArrayLike, fixed: ArrayLike) -> np.ndarray:
         """Displacement (voxels) taking `moving` onto `fixed`, both `(B, *inshape, C)`."""
         moving, fixed = self.check_pair(moving, fixed)
         return keras.ops.convert_to_numpy(
             self.get_registration_model().predict_on_batch([moving, fixed]))
 
-    def register_inverse(self, moving, fixed):
+    def register_inverse(self, moving: ArrayLike, fixed: ArrayLike) -> np.ndarray:
         """Displacement (voxels) taking `fixed` onto `moving`: the inverse of `register`'s,
         from the negated velocity integrated (diffeomorphic models only)."""
         moving, fixed = self.check_pair(moving, fixed)
@@ -162,12 +167,14 @@ class VxmDense(keras.Model):
                                                       self.inshape[0] / inverse.shape[1])
         return keras.ops.convert_to_numpy(inverse)
 
-    def apply_transform(self, src, trg, img, interp_method="linear"):
+    def apply_transform(self, src: ArrayLike, trg: ArrayLike, img: ArrayLike,
+                        interp_method: str = "linear") -> np.ndarray:
         """Register `src` to `trg` and warp `img` (B, *inshape, C) by that displacement."""
         warp = self.register(src, trg)
         return keras.ops.convert_to_numpy(vxm_ops.transform(img, warp, interp_method))
 
-    def check_pair(self, moving, fixed):
+    def check_pair(self, moving: ArrayLike, fixed: ArrayLike
+                   ) -> tuple[np.ndarray, np.ndarray]:
         """`(moving, fixed)` as float32 arrays `(B, *inshape, C)`; `ValueError` naming the
         shapes when they are not what the model takes."""
         moving = np.asarray(moving, dtype="float32")
@@ -183,7 +190,7 @@ class VxmDense(keras.Model):
         return moving, fixed
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: str | os.PathLike) -> "VxmDense":
         """Load a `.keras` file, an `.h5` written by voxelmorph 0.2 (`save`), or a registered
         model by name (`vxm_tf.models`: e.g. `VxmDense.load("vxm-brain-t1-3d-mse")`)."""
         return load_network(cls, path)
@@ -200,8 +207,9 @@ class Transform(keras.Model):
     `fill_value` outside the image, None: the nearest edge voxel).
     """
 
-    def __init__(self, inshape, affine=False, interp_method="linear", rescale=None,
-                 fill_value=None, nb_feats=1, **kwargs):
+    def __init__(self, inshape: Sequence[int], affine: bool = False,
+                 interp_method: str = "linear", rescale: float | None = None,
+                 fill_value: float | None = None, nb_feats: int = 1, **kwargs):
         inshape = tuple(int(n) for n in inshape)
         ndims = len(inshape)
         if affine and rescale is not None:
@@ -238,7 +246,7 @@ UNREGISTERED = ("HyperVxmDense and the template networks load once vxm_tf.hyperm
                 "vxm_tf.templates are imported")
 
 
-def load_network(cls, path):
+def load_network(cls: type, path: str | os.PathLike) -> keras.Model:
     """A `cls` model (VxmDense, or another network of the original API) from a `.keras`
     file, an `.h5` written by voxelmorph 0.2's `save`, or a registered model's name;
     `ValueError` naming the file when it holds something else."""
@@ -275,7 +283,7 @@ def load_network(cls, path):
     return model
 
 
-def weights_sha256(model):
+def weights_sha256(model: keras.Model) -> str:
     """The sha256 of a model's weights (float32 bytes, in the model's weight order): the
     same model whatever file holds it (an original `.h5`, its `.keras` conversion)."""
     import hashlib
@@ -288,7 +296,7 @@ def weights_sha256(model):
     return digest.hexdigest()
 
 
-def save_model(model, path):
+def save_model(model: keras.Model, path: str | os.PathLike) -> None:
     """`model.save(path)` (a `.keras` file) through a temporary file: never half-written."""
     path = Path(path)
     if path.suffix != ".keras":
@@ -299,7 +307,8 @@ def save_model(model, path):
         model.save(tmp)
 
 
-def convert_original(original_path, out_path):
+def convert_original(original_path: str | os.PathLike, out_path: str | os.PathLike
+                     ) -> keras.Model:
     """Load a voxelmorph 0.2 `.h5` model file and save it as a `.keras` file; returns the
     model. The output must not be the input."""
     if Path(out_path).resolve() == Path(original_path).resolve():
