@@ -91,13 +91,16 @@ def test_converter_names_a_missing_file(tmp_path):
 @pytest.mark.skipif(not (PRETRAINED.exists() and OASIS3D.is_dir()),
                     reason=f"needs {PRETRAINED} and {OASIS3D} (../shared beside the repo)")
 def test_evaluate_scores_the_original_h5_on_the_real_pair(tmp_path):
-    """The issue's command: data flags from the command line (no run config)."""
+    """The issue's command: data flags from the command line (no run config); one of the
+    two directions (`--pairs`), the other registers alike."""
+    pair = tmp_path / "pair.txt"
+    pair.write_text("OASIS_OAS1_0001_MR1 OASIS_OAS1_0002_MR1\n")
     done = run(["-m", "vxm_tf.evaluate", f"--model={PRETRAINED}", "--dataset=oasis",
                 f"--data_dir={OASIS3D}", "--train=0", "--val=0", "--test=2", "--nosurface",
-                "--figures=0", f"--out_dir={tmp_path / 'eval'}"])
+                "--figures=0", f"--pairs={pair}", f"--out_dir={tmp_path / 'eval'}"])
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
-    assert summary["pairs"] == 2 and len(summary["labels"]) == 35
+    assert summary["pairs"] == 1 and len(summary["labels"]) == 35
     assert 0.44 < summary["dice_before"] < 0.47
     assert summary["dice_after"] > summary["dice_before"] + 0.25
     assert summary["folding_percent"] < 0.01
