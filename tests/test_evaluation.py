@@ -157,3 +157,28 @@ def test_images_of_another_size_are_registered_through_a_resize():
                                atol=1e-5)
     pairs, _ = evaluation.evaluate_pairs(model, volumes, [(0, 1)])
     assert pairs[0]["dice_after"] != pairs[0]["dice_before"]
+
+
+def test_evaluate_model_checks_everything_before_the_model_then_writes_the_report(
+        trained_run, tmp_path):
+    """The command as a function: a bad figure count, output folder or perturbation is
+    refused before the model is even read (here a model that does not exist), then a
+    direct call scores the run's test pairs and writes the whole report."""
+    from vxm_tf import configs
+
+    config = configs.run_data_config(trained_run / "best.keras")
+    (tmp_path / "a_file").write_text("")
+    missing = str(tmp_path / "missing.keras")
+    for kwargs, message in [({"figure_count": -1}, "--figures must be 0 or more"),
+                            ({"out_dir": tmp_path / "a_file"}, "a file, not a folder"),
+                            ({"perturbation": "nope:1"}, "nope")]:
+        with pytest.raises(ValueError, match=message):
+            evaluation.evaluate_model(missing, config, **{"out_dir": tmp_path / "o", **kwargs})
+    assert not (tmp_path / "o").exists()
+    summary = evaluation.evaluate_model(str(trained_run / "best.keras"), config,
+                                        tmp_path / "direct", surface=False, figure_count=1)
+    assert summary["pairs"] == 6 and 0 < summary["dice_after"] <= 1
+    assert sorted(p.name for p in (tmp_path / "direct").iterdir()) == [
+        "dice_per_structure.png", *sorted(p.name for p in (tmp_path / "direct").glob("pair_*")),
+        "per_label.csv", "per_pair.csv", "summary.json", "summary.md"]
+    assert len(list((tmp_path / "direct").glob("pair_*.png"))) == 1

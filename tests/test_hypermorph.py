@@ -7,7 +7,7 @@ import pytest
 
 from vxm_tf import configs, data, experiment, hyperlayers, hypermorph, losses, networks
 from vxm_tf.configs import ConfigError
-from vxm_tf.hypermorph import choose_lambda
+from vxm_tf.lambda_choice import choose_lambda
 from vxm_tf.workflows import register_files
 
 SHAPE = (32, 32)
@@ -178,7 +178,7 @@ def test_chosen_weight_is_written_as_a_model_that_registers_there(hyper_model, t
     np.testing.assert_allclose(
         written.register(moving, fixed),
         hyper_model.register(moving, fixed, hyper_lambda=chosen["hyper_lambda"]), atol=1e-5)
-    from vxm_tf.hypermorph import check_out, parse_grid
+    from vxm_tf.lambda_choice import check_out, parse_grid
     with pytest.raises(ValueError, match="a checkpoint of the run"):
         (tmp_path / "config.json").write_text("{}")
         check_out(str(tmp_path / "last.keras"), str(path))

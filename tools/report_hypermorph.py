@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import reporting  # noqa: E402
 
 from vxm_tf import configs, evaluation, experiment, hypermorph, networks  # noqa: E402
-from vxm_tf.hypermorph import parse_grid  # noqa: E402
+from vxm_tf.lambda_choice import parse_grid  # noqa: E402
 
 
 def run_facts(model_path):

@@ -33,7 +33,8 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 __version__ = "0.1.0"
 
 _SUBMODULES = ("affine", "commands", "configs", "data", "evaluation", "experiment", "figures",
-               "geometry", "hypermorph", "instance", "io", "layers", "losses", "metrics",
+               "geometry", "hypermorph", "instance", "io", "lambda_choice", "layers",
+               "losses", "metrics",
                "models", "networks", "ops", "registration", "templates", "trainer",
                "training", "workflows")
 

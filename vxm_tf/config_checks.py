@@ -65,6 +65,8 @@ def check_config(config, training=True):
         raise ConfigError(f"--final_lr_fraction must be in (0, 1], got {t.final_lr_fraction}")
     if d.atlas and d.dataset == "synthetic":
         raise ConfigError("--atlas needs a dataset of files, not --dataset=synthetic")
+    if d.atlas and not Path(d.atlas).is_file():
+        raise ConfigError(f"--atlas={d.atlas}: no such file")
     if d.augmentation.clean_targets and m.bidir:
         raise ConfigError("--aug_clean_targets works with unidirectional models, not --bidir")
     if lo.seg_weight and m.bidir:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vxm_tf import configs, data, figures, files, metrics, models, registration
+from vxm_tf import configs, data, files, metrics, models, registration
 from vxm_tf import ops as vxm_ops
 
 PAIR_FIELDS = ("moving", "fixed", "dice_before", "dice_after", "hd95_before", "hd95_after",
@@ -171,24 +171,25 @@ def models_and_test_pairs(specs):
     Returns `({name: VxmDense}, volumes, pairs)`; the data come from the config.json of the
     first model's run directory. Raises `ValueError` naming what is wrong.
     """
-    from vxm_tf import configs, experiment, hypermorph
+    from vxm_tf import experiment, hypermorph
 
-    models = [spec.split("=", 1) for spec in specs]
-    if not models or any(len(m) != 2 or not all(m) for m in models):
+    named = [spec.split("=", 1) for spec in specs]
+    if not named or any(len(m) != 2 or not all(m) for m in named):
         raise ValueError(f"models are given as NAME=PATH, got {list(specs)}")
-    config = configs.run_data_config(models[0][1])
+    config = configs.run_data_config(named[0][1])
     if config is None:
-        raise ValueError(f"{models[0][1]}: no config.json beside it to find the test data")
+        raise ValueError(f"{named[0][1]}: no config.json beside it to find the test data")
     volumes = experiment.build_splits(config)["test"]
     pairs = experiment.split_pairs(volumes, atlas=bool(config.atlas))
-    loaded = {name: hypermorph.load(path, source=f"{name}={path}") for name, path in models}
+    loaded = {name: hypermorph.load(path, source=f"{name}={path}") for name, path in named}
     return loaded, volumes, pairs
 
 
 def data_config(model_path, fl):
-    """The run's data configuration, with any data flag given on the command line applied;
-    a registered model's data folder that is not here is a `DatasetError` saying how to
-    point at it."""
+    """The `DataConfig` a model was trained with (its run's config.json), with the data
+    flags given in `fl` (parsed absl `FlagValues` holding `configs.define_flags()`'s flags)
+    applied over it; the flags alone for a model without a run. A registered model's data
+    folder that is not here is a `DatasetError` saying how to point at it."""
     config = configs.config_from_flags(fl, training=False).data
     saved = configs.run_data_config(model_path)
     if saved is None:
@@ -231,11 +232,14 @@ def read_pairs(path, volumes, split="test"):
     return pairs
 
 
-def draw_figures(model, volumes, moving_images, pairs, label_rows, out_dir, count=5, seed=0,
-                 name="model", instance_config=None):
-    """`count` example pairs (drawn with `seed`; `pair_<moving>_<fixed>.png`) and the
-    per-structure Dice box plot (`dice_per_structure.png`, `name` for the model's boxes)
-    into `out_dir`."""
+def draw_figures(model, volumes, moving_images, pairs, label_rows, out_dir,
+                 instance_config=None, count=5, seed=0, name="model"):
+    """Write `count` example pairs (drawn with `seed`; `pair_<moving>_<fixed>.png`) and the
+    per-structure Dice box plot (`dice_per_structure.png`, `name` labelling the model's
+    boxes) into `out_dir`. `moving_images`: `(N, *inshape)`, the moving images as
+    registered (perturbed or not); `pairs`: `[(i, j)]` into `volumes`; `label_rows`:
+    `evaluate_pairs`' per-label rows."""
+    from vxm_tf import figures  # matplotlib: only when drawing
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(pairs), min(count, len(pairs)), replace=False)
     for n in sorted(chosen):
@@ -256,10 +260,19 @@ def evaluate_model(model_path, config, out_dir, split="test", pairs_path="", sur
                    hyper_lambda=None, progress=None):
     """Score a model (file or registered name; `hyper_lambda`: a HyperMorph model's weight)
     on the pairs of `split` of the data `config` (`DataConfig`) describes, or on those
-    listed in `pairs_path`, with `perturbation` (`perturb.parse_perturbations`' text,
-    seeded by `seed`) applied to the moving images, and write the report into `out_dir`
-    (tables, summary, figures: all or none). Returns the summary (`summarise`'s)."""
+    listed in `pairs_path`, and write the report into `out_dir` (per_pair.csv,
+    per_label.csv, summary.json, summary.md and figures: all or none).
+
+    `surface`: compute Hausdorff distances (mm); `figure_count` example pairs drawn with
+    `seed`; `perturbation`: `perturb.parse_perturbations`' text, applied to the moving
+    images only (seeded by `seed`); `instance_config`: test-time instance optimisation;
+    `progress(done, total)`: called as pairs are registered. Flags, the output folder and
+    the model are checked before any pair is registered. Returns `summarise`'s summary."""
     from vxm_tf import experiment, hypermorph, instance, perturb
+    if int(figure_count) != figure_count or figure_count < 0:
+        raise ValueError(f"--figures must be 0 or more, got {figure_count}")
+    files.check_output_folder(str(out_dir))
+    perturbations = perturb.parse_perturbations(perturbation)
     model = hypermorph.load(model_path, hyper_lambda)
     if instance_config is not None:
         instance.check_for_model(instance_config, model)
@@ -278,7 +291,6 @@ def evaluate_model(model_path, config, out_dir, split="test", pairs_path="", sur
                          "--target_shape")
     pairs = (read_pairs(pairs_path, volumes, split) if pairs_path
              else experiment.split_pairs(volumes, atlas=bool(config.atlas)))
-    perturbations = perturb.parse_perturbations(perturbation)
     moving_images = np.stack([perturb.perturb(image, perturbations, seed + k)
                               for k, image in enumerate(volumes.images)])
     rows = evaluate_pairs(model, volumes, pairs, surface, progress, moving_images,
@@ -291,6 +303,6 @@ def evaluate_model(model_path, config, out_dir, split="test", pairs_path="", sur
         title += f", h = {', '.join(f'{h:g}' for h in hyper)}"
     with files.all_or_nothing():  # the tables and figures together, or none
         write_report(out_dir, *rows, summary, title=title)
-        draw_figures(model, volumes, moving_images, pairs, rows[1], out_dir, figure_count,
-                     seed, Path(str(model_path)).stem, instance_config)
+        draw_figures(model, volumes, moving_images, pairs, rows[1], out_dir, instance_config,
+                     figure_count, seed, Path(str(model_path)).stem)
     return summary

@@ -10,16 +10,14 @@ Its weight is the original's, not vxm_tf's `--lambda`: `(1 - h) sim + h Grad` ha
 A model built with `hyper_lambda` set (`model.at_lambda(h)`) takes `[moving, fixed]` as
 any `VxmDense` and registers at that `h`: registration, evaluation and instance
 optimisation use it unchanged (tuning, a sweep of one weight, refuses HyperMorph).
-`choose_lambda` scores a grid of weights on validation pairs and saves the model at the
-chosen one (`vxm-choose-lambda`).
+Choosing the weight on validation subjects: `score_grid`, `choose`, and
+`vxm_tf.lambda_choice` (`vxm-choose-lambda`).
 """
-
-from pathlib import Path
 
 import keras
 import numpy as np
 
-from vxm_tf import files, hyperlayers, metrics, models, networks, registration
+from vxm_tf import hyperlayers, metrics, networks, registration
 
 
 def hyper_of_lambda(reg_weight):
@@ -250,75 +248,3 @@ def choose(rows, min_dice=None):
         raise ValueError(f"--min_dice={min_dice}: no weight of the grid reaches it (best "
                          f"Dice {best:.4f})")
     return min(eligible, key=lambda r: (r["folding_percent"], -r["dice"]))
-
-
-# the weights `vxm-choose-lambda` scores by default: 0, 0.05, ..., 1
-DEFAULT_GRID = ",".join(f"{h:g}" for h in np.round(np.linspace(0, 1, 21), 2))
-
-
-def parse_grid(text):
-    """`--grid` as sorted floats in [0, 1]; `ValueError` naming the flag otherwise."""
-    try:
-        grid = sorted({float(v) for v in text.replace(" ", "").split(",") if v})
-    except ValueError:
-        raise ValueError(f"--grid={text}: expected comma-separated numbers") from None
-    if not grid:
-        raise ValueError("--grid is empty: give the weights to score, e.g. 0,0.1,0.2")
-    if not all(0 <= h <= 1 for h in grid):
-        raise ValueError(f"--grid={text}: weights lie in [0, 1]")
-    return grid
-
-
-def default_out(model):
-    """`chosen.keras` beside a model file; a registered model needs `--out` (its folder is
-    the package's or the cache's)."""
-    if models.name_of(model):
-        raise ValueError(f"--model={model} is a registered model: give --out")
-    return str(Path(model).parent / "chosen.keras")
-
-
-# a run folder's training files, which --out must not replace (--resume reads them)
-RUN_FILES = ("last.keras", "best.keras", "model.keras")
-
-
-def check_out(out, model, default=False):
-    """`--out` a new-or-replaceable `.keras` file in a writable folder, not the model nor a
-    run's checkpoint (`default`: the value is the default, not the user's)."""
-    path = Path(out)
-    if default and path.resolve() == Path(str(models.resolve(model))).resolve():
-        raise ValueError(f"--model={model} is the default output ({out}) itself: give --out")
-    if path.name in RUN_FILES and (path.parent / "config.json").is_file():
-        raise ValueError(f"--out={out}: a checkpoint of the run in {path.parent} "
-                         "(--resume reads it); give another name")
-    if path.suffix != ".keras":
-        raise ValueError(f"--out={out}: a Keras model file ending in .keras")
-    if path.is_dir():
-        raise ValueError(f"--out={out}: a folder stands there; give a file name")
-    if not path.parent.is_dir():
-        raise ValueError(f"--out={out}: folder {path.parent} does not exist")
-    files.check_output_folder(str(path.parent), "--out")
-    files.check_not_inputs(out, {"--model": str(models.resolve(model))}, "--out")
-
-
-def choose_lambda(model_path, out, grid, volumes, pairs, min_dice=None, log=print):
-    """Score `grid` on `pairs` of `volumes`, log a table, save the model at the chosen
-    weight to `out`; returns `(chosen row, rows)` (`hypermorph.score_grid`'s)."""
-    model = networks.VxmDense.load(model_path)
-    if not isinstance(model, HyperVxmDense):
-        raise ValueError(f"--model={model_path} is not a HyperMorph model (train one with "
-                         "--hyper)")
-    model = model.at_lambda(None) if model.hyper_lambda is not None else model
-    if not model.responds_to_lambda():
-        raise ValueError(f"--model={model_path}: {DEAD_HYPERNET}")
-    if tuple(volumes.shape) != tuple(model.inshape):
-        raise ValueError(f"the model takes images of shape {tuple(model.inshape)}, the data "
-                         f"are {tuple(volumes.shape)}; set --target_shape")
-    rows = score_grid(model, volumes, pairs, grid)
-    chosen = choose(rows, min_dice)
-    log(f"{'h':>6} {'lambda':>9} {'Dice':>7} {'folding %':>10}")
-    for row in rows:
-        mark = "  <- chosen" if row is chosen else ""
-        log(f"{row['hyper_lambda']:6.3f} {row['lambda']:9.4g} {row['dice']:7.4f} "
-            f"{row['folding_percent']:10.4f}{mark}")
-    networks.save_model(model.at_lambda(chosen["hyper_lambda"]), out)
-    return chosen, rows

@@ -8,7 +8,7 @@
 | `vxm-train` | `commands.train` | `trainer.train_and_evaluate` |
 | `vxm-evaluate` | `commands.evaluate` | `evaluation.evaluate_model` |
 | `vxm-tune` | `commands.tune` | `tuning.run_search` |
-| `vxm-choose-lambda` | `commands.choose_lambda` | `hypermorph.choose_lambda` |
+| `vxm-choose-lambda` | `commands.choose_lambda` | `lambda_choice.choose_lambda_on_split` |
 | `vxm-template` | `commands.template` | `training.template.write_templates` |
 | `vxm-models` | `commands.models` | `models` |
 

@@ -16,7 +16,7 @@ from vxm_tf import cli
 
 cli.quiet_tensorflow_import()
 
-from vxm_tf import configs, data, evaluation, experiment, hypermorph  # noqa: E402
+from vxm_tf import configs, data, evaluation, lambda_choice  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -27,7 +27,7 @@ def define_flags():
     flags.DEFINE_string("model", None, "a HyperMorph model (.keras, or a registered name)")
     flags.DEFINE_string("out", "", "output: the model at the chosen weight (.keras; default "
                         "chosen.keras beside a model file)")
-    flags.DEFINE_string("grid", hypermorph.DEFAULT_GRID, "weights h in [0, 1] to score")
+    flags.DEFINE_string("grid", lambda_choice.DEFAULT_GRID, "weights h in [0, 1] to score")
     flags.DEFINE_enum("split", "val", ("val", "train"), "split whose pairs score the weights "
                       "(never the test subjects)")
     flags.DEFINE_float("min_dice", None, "choose the least folding among the weights of at "
@@ -40,24 +40,15 @@ def define_flags():
 def main(argv):
     cli.check_args(argv)
     try:
-        grid = hypermorph.parse_grid(FLAGS.grid)
-        if FLAGS.max_pairs < 0:
-            raise ValueError(f"--max_pairs must be 0 (all) or more, got {FLAGS.max_pairs}")
-        out = FLAGS.out or hypermorph.default_out(FLAGS.model)
-        hypermorph.check_out(out, str(FLAGS.model), default=not FLAGS.out)
-        if FLAGS.min_dice is not None and not 0 <= FLAGS.min_dice <= 1:
-            raise ValueError(f"--min_dice is a Dice in [0, 1], got {FLAGS.min_dice}")
+        grid = lambda_choice.parse_grid(FLAGS.grid)
+        out = FLAGS.out or lambda_choice.default_out(FLAGS.model)
         if configs.run_data_config(FLAGS.model) is None and not any(
                 FLAGS[name].present for name in configs.flags_of(configs.DataConfig)):
             raise ValueError(f"--model={FLAGS.model}: no run config.json beside it to name "
                              "its data: give the data flags (--dataset, --data_dir, ...)")
-        config = evaluation.data_config(FLAGS.model, FLAGS)
-        volumes = experiment.build_splits(config)[FLAGS.split]
-        if volumes is None or len(volumes) < 2:
-            raise data.DatasetError(f"the {FLAGS.split} split needs at least 2 subjects")
-        pairs = experiment.split_pairs(volumes, limit=FLAGS.max_pairs, seed=FLAGS.seed,
-                                       atlas=bool(config.atlas))
-        chosen, _ = hypermorph.choose_lambda(FLAGS.model, out, grid, volumes, pairs, FLAGS.min_dice)
+        chosen, _, pairs = lambda_choice.choose_lambda_on_split(
+            FLAGS.model, out, grid, evaluation.data_config(FLAGS.model, FLAGS), FLAGS.split,
+            FLAGS.max_pairs, FLAGS.seed, FLAGS.min_dice, default_out=not FLAGS.out)
     except (configs.ConfigError, data.DatasetError, ValueError, OSError) as err:
         cli.fail(str(err))
     print(f"chose h={chosen['hyper_lambda']:g} (lambda {chosen['lambda']:.4g}): Dice "

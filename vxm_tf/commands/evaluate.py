@@ -17,7 +17,7 @@ from vxm_tf import cli
 
 cli.quiet_tensorflow_import()
 
-from vxm_tf import configs, data, evaluation, files, hypermorph, instance, perturb  # noqa: E402
+from vxm_tf import configs, data, evaluation, hypermorph, instance, perturb  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -46,9 +46,6 @@ def main(argv):
     cli.check_args(argv)
     out_dir = FLAGS.out_dir or evaluation.default_out_dir(FLAGS.model, FLAGS.split,
                                                           FLAGS.hyper_lambda)
-    if FLAGS.figures < 0:
-        cli.fail(f"--figures must be 0 or more, got {FLAGS.figures}")
-    cli.call(files.check_output_folder, out_dir)
 
     def progress(done, total):  # redrawn in place on a terminal only
         if sys.stderr.isatty():

@@ -271,6 +271,8 @@ def append_atlas(volumes, atlas_path, normalise="none"):
     segmentations) appended as the last subject, resized to their shape. With
     segmentations, an atlas that is not an npz holding `seg` is a `DatasetError` (an image
     file read as labels would score its intensities as structures)."""
+    if not Path(atlas_path).is_file():
+        raise DatasetError(f"--atlas={atlas_path}: no such file")
     if volumes.segs is not None:
         has_seg = False
         if file_type(str(atlas_path)) == ".npz" and Path(atlas_path).is_file():

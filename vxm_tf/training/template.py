@@ -131,8 +131,11 @@ def file_name(columns, values):
 
 
 def write_templates(model_path, out_dir, values_text="", log=print):
-    """Write the model's template(s) into `out_dir` (created once everything is checked);
-    returns the paths written. `log` gets a warning for values outside the training range."""
+    """Write the template(s) of a template run's model into `out_dir` (created once
+    everything is checked) with the training scans' affine; returns the paths written.
+    `values_text`: a conditional model's attribute values, `20,40,60` for one attribute or
+    `20,F;80,M` (sets separated by `;`, in the attributes' order) for several; nothing for
+    an unconditional model. `log` gets a warning for values outside the training range."""
     if Path(model_path).is_dir():
         raise ValueError(f"--model={model_path}: a folder, not a model file (.keras)")
     run = Path(model_path).parent
@@ -142,11 +145,11 @@ def write_templates(model_path, out_dir, values_text="", log=print):
         raise ValueError(f"--model={model_path}: no template.json and base_template.nii.gz "
                          "beside it (a --template run's folder)") from None
     files.check_output_folder(out_dir)
-    model = _load(model_path, settings["template"])
     affine = np.array(settings["affine"])
     if settings["template"] == "unconditional":
         if values_text:
             raise ValueError("--values: an unconditional template has no attributes")
+        model = _load(model_path, settings["template"])
         Path(out_dir).mkdir(exist_ok=True)
         path = str(Path(out_dir) / "template.nii.gz")
         io.save_volume(path, model.get_atlas(), affine)
@@ -157,7 +160,7 @@ def write_templates(model_path, out_dir, values_text="", log=print):
                          for c, v in zip(columns, s)] for s in sets], np.float32)
     for note in outside_training(sets, columns, encoding):
         log(f"warning: {note}: the template extrapolates beyond its training subjects")
-    images = model.template(encoded, base)
+    images = _load(model_path, settings["template"]).template(encoded, base)
     Path(out_dir).mkdir(exist_ok=True)  # everything checked: the outputs go in
     paths = [str(Path(out_dir) / file_name(columns, s)) for s in sets]
     with files.all_or_nothing():
