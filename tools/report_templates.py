@@ -10,8 +10,9 @@ atlas image with a label map is registered onto each test scan and its labels br
 across (nearest neighbour); Dice against the scan's own segmentation, mean over labels.
 Atlases:
 - the learned template, its labels the majority vote of the training segmentations
-  brought into template space by the template's own network (scan-to-template fields),
-  registered onto each test scan by that network, and by the pairwise model;
+  brought into template space either by the template's own network (scan-to-template
+  fields) or by the pairwise model (each scan registered onto the template), registered
+  onto each test scan by that network, and by the pairwise model;
 - the mean training scan (the template before training), its labels the majority vote
   of the training segmentations as they are (affinely aligned), by the pairwise model;
 - the single training subject that segments the validation subjects best (chosen on
@@ -70,6 +71,14 @@ def to_template(model, volumes):
     return np.stack(moved)
 
 
+def to_template_pairwise(pairwise, template, volumes):
+    """The training segmentations brought into template space by the pairwise model: each
+    scan registered onto the template `(*spatial)`, its label map warped (nearest)."""
+    moving = volumes.images[..., None].astype(np.float32)
+    fixed = np.repeat(template[None, ..., None], len(volumes), 0).astype(np.float32)
+    return registration.warp_segmentations(volumes.segs, pairwise.register(moving, fixed))
+
+
 def atlas_dice(fields, atlas_seg, volumes, labels):
     """Mean Dice per subject of `atlas_seg` warped by each field onto `volumes`."""
     segs = registration.warp_segmentations(np.repeat(atlas_seg[None], len(fields), 0), fields)
@@ -81,6 +90,12 @@ def pairwise_fields(model, atlas, volumes):
     """Displacements taking `atlas` `(*spatial)` onto each scan of `volumes`."""
     moving = np.repeat(atlas[None, ..., None], len(volumes), 0).astype(np.float32)
     return model.register(moving, volumes.images[..., None].astype(np.float32))
+
+
+def training_steps(model_path):
+    """A run's training steps (epochs x steps per epoch), from its config.json."""
+    train = json.loads((Path(model_path).parent / "config.json").read_text())["train"]
+    return train["epochs"] * train["steps_per_epoch"]
 
 
 def figure(images, titles, path, rows=1):
@@ -103,36 +118,62 @@ def figure(images, titles, path, rows=1):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--template", required=True, help="unconditional template model")
+    parser.add_argument("--template", nargs="+", required=True,
+                        help="unconditional template models (runs on the same data): the "
+                        "one whose atlas segments the validation subjects best is scored")
     parser.add_argument("--conditional", default="", help="age-conditioned template model")
     parser.add_argument("--pairwise", required=True, help="pairwise registration model")
     parser.add_argument("--ages", default="20,30,40,50,60,70,80,90")
-    parser.add_argument("--out", required=True, help="markdown report")
+    parser.add_argument("--out", type=reporting.markdown_path,
+                        required=True, help="markdown report")
     args = parser.parse_args(argv)
     out = Path(args.out)
     try:
         if not out.parent.is_dir():
             raise ValueError(f"{out}: folder {out.parent} does not exist")
-        model = templates.TemplateCreation.load(args.template)
-        settings, base = template_training.read(Path(args.template).parent)
+        candidates = [templates.TemplateCreation.load(path) for path in args.template]
+        data_config = configs.run_data_config(args.template[0])
+        for path in args.template[1:]:
+            if configs.run_data_config(path) != data_config:
+                raise ValueError(f"--template {path}: trained on other data than "
+                                 f"{args.template[0]}")
         pairwise = hypermorph.load(args.pairwise, source=f"--pairwise={args.pairwise}")
-        splits = experiment.build_splits(configs.run_data_config(args.template))
+        splits = experiment.build_splits(data_config)
         ages = [float(a) for a in args.ages.split(",")]
     except (ValueError, OSError) as err:
         sys.exit(f"error: {err}")
     train, test, val = (in_memory(splits[s]) for s in ("train", "test", "val"))
     labels = train.labels
-    template = model.get_atlas()
     print("template labels: the training segmentations in template space", flush=True)
-    template_seg = majority(to_template(model, train))
     mean_seg = majority(np.asarray(train.segs))
-    scores = {}
-    scores["learned template, its own network"] = atlas_dice(
-        model.register(test.images[..., None].astype(np.float32)), template_seg, test, labels)
-    scores["learned template, pairwise model"] = atlas_dice(
-        pairwise_fields(pairwise, template, test), template_seg, test, labels)
-    scores["mean training scan, pairwise model"] = atlas_dice(
-        pairwise_fields(pairwise, base, test), mean_seg, test, labels)
+    scores, validation = {}, {}  # test Dice per subject; mean validation Dice
+    label_ways = ("labels by its own network", "labels by the pairwise model")
+    runs = []  # per candidate: its labels both ways, their validation Dice
+    for path, candidate in zip(args.template, candidates):
+        atlas = candidate.get_atlas()
+        segs = dict(zip(label_ways, (majority(to_template(candidate, train)),
+                                     majority(to_template_pairwise(pairwise, atlas, train)))))
+        runs.append((path, candidate, segs, {
+            way: atlas_dice(pairwise_fields(pairwise, atlas, val), seg, val, labels).mean()
+            for way, seg in segs.items()}))
+    # the run and the way of making its labels that segment the validation subjects best
+    path, model, segs, on_val_ways = max(runs, key=lambda r: max(r[3].values()))
+    chosen_way = max(on_val_ways, key=on_val_ways.get)
+    settings, base = template_training.read(Path(path).parent)
+    template, template_seg = model.get_atlas(), segs[chosen_way]
+    for way, seg in segs.items():
+        key = f"learned template ({way}), pairwise model"
+        scores[key] = atlas_dice(pairwise_fields(pairwise, template, test), seg, test, labels)
+        validation[key] = on_val_ways[way]
+    key = "learned template (labels by its own network), its own network"
+    scores[key] = atlas_dice(model.register(test.images[..., None].astype(np.float32)),
+                             segs[label_ways[0]], test, labels)
+    validation[key] = atlas_dice(model.register(val.images[..., None].astype(np.float32)),
+                                 segs[label_ways[0]], val, labels).mean()
+    key = "mean training scan, pairwise model"
+    scores[key] = atlas_dice(pairwise_fields(pairwise, base, test), mean_seg, test, labels)
+    validation[key] = atlas_dice(pairwise_fields(pairwise, base, val), mean_seg, val,
+                                 labels).mean()
     print("choosing the best single-subject atlas on the validation subjects", flush=True)
     on_val = [atlas_dice(pairwise_fields(pairwise, train.images[k], val), train.segs[k], val,
                          labels).mean() for k in range(len(train))]
@@ -140,6 +181,7 @@ def main(argv=None):
     single = f"best single subject ({train.names[best]}), pairwise model"
     scores[single] = atlas_dice(pairwise_fields(pairwise, train.images[best], test),
                                 train.segs[best], test, labels)
+    validation[single] = on_val[best]
     on_test = [atlas_dice(pairwise_fields(pairwise, train.images[k], test), train.segs[k],
                           test, labels).mean() for k in range(len(train))]
     unregistered = np.array([metrics.mean_dice(template_seg, test.segs[k], labels)
@@ -180,22 +222,39 @@ def main(argv=None):
         "Each atlas is registered onto each test scan and its label map brought across; "
         "Dice against the scan's segmentation, mean over labels, then mean (standard "
         "deviation) over the test subjects.", "",
-        *reporting.table(["atlas, registered by", "Dice"], [
-            *[[name, f"{d.mean():.4f} ({d.std():.4f})"] for name, d in ranked],
-            ["(template labels, no registration)", f"{unregistered.mean():.4f}"]]), "",
+        *reporting.table(["atlas, registered by", "validation Dice", "test Dice"], [
+            *[[name, f"{validation[name]:.4f}", f"{d.mean():.4f} ({d.std():.4f})"]
+              for name, d in ranked],
+            ["(template labels, no registration)", "",
+             f"{unregistered.mean():.4f}"]]), "",
         f"**{winner[0]}** gives the highest Dice, {winner[1].mean():.4f}, "
-        f"{winner[1].mean() - runner[1].mean():+.4f} against {runner[0]}. The single subject "
+        f"{winner[1].mean() - runner[1].mean():+.4f} against {runner[0]}: higher on "
+        f"{int((winner[1] > runner[1]).sum())} of the {len(test)} test subjects (paired "
+        f"difference {(winner[1] - runner[1]).mean():+.4f} +- "
+        f"{(winner[1] - runner[1]).std():.4f}). The single subject "
         f"was chosen as the atlas that segments the {len(val)} validation subjects best "
         f"(Dice {on_val[best]:.4f}); on the test subjects the best of the {len(train)} would "
         f"have given {max(on_test):.4f} (an upper bound, chosen on the test subjects), the "
-        f"median one {np.median(on_test):.4f}.", "",
+        f"median one {np.median(on_test):.4f}. Its validation Dice is the best of "
+        f"{len(train)} on those subjects, so it overstates what it does elsewhere; the "
+        "others' are not chosen on them.", "",
+        *([f"The template run was chosen on the validation subjects among {len(runs)} "
+           "(the learned template registered by the pairwise model, with its labels made "
+           "either way):", "", *reporting.table(
+               ["template run", "steps", *(f"validation Dice, {w}" for w in label_ways)],
+               [[f"`{r[0]}`" + (" (**chosen**)" if r[0] == path else ""),
+                 training_steps(r[0]), *(f"{r[3][w]:.4f}" for w in label_ways)]
+                for r in runs]), ""] if len(runs) > 1 else []),
         f"![the atlases]({figure_dir.name}/atlases.png)", "",
         "Template labels: the majority vote of the training segmentations brought into "
-        "template space by the template's network; the mean scan's: the majority vote of "
-        "the training segmentations as they are (the scans are affinely aligned).", "",
+        "template space, by the template's own network (each scan's scan-to-template "
+        "field) or by the pairwise model (each scan registered onto the template); "
+        "'no registration' uses the labels that scored higher on the validation subjects. "
+        "The mean scan's labels: the majority vote of the training segmentations as they "
+        "are (the scans are affinely aligned).", "",
         *lines_cond,
         "## Runs", "",
-        f"- template: `{args.template}` ({json.dumps(settings['template'])}); pairwise "
+        f"- template: `{path}` ({json.dumps(settings['template'])}); pairwise "
         f"registration: `{args.pairwise}`", "",
         *reporting.command_block([reporting.command_line("report_templates.py", argv)])]
     print(reporting.write(out, lines), end="")
