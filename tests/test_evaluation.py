@@ -182,3 +182,21 @@ def test_evaluate_model_checks_everything_before_the_model_then_writes_the_repor
         "dice_per_structure.png", *sorted(p.name for p in (tmp_path / "direct").glob("pair_*")),
         "per_label.csv", "per_pair.csv", "summary.json", "summary.md"]
     assert len(list((tmp_path / "direct").glob("pair_*.png"))) == 1
+    with pytest.raises(ValueError, match=r"--perturb=brightness:-1 leaves \d+ moving image\(s\) "
+                                         "blank"):  # nothing left to score
+        evaluation.evaluate_model(str(trained_run / "best.keras"), config, tmp_path / "b",
+                                  perturbation="brightness:-1")
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_pairs_file_lists_each_pair_once_and_no_subject_with_itself(tmp_path):
+    volumes = data.synthetic_volumes(3, (8, 8), nb_labels=2)
+    a, b, _ = volumes.names
+    for lines, message in [(f"{a} {b}\n{b} {a}\n{a} {b}\n", f":3: the pair {a} {b} is "
+                                                              "listed twice"),
+                           (f"{a} {a}\n", f":1: {a} paired with itself")]:
+        (tmp_path / "pairs.txt").write_text(lines)
+        with pytest.raises(data.DatasetError, match=message):
+            evaluation.read_pairs(tmp_path / "pairs.txt", volumes)
+    (tmp_path / "pairs.txt").write_text(f"{a} {b}\n{b} {a}\n")
+    assert evaluation.read_pairs(tmp_path / "pairs.txt", volumes) == [(0, 1), (1, 0)]

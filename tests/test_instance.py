@@ -154,6 +154,10 @@ def test_a_grid_too_coarse_to_follow_anatomy_is_refused(pairs):
             instance.optimise(model, moving, fixed, config)
     instance.check_for_model(instance.InstanceConfig(steps=5, resolution=3), model)
     instance.check_for_model(instance.InstanceConfig(steps=0, resolution=500), model)
+    with pytest.raises(ValueError, match=r"--instance_window=99 is larger than this model's "
+                                         r"48x48 images"):
+        instance.check_for_model(instance.InstanceConfig(steps=5, window=99), model)
+    instance.check_for_model(instance.InstanceConfig(steps=5, window=47), model)
 
 
 def test_a_divergent_optimisation_keeps_the_network_field(pairs):

@@ -1,6 +1,7 @@
 """`python -m vxm_tf.register` and `vxm_tf.warp` on NIfTI files of another size."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -225,7 +226,7 @@ ERROR_CASES = [
                       f"--warp={t}/w.mgz"], "w.mgz: displacement fields are written as NIfTI"),
     (lambda r, p, t: [f"--model={r}/best.keras", f"--moving={p}/moving.nii.gz",
                       f"--fixed={p}/fixed.nii.gz", f"--moved={t}/out.nii.gz",
-                      f"--warp={t}/out.nii.gz"], "out.nii.gz: the same path is given for two"),
+                      f"--warp={t}/out.nii.gz"], "out.nii.gz: the same file is given twice"),
     (lambda r, p, t: [f"--model={r}/best.keras", f"--moving={p}/moving.nii.gz",
                       f"--fixed={p}/fixed.nii.gz", f"--moved={t}/out.nii.gz",
                       "--instance_steps=-1"], "--instance_steps must be a non-negative"),
@@ -240,7 +241,7 @@ ERROR_CASES = [
      "--instance_settings replaces --instance_lr: give one or the other"),
     (lambda r, p, t: [f"--model={r}/best.keras", f"--moving={t}/vol3d.nii.gz",
                       f"--fixed={p}/fixed.nii.gz", f"--moved={t}/vol3d.nii.gz"],
-     "vol3d.nii.gz: the same path is given for two files"),
+     "vol3d.nii.gz: the same file is given twice"),
     (lambda r, p, t: [f"--model={r}/best.keras", f"--moving={t}/blank.nii.gz",
                       f"--fixed={p}/fixed.nii.gz", f"--moved={t}/out.nii.gz"],
      "blank.nii.gz: a blank image (every voxel is 0)"),
@@ -256,6 +257,22 @@ ERROR_CASES = [
     (lambda r, p, t: [f"--model={r}/best.keras", f"--moving={p}/moving.nii.gz",
                       f"--fixed={p}/fixed.nii.gz", f"--moved={t}/out.nii.gz",
                       f"--warp={t}"], "a folder stands there"),
+    # every output is checked against every input, under any name (a hard link too)
+    (lambda r, p, t: [f"--model={r}/best.keras", f"--moving={t}/own_moving.nii.gz",
+                      f"--fixed={p}/fixed.nii.gz", f"--moved={t}/out.nii.gz",
+                      f"--inverse_warp={t}/own_moving.nii.gz"],
+     "own_moving.nii.gz: the same file is given twice"),
+    (lambda r, p, t: [f"--model={r}/best.keras", f"--moving={t}/link.nii.gz",
+                      f"--fixed={p}/fixed.nii.gz", f"--moved={t}/out.nii.gz",
+                      f"--warp={t}/own_moving.nii.gz"],
+     "own_moving.nii.gz: the same file is given twice"),
+    (lambda r, p, t: [f"--model={r}/best.keras", f"--moving={p}/moving.nii.gz",
+                      f"--fixed={p}/fixed.nii.gz", f"--moved={t}/out.nii.gz",
+                      f"--affine_out={t}/matrix.nii.gz"],
+     "matrix.nii.gz: a text file (a 4x4 matrix), not an image"),
+    (lambda r, p, t: [f"--model={r}/best.keras", f"--moving={t}/bare.npz",
+                      f"--fixed={p}/fixed.nii.gz", f"--moved={t}/out.nii.gz", "--affine=none"],
+     "bare.npz: an npz without an `affine` array has no place in world space"),
 ]
 
 
@@ -275,6 +292,10 @@ def error_runs(trained_run, pair, tmp_path_factory):
         raw[0, 0], raw[0, 1] = 0, 4095
         nib.save(nib.Nifti1Image(raw, np.eye(4)), str(folder / "raw.nii.gz"))
         instance.save_settings(folder / "settings.json", instance.InstanceConfig())
+        shutil.copyfile(pair / "moving.nii.gz", folder / "own_moving.nii.gz")
+        os.link(folder / "own_moving.nii.gz", folder / "link.nii.gz")
+        np.savez(folder / "bare.npz", vol=np.asarray(
+            nib.load(pair / "moving.nii.gz").dataobj, np.float32)[..., 0])
         folders.append(folder)
     runs = [make_args(trained_run, pair, folder)
             for (make_args, _), folder in zip(ERROR_CASES, folders)]
@@ -288,6 +309,7 @@ def test_register_errors_are_one_line_and_write_nothing(error_runs, case):
     assert result["code"] == 2 and len(result["lines"]) == 1, result["stderr"][-2000:]
     assert ERROR_CASES[case][1] in result["lines"][0]
     assert not (folder / "out.nii.gz").exists()
+    assert nib.load(folder / "own_moving.nii.gz").shape == (40, 40, 1)  # as it was
 
 
 def test_one_bad_case_through_the_real_command_line(tmp_path):
@@ -336,6 +358,20 @@ def test_moving_list_registers_each_scan_and_skips_a_bad_one(trained_run, pair, 
     np.testing.assert_allclose(np.asarray(nib.load(str(out / "moving_moved.nii.gz")).dataobj),
                                np.asarray(nib.load(str(tmp_path / "alone.nii.gz")).dataobj),
                                atol=1e-4)
+
+
+def test_moving_list_refuses_outputs_that_would_replace_a_listed_input(tmp_path):
+    """Outputs into the scans' own folder: `q`'s moved image is `q_moved.nii.gz`, which is
+    the list's next scan; refused before the model is read, nothing written."""
+    for name in ("q.nii.gz", "q_moved.nii.gz", "fixed.nii.gz"):
+        (tmp_path / name).write_text("an input")
+    (tmp_path / "list.txt").write_text(f"{tmp_path}/q.nii.gz\n{tmp_path}/q_moved.nii.gz\n")
+    with pytest.raises(ValueError, match=r"q_moved.nii.gz would overwrite the input "):
+        workflows.register_list(str(tmp_path / "absent.keras"), str(tmp_path / "list.txt"),
+                                str(tmp_path / "fixed.nii.gz"), str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "fixed.nii.gz", "list.txt", "q.nii.gz", "q_moved.nii.gz"]
+    assert (tmp_path / "q_moved.nii.gz").read_text() == "an input"
 
 
 def test_moving_list_refuses_colliding_names(tmp_path):

@@ -161,3 +161,12 @@ def test_template_flags_are_checked(change, match):
         config.model.template = "none"
     with pytest.raises(ConfigError, match=match):
         configs.check_config(config)
+
+
+def test_template_file_names_keep_the_sign_of_a_value():
+    """-500 and 500 are two templates, two files (the sign was dropped: one overwrote the
+    other)."""
+    from vxm_tf.training.template import file_name
+
+    assert file_name(["Age", "M/F"], ["-500", "M"]) == "template_Age--500_MF-M.nii.gz"
+    assert file_name(["Age"], ["500"]) == "template_Age-500.nii.gz"

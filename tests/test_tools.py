@@ -408,3 +408,12 @@ def test_reports_build_tables_one_way_and_tools_refuse_meaningless_numbers(tmp_p
         assert exit_.value.code == 2
         assert "--figures" in capsys.readouterr().err
     assert not (tmp_path / "c.md").exists()
+    # a report never replaces an input: --out is a .md file
+    (tmp_path / "model.keras").write_text("a model")
+    with pytest.raises(SystemExit) as exit_:
+        compare.main(["--models", f"A={tmp_path}/model.keras", "--out",
+                      str(tmp_path / "model.keras")])
+    assert exit_.value.code == 2 and "ending in .md" in capsys.readouterr().err
+    assert (tmp_path / "model.keras").read_text() == "a model"
+    with pytest.raises(SystemExit, match="A is given twice"):
+        compare.main(["--models", "A=x.keras", "A=y.keras", "--out", str(tmp_path / "c.md")])

@@ -46,7 +46,8 @@ def report(names, summaries, figure_names, command):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", required=True, help="NAME=PATH ...")
-    parser.add_argument("--out", required=True, help="markdown report")
+    parser.add_argument("--out", type=reporting.markdown_path,
+                        required=True, help="markdown report")
     parser.add_argument("--title", default="SSD (MSE) against NCC")
     parser.add_argument("--figures", type=reporting.at_least(0), default=3,
                         help="example pairs drawn")

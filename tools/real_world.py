@@ -88,7 +88,7 @@ def main(argv=None):
     parser.add_argument("--cases", type=reporting.at_least(1), default=3,
                         help="perturbed scans per pair")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="reports/real_world.md")
+    parser.add_argument("--out", type=reporting.markdown_path, default="reports/real_world.md")
     args = parser.parse_args(argv)
     subjects = oasis_dataset(args.data_dir, ndims=3, seg="seg35").subjects
     if len(subjects) < 2:

@@ -61,7 +61,8 @@ def main(argv=None):
     parser.add_argument("--instance_settings", nargs="*", default=[],
                         help="NAME=JSON ...: a model's own instance settings "
                         "(tools/tune_instance.py's choice on its validation pairs)")
-    parser.add_argument("--out", required=True, help="markdown report")
+    parser.add_argument("--out", type=reporting.markdown_path,
+                        required=True, help="markdown report")
     parser.add_argument("--title", default="Beyond the original: instance optimisation and "
                         "segmentation-supervised training (neurite-OASIS 2D)")
     args = parser.parse_args(argv)

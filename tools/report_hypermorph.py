@@ -87,7 +87,8 @@ def main(argv=None):
                         help="the per-lambda models (their run folders' model.keras)")
     parser.add_argument("--grid", default=",".join(f"{h:g}" for h in np.linspace(0, 0.95, 20)),
                         help="weights h scored on the validation subjects to choose one")
-    parser.add_argument("--out", required=True, help="markdown report")
+    parser.add_argument("--out", type=reporting.markdown_path,
+                        required=True, help="markdown report")
     parser.add_argument("--title", default="HyperMorph against one model per lambda "
                         "(neurite-OASIS 2D, NCC)")
     args = parser.parse_args(argv)

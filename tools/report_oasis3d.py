@@ -169,7 +169,8 @@ def main(argv=None):
                         "timing.json does not name it (runs before vxm_tf recorded it)")
     parser.add_argument("--name", default="vxm_tf, same weights",
                         help="the model's row in the tables")
-    parser.add_argument("--out", required=True, help="markdown report")
+    parser.add_argument("--out", type=reporting.markdown_path,
+                        required=True, help="markdown report")
     args = parser.parse_args(argv)
     out = Path(args.out)
     if not out.parent.is_dir():

@@ -118,7 +118,8 @@ beside each run.
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs_dir", default="runs/selection")
-    parser.add_argument("--out", required=True, help="the report (markdown)")
+    parser.add_argument("--out", type=reporting.markdown_path,
+                        required=True, help="the report (markdown)")
     parser.add_argument("--no_train", action="store_true",
                         help="only write the report from the finished runs")
     args = parser.parse_args(argv)

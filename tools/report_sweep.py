@@ -56,7 +56,8 @@ def report(rows):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", required=True, help="a sweep's trials.csv")
-    parser.add_argument("--out", required=True, help="report (markdown); plot and trials "
+    parser.add_argument("--out", type=reporting.markdown_path,
+                        required=True, help="report (markdown); plot and trials "
                         "beside it")
     args = parser.parse_args(argv)
     out = Path(args.out)

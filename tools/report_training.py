@@ -60,12 +60,14 @@ def markdown(rows, commands):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", required=True)
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", type=reporting.markdown_path, required=True)
     parser.add_argument("--title", default="Training results")
     parser.add_argument("--preamble", default="", help="markdown file put before the table")
     parser.add_argument("--command", action="append", default=[],
                         help="a command that made these runs (repeatable)")
     args = parser.parse_args()
+    if args.preamble and Path(args.preamble).resolve() == Path(args.out).resolve():
+        parser.error(f"--out={args.out} would overwrite --preamble")
     rows = [run_row(r) for r in args.runs]
     preamble = Path(args.preamble).read_text() if args.preamble else ""
     text = f"# {args.title}\n\n{preamble}\n{markdown(rows, args.command)}"

@@ -68,3 +68,18 @@ def at_least(minimum: float, kind: type = int):
         return value
     parse.__name__ = kind.__name__  # argparse names the type in its message
     return parse
+
+
+def markdown_path(text: str) -> Path:
+    """An argparse `type` for a report's `--out`: a `.md` file in an existing folder, not a
+    folder (so it cannot name a model, an image or any other input of the tool)."""
+    import argparse
+
+    path = Path(text)
+    if path.suffix != ".md":
+        raise argparse.ArgumentTypeError(f"{text}: a report is a markdown file ending in .md")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: a folder stands there")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: folder {path.parent} does not exist")
+    return path

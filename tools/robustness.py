@@ -106,7 +106,8 @@ def overall(curves, grid):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", required=True, help="NAME=PATH ...")
-    parser.add_argument("--out", required=True, help="markdown report")
+    parser.add_argument("--out", type=reporting.markdown_path,
+                        required=True, help="markdown report")
     parser.add_argument("--grid", default=DEFAULT_GRID)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

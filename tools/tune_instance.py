@@ -131,7 +131,8 @@ def main(argv=None):
     parser.add_argument("--dataset", default="cache")
     parser.add_argument("--train", type=int, default=0)
     parser.add_argument("--val", type=int, default=0)
-    parser.add_argument("--out", required=True, help="markdown report")
+    parser.add_argument("--out", type=reporting.markdown_path,
+                        required=True, help="markdown report")
     renamed = [a.split("=")[0] for a in (sys.argv[1:] if argv is None else argv)
                if a.split("=")[0] in RENAMED]
     if renamed:

@@ -176,12 +176,21 @@ def models_and_test_pairs(specs):
     named = [spec.split("=", 1) for spec in specs]
     if not named or any(len(m) != 2 or not all(m) for m in named):
         raise ValueError(f"models are given as NAME=PATH, got {list(specs)}")
+    names = [name for name, _ in named]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ValueError(f"models need distinct names: {', '.join(twice)} is given twice")
     config = configs.run_data_config(named[0][1])
     if config is None:
         raise ValueError(f"{named[0][1]}: no config.json beside it to find the test data")
     volumes = experiment.build_splits(config)["test"]
     pairs = experiment.split_pairs(volumes, atlas=bool(config.atlas))
     loaded = {name: hypermorph.load(path, source=f"{name}={path}") for name, path in named}
+    for name, model in loaded.items():  # before any pair is registered
+        if tuple(model.inshape) != tuple(volumes.shape):
+            raise ValueError(f"{name}: the model takes images of shape "
+                             f"{tuple(model.inshape)}, the test data are "
+                             f"{tuple(volumes.shape)}")
     return loaded, volumes, pairs
 
 
@@ -218,7 +227,8 @@ def default_out_dir(model_path, split, hyper_lambda=None):
 
 def read_pairs(path, volumes, split="test"):
     """`[(i, j)]` indices into `volumes` from a file of 'moving fixed' subject names per
-    line (of the `split` split); `DatasetError` naming the file and line otherwise."""
+    line (of the `split` split), each pair once and no subject with itself; `DatasetError`
+    naming the file and line otherwise."""
     index = {name: k for k, name in enumerate(volumes.names)}
     pairs = []
     for number, line in enumerate(data.datasets.read_list(path), 1):
@@ -226,7 +236,12 @@ def read_pairs(path, volumes, split="test"):
         if len(names) != 2 or any(n not in index for n in names):
             raise data.DatasetError(f"{path}:{number}: expected two subject names of the "
                                     f"{split} split, got {line!r}")
-        pairs.append((index[names[0]], index[names[1]]))
+        pair = (index[names[0]], index[names[1]])
+        if pair[0] == pair[1] or pair in pairs:  # scored once, never against itself
+            raise data.DatasetError(f"{path}:{number}: " + (
+                f"{names[0]} paired with itself" if pair[0] == pair[1] else
+                f"the pair {names[0]} {names[1]} is listed twice"))
+        pairs.append(pair)
     if not pairs:
         raise data.DatasetError(f"--pairs={path}: no pairs listed")
     return pairs
@@ -293,6 +308,11 @@ def evaluate_model(model_path, config, out_dir, split="test", pairs_path="", sur
              else experiment.split_pairs(volumes, atlas=bool(config.atlas)))
     moving_images = np.stack([perturb.perturb(image, perturbations, seed + k)
                               for k, image in enumerate(volumes.images)])
+    blank = [volumes.names[k] for k, image in enumerate(moving_images)
+             if np.ptp(image) < 1e-6]
+    if blank:  # nothing left to register: a Dice of nothing
+        raise ValueError(f"--perturb={perturbation} leaves {len(blank)} moving image(s) "
+                         f"blank ({blank[0]}, ...): use a milder strength")
     rows = evaluate_pairs(model, volumes, pairs, surface, progress, moving_images,
                           instance_config)
     summary = summarise(*rows)

@@ -91,12 +91,22 @@ def check_output_folder(path, flag="--out_dir"):
         raise ValueError(f"{flag}={path}: folder {folder} is not writable")
 
 
+def same_file(a, b):
+    """Whether paths `a` and `b` name one file: the same resolved path (symbolic links,
+    `..`), or, both existing, the same file under two names (a hard link)."""
+    if Path(a).resolve() == Path(b).resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
 def check_not_inputs(output, inputs, flag):
     """`ValueError` when `output` is the same file as one of `inputs` (a flag value naming
     an input would be overwritten)."""
-    target = Path(output).resolve()
     for name, path in inputs.items():
-        if path and Path(path).resolve() == target:
+        if path and same_file(path, output):
             raise ValueError(f"{flag}={output} would overwrite the input {name}")
 
 

@@ -238,9 +238,15 @@ MIN_GRID = 16
 
 
 def check_for_model(config: InstanceConfig, model) -> None:
-    """`ValueError` naming `--instance_resolution` when the optimisation grid of `model`'s
-    field would have fewer than `MIN_GRID` voxels along an axis; call it before any work."""
-    if config.steps == 0 or config.resolution == 1:
+    """`ValueError` naming the flag when `--instance_window` is larger than `model`'s images
+    or the optimisation grid of its field would have fewer than `MIN_GRID` voxels along an
+    axis (`--instance_resolution`); call it before any work."""
+    if config.steps == 0:
+        return
+    if config.window > max(model.inshape):  # a window past the image: no local similarity
+        raise ValueError(f"--instance_window={config.window} is larger than this model's "
+                         f"{'x'.join(map(str, model.inshape))} images")
+    if config.resolution == 1:
         return
     fine = tuple(model.get_field_model().outputs[0].shape[1:-1])
     grid = tuple(n // config.resolution for n in fine)

@@ -167,6 +167,15 @@ def _check_output(path):
         raise VolumeError(f"{path}: folder {folder} does not exist")
 
 
+def has_affine(path):
+    """Whether the file at `path` places its voxels in world space: NIfTI and MGH always,
+    an npz only with an `affine` array."""
+    if file_type(str(path)) != ".npz":
+        return True
+    with np.load(path) as npz:
+        return "affine" in npz.files
+
+
 def _load_npz(path, key):
     with np.load(path) as npz:
         if key not in npz:

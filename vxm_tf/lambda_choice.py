@@ -111,6 +111,9 @@ def choose_lambda_on_split(model_path, out, grid, config, split="val", max_pairs
     if int(max_pairs) != max_pairs or max_pairs < 0:
         raise ValueError(f"--max_pairs must be 0 (all) or more, got {max_pairs}")
     model = hyper_model(model_path)
+    if split == "train":
+        log("warning: choosing h on the training pairs the model learned from; the "
+            "validation pairs (--split=val) measure how it registers others")
     volumes = experiment.build_splits(config)[split]
     if volumes is None or len(volumes) < 2:
         raise data.DatasetError(f"the {split} split needs at least 2 subjects")

@@ -20,8 +20,8 @@ from vxm_tf import files, geometry, io, models
 def check_outputs(paths, inputs=(), text=()):
     """Every output has a known suffix and a writable folder, no two outputs share a path,
     and no output would overwrite an input: checked before any work, so nothing is
-    half-written. `text`: outputs that are text files (any suffix)."""
-    seen = {Path(p).resolve(): p for p in inputs if p}
+    half-written. `text`: outputs that are text files (not named as images)."""
+    seen = [p for p in inputs if p]
     for path in [*paths, *text]:
         if not path:
             continue
@@ -30,15 +30,19 @@ def check_outputs(paths, inputs=(), text=()):
         if path not in text and io.file_type(path) is None:
             raise io.VolumeError(f"{path}: unknown file type; expected one of "
                                  f"{', '.join(io.SUFFIXES)}")
+        if path in text and io.file_type(path) is not None:
+            raise io.VolumeError(f"{path}: a text file (a 4x4 matrix), not an image: name "
+                                 "it .txt")
         folder = Path(path).parent
         if not folder.is_dir():
             raise io.VolumeError(f"{path}: folder {folder} does not exist")
         if not os.access(folder, os.W_OK | os.X_OK):
             raise io.VolumeError(f"{path}: folder {folder} is not writable")
-        if Path(path).resolve() in seen:
-            raise ValueError(f"{path}: the same path is given for two files "
-                             f"({seen[Path(path).resolve()]!r} already)")
-        seen[Path(path).resolve()] = path
+        earlier = next((p for p in seen if files.same_file(p, path)), None)
+        if earlier is not None:
+            raise ValueError(f"{path}: the same file is given twice ({earlier!r} already); "
+                             "an output may not be an input or another output")
+        seen.append(path)
 
 
 # below this fraction of near-minimum voxels, an image is not a skull-stripped scan on a dark
@@ -73,7 +77,7 @@ def register_files(model_path, moving_path, fixed_path, moved_path, warp_path=""
     if io.file_type(warp_path) == ".mgz":
         raise io.VolumeError(f"{warp_path}: displacement fields are written as NIfTI or npz")
     model_file = models.resolve(model_path) if isinstance(model_path, (str, os.PathLike)) else ""
-    check_outputs([moved_path, warp_path, moved_seg_path],
+    check_outputs([moved_path, warp_path, moved_seg_path, inverse_path],
                   inputs=[model_file, moving_path, fixed_path, moving_seg_path],
                   text=[affine_path] if affine_path else [])
     affine_config = affine.AffineConfig() if affine_config is None else affine_config
@@ -81,6 +85,12 @@ def register_files(model_path, moving_path, fixed_path, moved_path, warp_path=""
     if instance_config is not None:
         instance.check_for_model(instance_config, model)
     moving, fixed = io.load_volume(moving_path), io.load_volume(fixed_path)
+    placed = {path: io.has_affine(path) for path in (moving_path, fixed_path)}
+    if len(set(placed.values())) > 1:  # one in world space, the other nowhere
+        bare = next(path for path, known in placed.items() if not known)
+        raise io.VolumeError(f"{bare}: an npz without an `affine` array has no place in "
+                             "world space, the other scan has one: save its affine in the "
+                             "npz (key `affine`) or give both scans as NIfTI")
     ndims = len(model.inshape)
     for volume in (moving, fixed):
         if volume.data.ndim != ndims:
@@ -165,14 +175,22 @@ def register_list(model_path, list_path, fixed_path, out_dir, normalise="auto",
     entries = read_moving_list(list_path)
     if not Path(out_dir).is_dir():
         raise ValueError(f"--out_dir {out_dir}: no such folder")
+    outputs = {name: [str(Path(out_dir) / f"{name}_{kind}") if kind else "" for kind in (
+        "moved.nii.gz", "warp.nii.gz", "moved_seg.nii.gz" if seg else "", "affine.txt")]
+        for name, _, seg in entries}
+    inputs = [fixed_path, list_path, *(p for _, image, seg in entries for p in (image, seg))]
+    for path in (p for paths in outputs.values() for p in paths if p):
+        clash = next((q for q in inputs if q and files.same_file(q, path)), None)
+        if clash:  # one scan's output would replace another's input
+            raise ValueError(f"--out_dir {out_dir}: {path} would overwrite the input {clash}; "
+                             "write the outputs into another folder")
     model = hypermorph.load(model_path, hyper_lambda)
     failed = []
     for k, (name, image, seg) in enumerate(entries, 1):
-        out = Path(out_dir) / name
+        moved, warp, moved_seg, matrix = outputs[name]
         try:
-            register_files(model, image, fixed_path, f"{out}_moved.nii.gz",
-                           f"{out}_warp.nii.gz", seg, f"{out}_moved_seg.nii.gz" if seg else "",
-                           normalise, instance_config, affine_config, f"{out}_affine.txt")
+            register_files(model, image, fixed_path, moved, warp, seg, moved_seg,
+                           normalise, instance_config, affine_config, matrix)
         except (ValueError, OSError) as err:
             failed.append(name)
             log(f"[{k}/{len(entries)}] {name}: skipped: {err}")

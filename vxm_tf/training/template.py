@@ -124,8 +124,9 @@ def outside_training(sets, columns, encoding):
 
 
 def file_name(columns, values):
-    """`template_Age-20_MF-F.nii.gz`: the columns and values, safe as a file name."""
-    parts = [f"{re.sub('[^A-Za-z0-9]', '', c)}-{re.sub('[^A-Za-z0-9.]', '', v)}"
+    """`template_Age-20_MF-F.nii.gz`: the columns and values, safe as a file name (a
+    value keeps its sign: `Age--5` for -5)."""
+    parts = [f"{re.sub('[^A-Za-z0-9]', '', c)}-{re.sub('[^A-Za-z0-9.+-]', '', v)}"
              for c, v in zip(columns, values)]
     return "template_" + "_".join(parts) + ".nii.gz"
 
@@ -160,9 +161,12 @@ def write_templates(model_path, out_dir, values_text="", log=print):
                          for c, v in zip(columns, s)] for s in sets], np.float32)
     for note in outside_training(sets, columns, encoding):
         log(f"warning: {note}: the template extrapolates beyond its training subjects")
+    paths = [str(Path(out_dir) / file_name(columns, s)) for s in sets]
+    if len(set(paths)) != len(paths):
+        same = next(p for p in paths if paths.count(p) > 1)
+        raise ValueError(f"--values={values_text}: two sets would both be written as {same}")
     images = _load(model_path, settings["template"]).template(encoded, base)
     Path(out_dir).mkdir(exist_ok=True)  # everything checked: the outputs go in
-    paths = [str(Path(out_dir) / file_name(columns, s)) for s in sets]
     with files.all_or_nothing():
         for path, image in zip(paths, images):
             io.save_volume(path, image[..., 0], affine)
