@@ -182,6 +182,10 @@ def test_evaluate_model_checks_everything_before_the_model_then_writes_the_repor
         "dice_per_structure.png", *sorted(p.name for p in (tmp_path / "direct").glob("pair_*")),
         "per_label.csv", "per_pair.csv", "summary.json", "summary.md"]
     assert len(list((tmp_path / "direct").glob("pair_*.png"))) == 1
+    # the same folder again, without examples: the earlier run's example is not left beside
+    evaluation.evaluate_model(str(trained_run / "best.keras"), config, tmp_path / "direct",
+                              surface=False, figure_count=0)
+    assert list((tmp_path / "direct").glob("pair_*.png")) == []
     with pytest.raises(ValueError, match=r"--perturb=brightness:-1 leaves \d+ moving image\(s\) "
                                          "blank"):  # nothing left to score
         evaluation.evaluate_model(str(trained_run / "best.keras"), config, tmp_path / "b",

@@ -257,17 +257,19 @@ def draw_figures(model, volumes, moving_images, pairs, label_rows, out_dir,
     from vxm_tf import figures  # matplotlib: only when drawing
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(pairs), min(count, len(pairs)), replace=False)
+    drawn = []
     for n in sorted(chosen):
         i, j = pairs[n]
         moving, fixed = moving_images[i], volumes.images[j]
         warp = registration.displacements(model, moving[None, ..., None],
                                           fixed[None, ..., None], instance_config)
         moved = np.asarray(vxm_ops.transform(moving[None, ..., None], warp))[0, ..., 0]
-        figures.pair_figure(moving, fixed, moved, warp[0],
-                            Path(out_dir) / f"pair_{volumes.names[i]}_{volumes.names[j]}.png",
+        drawn.append(Path(out_dir) / f"pair_{volumes.names[i]}_{volumes.names[j]}.png")
+        figures.pair_figure(moving, fixed, moved, warp[0], drawn[-1],
                             title=f"{volumes.names[i]} -> {volumes.names[j]}")
     figures.dice_boxplot({"identity": label_rows, name: label_rows},
                          Path(out_dir) / "dice_per_structure.png")
+    return drawn
 
 
 def evaluate_model(model_path, config, out_dir, split="test", pairs_path="", surface=True,
@@ -321,8 +323,13 @@ def evaluate_model(model_path, config, out_dir, split="test", pairs_path="", sur
     if hyper is not None:  # the HyperMorph weight it registered at
         summary["hyper_lambda"] = hyper[0] if len(hyper) == 1 else list(hyper)
         title += f", h = {', '.join(f'{h:g}' for h in hyper)}"
+    # an earlier report in the folder: its example figures are not this report's
+    earlier = (set(Path(out_dir).glob("pair_*.png"))
+               if (Path(out_dir) / "summary.json").is_file() else set())
     with files.all_or_nothing():  # the tables and figures together, or none
         write_report(out_dir, *rows, summary, title=title)
-        draw_figures(model, volumes, moving_images, pairs, rows[1], out_dir, instance_config,
-                     figure_count, seed, Path(str(model_path)).stem)
+        drawn = draw_figures(model, volumes, moving_images, pairs, rows[1], out_dir,
+                             instance_config, figure_count, seed, Path(str(model_path)).stem)
+    for stale in earlier - set(drawn):
+        stale.unlink()
     return summary
