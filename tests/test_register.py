@@ -564,3 +564,8 @@ def test_an_image_without_background_is_warned_about(trained_run, pair, tmp_path
                             log=said.append)
     assert not [line for line in said if line.startswith("warning:")]
     assert workflows.background_fraction(np.zeros((4, 4))) == 1.0
+    said.clear()  # a label map given as the image: registered, with a warning
+    workflows.register_files(str(trained_run / "best.keras"), str(pair / "moving_seg.nii.gz"),
+                             str(pair / "fixed.nii.gz"), str(tmp_path / "moved3.nii.gz"),
+                             log=said.append)
+    assert [line for line in said if "looks like a label map (5 integer values)" in line]

@@ -56,6 +56,11 @@ def background_fraction(data):
     return float(np.mean(data <= low + 0.05 * (high - low))) if high > low else 1.0
 
 
+# an image of at most this many integer values is taken for a label map (a scan, even an
+# 8-bit one, has more)
+LABEL_LIKE = 64
+
+
 # below this fraction of the fixed image's foreground inside the moving scan, the two do not
 # share a world space (wrong affines, or another subject's scan space without pre-alignment)
 MIN_OVERLAP = 0.2
@@ -110,6 +115,11 @@ def register_files(model_path, moving_path, fixed_path, moved_path, warp_path=""
                 log(f"warning: {volume.path}: only {background:.0%} of its voxels are dark "
                     "background; the brain models take skull-stripped scans on a dark "
                     "background, and register other images meaninglessly")
+            values = np.unique(volume.data)
+            if len(values) <= LABEL_LIKE and np.array_equal(values, np.round(values)):
+                log(f"warning: {volume.path} looks like a label map ({len(values)} integer "
+                    "values), registered here as an image; a segmentation goes with "
+                    "--moving_seg")
     result = registration.register_volumes(
         model, io.Volume(moving_scaled, moving.affine), io.Volume(fixed_scaled, fixed.affine),
         affine_config, instance_config, inverse=bool(inverse_path))
