@@ -169,9 +169,14 @@ def test_evaluate_model_checks_everything_before_the_model_then_writes_the_repor
     config = configs.run_data_config(trained_run / "best.keras")
     (tmp_path / "a_file").write_text("")
     missing = str(tmp_path / "missing.keras")
+    (tmp_path / "reused").mkdir()
+    (tmp_path / "reused" / "per_pair.csv").write_text("moving fixed\n")
     for kwargs, message in [({"figure_count": -1}, "--figures must be 0 or more"),
                             ({"out_dir": tmp_path / "a_file"}, "a file, not a folder"),
-                            ({"perturbation": "nope:1"}, "nope")]:
+                            ({"perturbation": "nope:1"}, "nope"),
+                            ({"out_dir": tmp_path / "reused",  # its table as the pairs file
+                              "pairs_path": str(tmp_path / "reused" / "per_pair.csv")},
+                             "per_pair.csv would overwrite the input --pairs")]:
         with pytest.raises(ValueError, match=message):
             evaluation.evaluate_model(missing, config, **{"out_dir": tmp_path / "o", **kwargs})
     assert not (tmp_path / "o").exists()
@@ -204,3 +209,6 @@ def test_a_pairs_file_lists_each_pair_once_and_no_subject_with_itself(tmp_path):
             evaluation.read_pairs(tmp_path / "pairs.txt", volumes)
     (tmp_path / "pairs.txt").write_text(f"{a} {b}\n{b} {a}\n")
     assert evaluation.read_pairs(tmp_path / "pairs.txt", volumes) == [(0, 1), (1, 0)]
+    (tmp_path / "pairs.txt").write_text(f"# pairs\n\n{a} {b}\n{a} nobody\n")
+    with pytest.raises(data.DatasetError, match=":4: expected two subject names"):
+        evaluation.read_pairs(tmp_path / "pairs.txt", volumes)  # the file's own line number

@@ -374,10 +374,19 @@ def test_moving_list_refuses_outputs_that_would_replace_a_listed_input(tmp_path)
     assert (tmp_path / "q_moved.nii.gz").read_text() == "an input"
 
 
-def test_moving_list_refuses_colliding_names(tmp_path):
-    (tmp_path / "list.txt").write_text("a/scan.nii.gz\nb/scan.nii.gz\n")
-    with pytest.raises(ValueError, match="list.txt:2: b/scan.nii.gz has the same name as "
+def test_moving_list_refuses_colliding_names_and_missing_files_before_any_work(tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "scan.nii.gz").write_text("a scan")
+    (tmp_path / "list.txt").write_text(f"{tmp_path}/a/scan.nii.gz\n{tmp_path}/b/scan.nii.gz\n")
+    with pytest.raises(ValueError, match="list.txt:2: .*b/scan.nii.gz has the same name as "
                                          "line 1"):
+        workflows.read_moving_list(str(tmp_path / "list.txt"))
+    # a missing scan or seg is known before the first scan is registered (line numbers
+    # count comments and blank lines)
+    (tmp_path / "list.txt").write_text(f"# scans\n\n{tmp_path}/a/scan.nii.gz "
+                                       f"{tmp_path}/a/seg.nii.gz\n")
+    with pytest.raises(ValueError, match=r"list.txt:3: .*a/seg.nii.gz: no such file"):
         workflows.read_moving_list(str(tmp_path / "list.txt"))
 
 

@@ -135,7 +135,8 @@ def test_a_conditional_template_follows_its_attribute(tmp_path):
     assert np.abs(young - old).max() > 1e-4, "the template depends on the age"
     model_path = str(tmp_path / "run" / "model.keras")
     for values, match in (("old", "--values: Age=old is not a number"),
-                          ("30,30", "a set is given twice"), ("", "give the Age")):
+                          ("30,30", "a set is given twice"),
+                          ("40,+40.0", "a set is given twice"), ("", "give the Age")):
         with pytest.raises(ValueError, match=match):
             write_templates(model_path, str(tmp_path / "x"), values)
         assert not (tmp_path / "x").exists(), "nothing written, not even the folder"

@@ -117,6 +117,11 @@ def summarise(pair_rows, label_rows):
     return summary
 
 
+# the files of a report folder besides its example figures
+REPORT_FILES = ("per_pair.csv", "per_label.csv", "summary.json", "summary.md",
+                "dice_per_structure.png")
+
+
 def write_report(out_dir, pair_rows, label_rows, summary, title="Registration"):
     """per_pair.csv, per_label.csv, summary.json and summary.md in `out_dir` (atomic)."""
     out_dir = Path(out_dir)
@@ -231,7 +236,7 @@ def read_pairs(path, volumes, split="test"):
     naming the file and line otherwise."""
     index = {name: k for k, name in enumerate(volumes.names)}
     pairs = []
-    for number, line in enumerate(data.datasets.read_list(path), 1):
+    for number, line in data.datasets.read_list(path, numbered=True):
         names = line.replace(",", " ").split()
         if len(names) != 2 or any(n not in index for n in names):
             raise data.DatasetError(f"{path}:{number}: expected two subject names of the "
@@ -289,6 +294,10 @@ def evaluate_model(model_path, config, out_dir, split="test", pairs_path="", sur
     if int(figure_count) != figure_count or figure_count < 0:
         raise ValueError(f"--figures must be 0 or more, got {figure_count}")
     files.check_output_folder(str(out_dir))
+    inputs = {"--pairs": pairs_path, "--model": str(models.resolve(model_path)),
+              **{f"--{name}": getattr(config, name) for name in configs.PATH_FIELDS}}
+    for name in REPORT_FILES:  # the report's files may not replace what it reads
+        files.check_not_inputs(str(Path(out_dir) / name), inputs, "--out_dir")
     perturbations = perturb.parse_perturbations(perturbation)
     model = hypermorph.load(model_path, hyper_lambda)
     if instance_config is not None:

@@ -163,6 +163,9 @@ def read_moving_list(list_path):
                 raise ValueError(f"{list_path}:{number}: expected `image` or `image seg`, "
                                  f"got {len(fields)} fields")
             image = fields[0]
+            missing = next((f for f in fields if not os.path.isfile(f)), None)
+            if missing:  # known before any scan is registered
+                raise ValueError(f"{list_path}:{number}: {missing}: no such file")
             name = Path(image).name
             suffix = io.file_type(image)
             name = name[:-len(suffix)] if suffix else name

@@ -62,13 +62,16 @@ def read_label_table(path):
     return names
 
 
-def read_list(path):
-    """Non-empty, non-comment lines of a text file."""
+def read_list(path, numbered=False):
+    """Non-empty, non-comment lines of a text file (`numbered`: as `(line number, line)`,
+    counting every line of the file, for messages)."""
     try:
         lines = Path(path).read_text().splitlines()
     except OSError as err:
         raise DatasetError(f"{path}: cannot read list ({err.strerror})") from None
-    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    kept = [(n, line.strip()) for n, line in enumerate(lines, 1)
+            if line.strip() and not line.startswith("#")]
+    return kept if numbered else [line for _, line in kept]
 
 
 def oasis_dataset(root, ndims=None, seg="default"):

@@ -105,8 +105,6 @@ def parse_values(text, columns):
     if wrong:
         raise ValueError(f"--values: each set needs {len(columns)} values "
                          f"({', '.join(columns)}), got {','.join(wrong[0])}")
-    if len({tuple(s) for s in sets}) != len(sets):
-        raise ValueError(f"--values={text}: a set is given twice")
     return sets
 
 
@@ -159,6 +157,8 @@ def write_templates(model_path, out_dir, values_text="", log=print):
     sets = parse_values(values_text, columns)
     encoded = np.array([[data.encode_attribute(v, encoding[c], c, "--values")
                          for c, v in zip(columns, s)] for s in sets], np.float32)
+    if len(np.unique(encoded, axis=0)) != len(encoded):  # 70 and 70.0: one template
+        raise ValueError(f"--values={values_text}: a set is given twice")
     for note in outside_training(sets, columns, encoding):
         log(f"warning: {note}: the template extrapolates beyond its training subjects")
     paths = [str(Path(out_dir) / file_name(columns, s)) for s in sets]
