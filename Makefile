@@ -119,7 +119,7 @@ compare: $(foreach m,mse ncc hybrid,$(SHIPPED)/vxm-tf-oasis2d-$(m)/model.keras)
 # HyperMorph models (flags/hypermorph_ncc.cfg) of HM_HYPER_STEPS steps: reports/hypermorph.md
 HM_LAMBDAS := 0.001 0.003728 0.01389 0.05179 0.1931 0.7197 2.683 10
 HM_STEPS ?= 800
-HM_HYPER_STEPS ?= 1600 4800
+HM_HYPER_STEPS ?= 1600 4800 6400
 HM := runs/hypermorph
 hm_train = $(PY) -m vxm_tf.train --flagfile=flags/oasis2d.cfg --epochs=1 --verbose=2
 $(HM)/lambda-%/model.keras: | install
