@@ -184,6 +184,8 @@ def test_chosen_weight_is_written_as_a_model_that_registers_there(hyper_model, t
         check_out(str(tmp_path / "last.keras"), str(path))
     with pytest.raises(ValueError, match="is the default output .* itself: give --out"):
         check_out(str(path), str(path), default=True)
+    with pytest.raises(ValueError, match="would overwrite the input --model"):
+        check_out(str(path), str(path))  # named as it is, not as a checkpoint
     with pytest.raises(ValueError, match="--grid is empty"):
         parse_grid(" ")
     tied = [{"hyper_lambda": h, "dice": 0.5, "folding_percent": 0.0} for h in (0.0, 0.4)]

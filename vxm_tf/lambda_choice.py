@@ -43,6 +43,7 @@ def check_out(out, model, default=False):
     path = Path(out)
     if default and path.resolve() == Path(str(models.resolve(model))).resolve():
         raise ValueError(f"--model={model} is the default output ({out}) itself: give --out")
+    files.check_not_inputs(out, {"--model": str(models.resolve(model))}, "--out")
     if path.name in RUN_FILES and (path.parent / "config.json").is_file():
         raise ValueError(f"--out={out}: a checkpoint of the run in {path.parent} "
                          "(--resume reads it); give another name")
@@ -53,7 +54,6 @@ def check_out(out, model, default=False):
     if not path.parent.is_dir():
         raise ValueError(f"--out={out}: folder {path.parent} does not exist")
     files.check_output_folder(str(path.parent), "--out")
-    files.check_not_inputs(out, {"--model": str(models.resolve(model))}, "--out")
 
 
 def check_choice(out, model_path, min_dice=None, default_out=False):
