@@ -53,14 +53,23 @@ def test_every_card_is_complete_and_its_readme_is_generated_from_it():
 
 
 def test_shipped_models_are_in_the_package_with_their_checksum_and_load():
+    from vxm_tf import hypermorph, templates
+
     shipped = [c for c in models.cards().values() if c.shipped]
     assert shipped, "vxm_tf ships its own trained models"
+    kinds = {"pairwise": networks.VxmDense, "hypermorph": hypermorph.HyperVxmDense,
+             "template": templates.TemplateCreation,
+             "conditional template": templates.ConditionalTemplateCreation}
+    assert {c.kind for c in shipped} == set(kinds), "a shipped model of every kind"
     for card in shipped:
         assert models.resolve(card.name) == str(card.path)
         assert models.sha256(card.path) == card.sha256, card.name
         assert card.path.stat().st_size < 5 * 2**20
-        model = networks.VxmDense.load(card.name)
-        assert list(model.inshape) == list(card.input["shape"]), card.name
+        model = kinds[card.kind].load(card.name)
+        assert type(model) is kinds[card.kind], f"{card.name}: its card says {card.kind}"
+        inshape = model.inshape if card.kind in ("pairwise", "hypermorph") else \
+            model.inputs[-1].shape[1:-1]
+        assert list(inshape) == list(card.input["shape"]), card.name
         assert card.scores, f"{card.name}: a shipped model's card gives its scores"
         assert (card.folder / "config.json").is_file()
 
@@ -121,6 +130,35 @@ def test_models_command_line(home, tmp_path):
         p for p in (home / "models").rglob("*") if p.is_file()]
     shown = run("show", AUTHORS)
     assert shown.returncode == 0 and "## Input" in shown.stdout
+    shown = run("show", "vxm-tf-oasis2d-template")  # a template's card says how it is used
+    assert shown.returncode == 0 and "--model=vxm-tf-oasis2d-template --out_dir" in shown.stdout
+    assert "Atlas-based segmentation" in shown.stdout and "vxm-register" not in shown.stdout
+
+
+def test_a_card_of_an_unknown_kind_is_refused(tmp_path):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    (folder / "card.json").write_text(json.dumps({"kind": "segmenter", "file": "m.keras",
+                                                  "sha256": "0" * 64, "shipped": True}))
+    with pytest.raises(models.ModelError, match="kind 'segmenter' is not one of"):
+        models.read_card(folder)
+
+
+def test_a_shipped_template_writes_its_template_by_name(tmp_path):
+    """`vxm-template --model=NAME`: the template of the shipped model, with the training
+    scans' affine, as the model holds it."""
+    from vxm_tf import io, templates
+    from vxm_tf.training import template
+
+    written = template.write_templates("vxm-tf-oasis2d-template", str(tmp_path / "out"))
+    image = io.load_volume(written[0])
+    atlas = templates.TemplateCreation.load("vxm-tf-oasis2d-template").get_atlas()
+    np.testing.assert_array_equal(image.data, atlas)
+    assert image.affine[0, 0] == -1  # the data's orientation, not an identity
+    aged = template.write_templates("vxm-tf-oasis2d-template-age", str(tmp_path / "ages"),
+                                    "20,90")
+    young, old = (io.load_volume(p).data for p in aged)
+    assert np.abs(young - old).mean() > 1e-3  # conditioned: the ages differ
 
 
 @pytest.mark.skipif(not PRETRAINED.exists(), reason=f"{PRETRAINED} is absent")
@@ -165,6 +203,34 @@ def test_the_readme_names_models_that_resolve_from_a_clone():
                              readme), f"README uses {value}, which no README command makes"
             continue
         assert value.startswith("../shared/"), f"README names {value}: not a model name"
+
+
+def make_targets():
+    """The model files the Makefile's rules make (pattern rules with `%`), from make's own
+    database (nothing is run)."""
+    done = subprocess.run(["make", "-pRrq", "nothing"], cwd=ROOT, capture_output=True,
+                          text=True)
+    return {line.split(":")[0] for line in done.stdout.splitlines()
+            if line[:1] not in ("", "#", "\t", " ") and ".keras:" in line}
+
+
+def test_the_reports_score_names_or_runs_their_make_targets_train():
+    """A report's models resolve from a clone: registered names, or runs (never kept) that
+    a make rule trains when they are missing."""
+    from fnmatch import fnmatch
+
+    targets = make_targets()
+    assert "runs/hypermorph/lambda-%/model.keras" in targets
+    for report in sorted((ROOT / "reports").rglob("*.md")):
+        text = report.read_text()
+        made = {f"runs/{d}-{loss}/" for d, loss in re.findall(
+            r"make train DATA=(\S+) LOSS=(\S+)", text)}  # an example trains it just before
+        for path in sorted(set(re.findall(r"runs/[\w.+/-]+\.keras", text))):
+            assert any(fnmatch(path, t.replace("%", "*")) for t in targets) or any(
+                path.startswith(m) for m in made), (
+                f"{report.relative_to(ROOT)} scores {path}: no make rule trains it")
+        for name in set(re.findall(r"\bvxm-(?:tf|brain)-[\w.-]*\w", text)):
+            assert models.is_name(name), f"{report.relative_to(ROOT)} names {name}: not a model"
 
 
 def test_the_readme_is_written_for_users():

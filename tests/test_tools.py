@@ -417,3 +417,43 @@ def test_reports_build_tables_one_way_and_tools_refuse_meaningless_numbers(tmp_p
     assert (tmp_path / "model.keras").read_text() == "a model"
     with pytest.raises(SystemExit, match="A is given twice"):
         compare.main(["--models", "A=x.keras", "A=y.keras", "--out", str(tmp_path / "c.md")])
+
+
+def test_model_cards_know_each_kind_and_score_templates_from_their_report(tmp_path):
+    """tools/model_card.py: the card kind follows the model's class; a template's rows come
+    from the report's scores.json (a name it lacks is a one-line exit); models.md gives
+    atlas rows a table of their own."""
+    import model_card
+
+    from vxm_tf import hypermorph, models, networks, templates
+
+    assert model_card.kind_of(networks.VxmDense((16, 16), nb_unet_features=[[4], [4]])) \
+        == "pairwise"
+    assert model_card.kind_of(hypermorph.HyperVxmDense(
+        (16, 16), nb_unet_features=[[4], [4]], nb_hyp_layers=1, nb_hyp_units=2)) == "hypermorph"
+    assert model_card.kind_of(templates.TemplateCreation(
+        (16, 16), nb_unet_features=[[4], [4]])) == "template"
+    row = {"data": "d", "subjects": 3, "dice": 0.8, "dice_sd": 0.01, "compared": "c",
+           "command": "make template-report"}
+    scores = tmp_path / "scores.json"
+    scores.write_text(json.dumps({"vxm-tf-oasis2d-template": [row]}))
+    assert model_card.report_scores(scores, "vxm-tf-oasis2d-template") == [row]
+    with pytest.raises(SystemExit, match="no scores for other"):
+        model_card.report_scores(scores, "other")
+    summary = model_card.summary_markdown(models.cards())
+    template = models.card("vxm-tf-oasis2d-template")
+    assert template.kind == "template" and template.scores
+    atlas_table = summary.split("Templates, as atlases")[1]
+    assert "`vxm-tf-oasis2d-template`" in atlas_table
+    assert "| `vxm-tf-oasis2d-ncc` |" not in atlas_table
+
+
+def test_the_training_report_reads_a_shipped_model_by_name(tmp_path):
+    import report_training
+
+    summary = tmp_path / "vxm-tf-oasis2d-ncc" / "summary.json"
+    summary.parent.mkdir()
+    summary.write_text(json.dumps({"dice_after": 0.75}))
+    row = report_training.run_row("vxm-tf-oasis2d-ncc", tmp_path)
+    assert row["summary"]["dice_after"] == 0.75
+    assert row["config"]["loss"]["similarity"] == "ncc" and len(row["history"]) == 5

@@ -13,6 +13,12 @@ FLAGS` (the model's own test split unless the flags name other data) and records
 HD95, folding and the command. The card's `README.md` is then written from `card.json`
 (`vxm_tf.models.card_markdown`); the fields given with `--card_json` (input contract,
 licence, citation, source) are merged in first.
+
+The card's kind (pairwise, hypermorph, template, conditional template) is the shipped
+model's class; a template run's `template.json` and `base_template.nii.gz` are shipped
+beside it (what `vxm-template` reads). Templates are scored by atlas-based segmentation,
+not by vxm-evaluate: `--report_scores=reports/templates/scores.json` takes the rows
+tools/report_templates.py wrote for the model's name.
 """
 
 import argparse
@@ -30,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from vxm_tf import configs, files, models  # noqa: E402
+from vxm_tf.models import card_text  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reporting  # noqa: E402
@@ -56,6 +63,14 @@ def start_model(init_model):
     return (shipped or [models.name_of(init_model) or folder])[0]
 
 
+def attribute_ranges(run):
+    """', the training subjects' Age 18 to 96' from a conditional template run's
+    template.json (numeric attributes)."""
+    encoding = json.loads((Path(run) / "template.json").read_text())["encoding"] or {}
+    spans = [f"{c} {e['min']:g} to {e['max']:g}" for c, e in encoding.items() if "min" in e]
+    return f"; the training subjects' {', '.join(spans)}" if spans else ""
+
+
 def training_summary(run_dir, model_file="best.keras", model=None):
     """One paragraph: what the run trained on, how long, its validation Dice, the commit."""
     run = Path(run_dir)
@@ -68,9 +83,17 @@ def training_summary(run_dir, model_file="best.keras", model=None):
     d, lo, t = config["data"], config["loss"], config["train"]
     steps = config.get("steps_per_epoch", 0) * len(rows)
     m = config["model"]
-    loss = (f"(1 - h) x {lo['similarity']} + h x Grad, h in [0, 1] drawn per pair (HyperMorph: "
-            f"{m['hyper_layers']} x {m['hyper_units']} hypernetwork units)" if m.get("hyper")
-            else f"{lo['similarity']} + {lo['reg_weight']} x Grad")
+    if m.get("template", "none") != "none":
+        loss = (f"{m['template']} template: {lo['similarity']} of the template warped onto "
+                f"each scan + {lo['template_mean_weight']} x MSE of the mean scan-to-template "
+                f"field + {lo['reg_weight']} x Grad"
+                + (f"; conditioned on {d['attributes']} (`{os.path.basename(d['attributes_csv'])}`"
+                   f"{attribute_ranges(run)})" if m["template"] == "conditional" else ""))
+    elif m.get("hyper"):
+        loss = (f"(1 - h) x {lo['similarity']} + h x Grad, h in [0, 1] drawn per pair "
+                f"(HyperMorph: {m['hyper_layers']} x {m['hyper_units']} hypernetwork units)")
+    else:
+        loss = f"{lo['similarity']} + {lo['reg_weight']} x Grad"
     text = (f"Trained by vxm_tf ({d['dataset']} data `{os.path.basename(d['data_dir'] or '')}`, "
             f"{d['train']} training subjects; {loss}"
             + (f" + {lo['seg_weight']} x Dice of the warped segmentations" if lo["seg_weight"]
@@ -95,6 +118,27 @@ def training_summary(run_dir, model_file="best.keras", model=None):
     return text + (f"; shipped from vxm_tf commit {commit}" if commit else "") + "."
 
 
+def kind_of(model):
+    """The card kind (`vxm_tf.models.KINDS`) of a loaded model."""
+    from vxm_tf import hypermorph, templates
+
+    if isinstance(model, templates.ConditionalTemplateCreation):
+        return "conditional template"
+    if isinstance(model, templates.TemplateCreation):
+        return "template"
+    return "hypermorph" if isinstance(model, hypermorph.HyperVxmDense) else "pairwise"
+
+
+def report_scores(path, name):
+    """A model's score rows written by a report (`{name: [rows]}` JSON, e.g.
+    reports/templates/scores.json from tools/report_templates.py)."""
+    rows = json.loads(Path(path).read_text())
+    if name not in rows:
+        sys.exit(f"error: --report_scores={path}: no scores for {name} (it has "
+                 f"{', '.join(rows) or 'none'})")
+    return rows[name]
+
+
 def evaluate(name, label, flag_text):
     """Score the model with `python -m vxm_tf.evaluate`; the card row."""
     extra = shlex.split(flag_text)
@@ -112,7 +156,9 @@ def evaluate(name, label, flag_text):
 
 
 def summary_markdown(cards):
-    """reports/models.md: every registered model's scores, one table."""
+    """reports/models.md: every registered model's scores, one table per kind of score."""
+    rows = [(card, row) for card in cards.values() for row in card.scores]
+    atlas = [(card, row) for card, row in rows if card_text.is_atlas_row(row)]
     lines = ["# Models by name: their scores", "",
              "Every model `vxm-models list` names, with the scores on its card "
              "(`vxm_tf/models/NAME/README.md`, or `vxm-models show NAME`: each row's command "
@@ -124,7 +170,15 @@ def summary_markdown(cards):
                    row["data"], row["pairs"], f"{row['dice_before']:.3f}",
                    f"**{row['dice']:.3f}**", f"{row['hd95_mm']:.2f}",
                    f"{row['folding_percent']:.4f}"]
-                  for card in cards.values() for row in card.scores])]
+                  for card, row in rows if not card_text.is_atlas_row(row)])]
+    if atlas:
+        lines += ["", "Templates, as atlases: atlas-based segmentation Dice (mean, standard "
+                  "deviation over the subjects).", "", *reporting.table(
+                      ["model", "input", "data", "subjects", "Dice", "compared with"],
+                      [[f"`{card.name}`", "x".join(map(str, card.input.get("shape", ()))),
+                        row["data"], row["subjects"],
+                        f"**{row['dice']:.4f}** ({row['dice_sd']:.4f})", row["compared"]]
+                       for card, row in atlas])]
     return "\n".join(lines) + "\n"
 
 
@@ -139,6 +193,8 @@ def main(argv=None):
                         "model at the weight vxm-choose-lambda chose)")
     parser.add_argument("--card_json", help="JSON of card fields to set (input, licence, ...)")
     parser.add_argument("--score", action="append", default=[], metavar="LABEL=FLAGS")
+    parser.add_argument("--report_scores", help="JSON of score rows by model name written "
+                        "by a report (templates: atlas-based segmentation)")
     args = parser.parse_args(argv)
     if args.summary:
         files.write_text(args.summary, summary_markdown(models.cards()))
@@ -154,22 +210,26 @@ def main(argv=None):
         folder.mkdir(exist_ok=True)
         import keras  # the weights alone: the optimiser's state is for resuming a run
 
-        from vxm_tf import hypermorph, networks  # noqa: F401 - registers the classes
+        from vxm_tf import hypermorph, networks, templates  # noqa: F401 - registers them
         model = keras.saving.load_model(Path(args.run) / args.model_file, compile=False)
         with files.atomic_path(folder / "model.keras") as tmp:
             model.save(tmp)
         card["run"] = str(Path(args.run))
+        card["kind"] = kind_of(model)
         files.write_json(folder / "config.json", relative_config(args.run))
-        for name in ("history.csv", "timing.json"):  # the training curve and speed
+        # the training curve and speed; a template run's settings and starting image
+        for name in ("history.csv", "timing.json", "template.json", "base_template.nii.gz"):
             if (Path(args.run) / name).is_file():
                 shutil.copyfile(Path(args.run) / name, folder / name)
         card["training"] = training_summary(args.run, args.model_file, model)
     if card.get("shipped"):
         card["sha256"] = models.sha256(folder / card["file"])
         files.write_json(folder / "card.json", card)  # registered: the scores use its name
-    if args.score:
-        card["scores"] = [evaluate(args.name, *spec.split("=", 1)) for spec in args.score]
-    order = ("file", "sha256", "shipped", "url", "input", "training", "scores", "licence",
+    if args.score or args.report_scores:
+        card["scores"] = ([evaluate(args.name, *spec.split("=", 1)) for spec in args.score]
+                          + (report_scores(args.report_scores, args.name)
+                             if args.report_scores else []))
+    order = ("kind", "file", "sha256", "shipped", "url", "input", "training", "scores", "licence",
              "citation", "source", "run")
     card = {k: card[k] for k in order if k in card}
     files.write_json(folder / "card.json", card)

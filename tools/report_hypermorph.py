@@ -25,13 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import reporting  # noqa: E402
 
-from vxm_tf import configs, evaluation, experiment, hypermorph, networks  # noqa: E402
+from vxm_tf import configs, evaluation, experiment, hypermorph, models, networks  # noqa: E402
 from vxm_tf.lambda_choice import parse_grid  # noqa: E402
 
 
 def run_facts(model_path):
-    """`(config, steps, seconds, best validation Dice)` of a model's run folder."""
-    run = Path(model_path).parent
+    """`(config, steps, seconds, best validation Dice)` of a model's run folder (a
+    registered name: its folder in the package)."""
+    run = Path(models.resolve(model_path)).parent
     config = json.loads((run / "config.json").read_text())
     timing = json.loads((run / "timing.json").read_text())
     steps = config["steps_per_epoch"] * len(timing["epoch_seconds"])

@@ -34,10 +34,12 @@ import reporting  # noqa: E402
 
 from vxm_tf import (  # noqa: E402
     configs,
+    data,
     experiment,
     files,
     hypermorph,
     metrics,
+    models,
     registration,
     templates,
 )
@@ -92,6 +94,30 @@ def pairwise_fields(model, atlas, volumes):
     return model.register(moving, volumes.images[..., None].astype(np.float32))
 
 
+def conditional_dice(cond, settings, base, csv, pairwise, train, volumes, labels):
+    """Dice per subject of `volumes` segmented with the conditional template for that
+    subject's own attributes (read from `csv`): the template's labels the majority vote of
+    the training segmentations registered onto it by `pairwise`, the template registered
+    onto the scan by `pairwise`."""
+    encoded, _ = data.read_attributes(csv, settings["columns"], volumes.names,
+                                      settings["encoding"])
+    made = cond.template(encoded, base)[..., 0]
+    dice = []
+    for k, template in enumerate(made):
+        seg = majority(to_template_pairwise(pairwise, template, train))
+        one = dataclasses.replace(volumes, images=volumes.images[k:k + 1],
+                                  segs=volumes.segs[k:k + 1], names=volumes.names[k:k + 1])
+        dice.append(atlas_dice(pairwise_fields(pairwise, template, one), seg, one, labels)[0])
+    return np.array(dice)
+
+
+def score_row(data_name, dice, compared):
+    """A card's atlas-based segmentation row (tools/model_card.py --report_scores)."""
+    return {"data": data_name, "subjects": len(dice), "dice": round(float(dice.mean()), 4),
+            "dice_sd": round(float(dice.std()), 4), "compared": compared,
+            "command": "make template-report"}
+
+
 def training_steps(model_path):
     """A run's training steps (epochs x steps per epoch), from its config.json."""
     train = json.loads((Path(model_path).parent / "config.json").read_text())["train"]
@@ -131,12 +157,21 @@ def main(argv=None):
     try:
         if not out.parent.is_dir():
             raise ValueError(f"{out}: folder {out.parent} does not exist")
-        candidates = [templates.TemplateCreation.load(path) for path in args.template]
+        # a registered name is read from its folder in the package
+        resolved = {path: models.resolve(path) for path in [*args.template, args.conditional]
+                    if path}
+        candidates = [templates.TemplateCreation.load(resolved[p]) for p in args.template]
         data_config = configs.run_data_config(args.template[0])
         for path in args.template[1:]:
             if configs.run_data_config(path) != data_config:
                 raise ValueError(f"--template {path}: trained on other data than "
                                  f"{args.template[0]}")
+        if args.conditional:  # scored on the same subjects: trained on the same ones
+            cond_data = configs.run_data_config(resolved[args.conditional])
+            if (dataclasses.replace(cond_data, attributes_csv="", attributes="")
+                    != dataclasses.replace(data_config, attributes_csv="", attributes="")):
+                raise ValueError(f"--conditional {args.conditional}: trained on other data "
+                                 f"than {args.template[0]}")
         pairwise = hypermorph.load(args.pairwise, source=f"--pairwise={args.pairwise}")
         splits = experiment.build_splits(data_config)
         ages = [float(a) for a in args.ages.split(",")]
@@ -159,7 +194,7 @@ def main(argv=None):
     # the run and the way of making its labels that segment the validation subjects best
     path, model, segs, on_val_ways = max(runs, key=lambda r: max(r[3].values()))
     chosen_way = max(on_val_ways, key=on_val_ways.get)
-    settings, base = template_training.read(Path(path).parent)
+    settings, base = template_training.read(Path(resolved[path]).parent)
     template, template_seg = model.get_atlas(), segs[chosen_way]
     for way, seg in segs.items():
         key = f"learned template ({way}), pairwise model"
@@ -192,10 +227,18 @@ def main(argv=None):
     figure([base, template, train.images[best]],
            ["mean training scan", "learned template", f"best subject {train.names[best]}"],
            figure_dir / "atlases.png")
-    lines_cond = []
+    lines_cond, card_rows = [], {}
+    test_data = (f"neurite-OASIS 2D test subjects ({len(test)}), atlas registered by "
+                 f"`{args.pairwise}`")
+    template_key = f"learned template ({chosen_way}), pairwise model"
+    card_rows[path] = [score_row(test_data, scores[template_key], (
+        f"best single training subject as atlas (chosen on validation) "
+        f"{scores[single].mean():.4f}; mean training scan "
+        f"{scores['mean training scan, pairwise model'].mean():.4f}"))]
     if args.conditional:
-        cond = templates.ConditionalTemplateCreation.load(args.conditional)
-        cond_settings, cond_base = template_training.read(Path(args.conditional).parent)
+        cond = templates.ConditionalTemplateCreation.load(resolved[args.conditional])
+        cond_settings, cond_base = template_training.read(
+            Path(resolved[args.conditional]).parent)
         column = cond_settings["columns"][0]
         encoded = np.array([[(a - cond_settings["encoding"][column]["mean"])
                              / cond_settings["encoding"][column]["std"]] for a in ages],
@@ -212,6 +255,25 @@ def main(argv=None):
             f"![templates by age]({figure_dir.name}/by_age.png)", "",
             f"Mean absolute difference between the {ages[0]:g} and {ages[-1]:g} templates: "
             f"{change.mean():.4f} (intensity in [0, 1]; largest {change.max():.3f}).", ""]
+        print("segmenting each subject with the template of its own age", flush=True)
+        csv = configs.run_data_config(resolved[args.conditional]).attributes_csv
+        cond_test, cond_val = (conditional_dice(cond, cond_settings, cond_base, csv, pairwise,
+                                                train, v, labels) for v in (test, val))
+        same = scores[f"learned template ({label_ways[1]}), pairwise model"]
+        lines_cond += [
+            f"As an atlas, each subject segmented with the template of its own {column} (its "
+            "labels the majority vote of the training segmentations registered onto it by "
+            "the pairwise model, which registers it onto the scan): test Dice "
+            f"{cond_test.mean():.4f} ({cond_test.std():.4f}), validation "
+            f"{cond_val.mean():.4f}, against {same.mean():.4f} for the unconditional learned "
+            "template with its labels made the same way: higher on "
+            f"{int((cond_test > same).sum())} of the {len(test)} test subjects (paired "
+            f"difference {(cond_test - same).mean():+.4f} +- {(cond_test - same).std():.4f}).",
+            ""]
+        card_rows[args.conditional] = [score_row(
+            f"{test_data}, each at the template of its own {column}", cond_test,
+            f"the unconditional learned template, labels made the same way {same.mean():.4f}")]
+    files.write_json(figure_dir / "scores.json", card_rows)  # the cards' rows
 
     ranked = sorted(scores.items(), key=lambda kv: -kv[1].mean())
     winner, runner = ranked[0], ranked[1]
@@ -243,7 +305,7 @@ def main(argv=None):
            "either way):", "", *reporting.table(
                ["template run", "steps", *(f"validation Dice, {w}" for w in label_ways)],
                [[f"`{r[0]}`" + (" (**chosen**)" if r[0] == path else ""),
-                 training_steps(r[0]), *(f"{r[3][w]:.4f}" for w in label_ways)]
+                 training_steps(resolved[r[0]]), *(f"{r[3][w]:.4f}" for w in label_ways)]
                 for r in runs]), ""] if len(runs) > 1 else []),
         f"![the atlases]({figure_dir.name}/atlases.png)", "",
         "Template labels: the majority vote of the training segmentations brought into "

@@ -1,26 +1,37 @@
 """Summarise trained runs and their test evaluations as one markdown results file.
 
-    python tools/report_training.py --runs runs/oasis2d-ncc runs/oasis2d-mse \
+    python tools/report_training.py --runs vxm-tf-oasis2d-ncc runs/oasis2d-mse \
         --out reports/oasis2d_training.md
 
-Reads each run's config.json, history.csv, timing.json (training seconds per step) and
-eval-test/summary.json (written by `python -m vxm_tf.evaluate`).
+Each of `--runs` is a run folder or a shipped model's name (its folder in the package,
+which holds its run's files). Reads its config.json, history.csv, timing.json (training
+seconds per step) and the test evaluation `python -m vxm_tf.evaluate` wrote: a run's
+`eval-test/summary.json`, a name's `EVALS/NAME/summary.json` (`--evals`).
 """
 
 import argparse
 import csv
 import json
+import sys
 from pathlib import Path
 
 import reporting
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from vxm_tf import models  # noqa: E402
 
-def run_row(run_dir):
-    run_dir = Path(run_dir)
+
+def run_row(run, evals="runs/eval"):
+    """A run folder's (or a shipped model's) row: config, history, timing, test summary."""
+    if models.is_name(str(run)):
+        run_dir, summary_path = models.card(run).folder, Path(evals) / run / "summary.json"
+    else:
+        run_dir = Path(run)
+        summary_path = run_dir / "eval-test" / "summary.json"
     config = json.loads((run_dir / "config.json").read_text())
     with open(run_dir / "history.csv") as f:
         history = list(csv.DictReader(f))
-    summary = json.loads((run_dir / "eval-test" / "summary.json").read_text())
+    summary = json.loads(summary_path.read_text())
     timing_path = run_dir / "timing.json"
     timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
     return {"run": run_dir.name, "config": config, "history": history, "summary": summary,
@@ -59,7 +70,10 @@ def markdown(rows, commands):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", nargs="+", required=True)
+    parser.add_argument("--runs", nargs="+", required=True,
+                        help="run folders or shipped models' names")
+    parser.add_argument("--evals", default="runs/eval",
+                        help="folder of the names' evaluations (NAME/summary.json)")
     parser.add_argument("--out", type=reporting.markdown_path, required=True)
     parser.add_argument("--title", default="Training results")
     parser.add_argument("--preamble", default="", help="markdown file put before the table")
@@ -68,7 +82,7 @@ def main():
     args = parser.parse_args()
     if args.preamble and Path(args.preamble).resolve() == Path(args.out).resolve():
         parser.error(f"--out={args.out} would overwrite --preamble")
-    rows = [run_row(r) for r in args.runs]
+    rows = [run_row(r, args.evals) for r in args.runs]
     preamble = Path(args.preamble).read_text() if args.preamble else ""
     text = f"# {args.title}\n\n{preamble}\n{markdown(rows, args.command)}"
     out = Path(args.out)

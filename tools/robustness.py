@@ -23,7 +23,7 @@ from vxm_tf import cli
 cli.quiet_tensorflow_import()
 import matplotlib.pyplot as plt  # noqa: E402
 
-from vxm_tf import configs, evaluation, figures, perturb  # noqa: E402
+from vxm_tf import configs, evaluation, figures, models, perturb  # noqa: E402
 
 DEFAULT_GRID = ("brightness:-0.4,-0.2,0.2,0.4;offset:-0.2,0.2;gamma:-1,-0.5,0.5,1;"
                 "bias:0.25,0.5,0.75,1;noise:0.02,0.05,0.1")
@@ -82,8 +82,9 @@ def data_source(spec):
 
 
 def describe(path):
-    """One line on how the model at `path` was trained, from its run's config.json."""
-    config_path = Path(path).parent / "config.json"
+    """One line on how the model at `path` (or a registered name) was trained, from its
+    run's config.json."""
+    config_path = Path(models.resolve(path)).parent / "config.json"
     if not config_path.exists():
         return "(no config.json beside it)"
     config = json.loads(config_path.read_text())

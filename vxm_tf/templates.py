@@ -286,8 +286,11 @@ class ConditionalTemplateCreation(keras.Model):
     @classmethod
     def load(cls, path):
         """Load a `.keras` file or an `.h5` written by voxelmorph 0.2's `save` (its
-        attribute layer, named `dense...` there, is `pheno_dense` here)."""
-        path = str(path)
+        attribute layer, named `dense...` there, is `pheno_dense` here); a registered
+        model's name loads its file."""
+        from vxm_tf import models
+
+        path = str(models.resolve(path))
         if path.endswith(".keras"):
             return networks.load_network(cls, path)
         model = cls(**original.read_original_config(path, cls.__name__))

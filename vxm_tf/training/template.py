@@ -130,11 +130,15 @@ def file_name(columns, values):
 
 
 def write_templates(model_path, out_dir, values_text="", log=print):
-    """Write the template(s) of a template run's model into `out_dir` (created once
+    """Write the template(s) of a template run's model (a path, or a registered template
+    model's name) into `out_dir` (created once
     everything is checked) with the training scans' affine; returns the paths written.
     `values_text`: a conditional model's attribute values, `20,40,60` for one attribute or
     `20,F;80,M` (sets separated by `;`, in the attributes' order) for several; nothing for
     an unconditional model. `log` gets a warning for values outside the training range."""
+    from vxm_tf import models
+
+    model_path = models.resolve(model_path)  # a registered name: its folder in the package
     if Path(model_path).is_dir():
         raise ValueError(f"--model={model_path}: a folder, not a model file (.keras)")
     run = Path(model_path).parent
