@@ -341,7 +341,8 @@ model-cards: fetch-models
 		--score="$(REAL3D), + 20 instance steps=$(REAL3D_FLAGS) \
 		--instance_settings=reports/instance_sweep_synth3d.json"
 	$(CARD) --name=vxm-tf-oasis2d-hypermorph --score="$(TEST2D)="
-	$(CARD) --name=vxm-tf-oasis2d-template --report_scores=reports/templates/scores.json
+	$(CARD) --name=vxm-tf-oasis2d-template --report_scores=reports/templates/scores.json \
+		--extra_file=reports/templates/template_seg.nii.gz
 	$(CARD) --name=vxm-tf-oasis2d-template-age --report_scores=reports/templates/scores.json
 	$(CARD) --summary=reports/models.md
 	$(MAKE) readme

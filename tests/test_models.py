@@ -151,10 +151,16 @@ def test_a_shipped_template_writes_its_template_by_name(tmp_path):
     from vxm_tf.training import template
 
     written = template.write_templates("vxm-tf-oasis2d-template", str(tmp_path / "out"))
-    image = io.load_volume(written[0])
+    assert [Path(p).name for p in written] == ["template.nii.gz", "template_seg.nii.gz"]
+    image, labels = (io.load_volume(p) for p in written)
     atlas = templates.TemplateCreation.load("vxm-tf-oasis2d-template").get_atlas()
     np.testing.assert_array_equal(image.data, atlas)
     assert image.affine[0, 0] == -1  # the data's orientation, not an identity
+    np.testing.assert_array_equal(labels.affine, image.affine)
+    assert labels.data.shape == atlas.shape and len(np.unique(labels.data)) == 25  # 24 + 0
+    folder = models.card("vxm-tf-oasis2d-template").folder
+    with pytest.raises(ValueError, match="the model's own folder"):
+        template.write_templates("vxm-tf-oasis2d-template", str(folder))
     aged = template.write_templates("vxm-tf-oasis2d-template-age", str(tmp_path / "ages"),
                                     "20,90")
     young, old = (io.load_volume(p).data for p in aged)

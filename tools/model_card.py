@@ -193,6 +193,9 @@ def main(argv=None):
                         "model at the weight vxm-choose-lambda chose)")
     parser.add_argument("--card_json", help="JSON of card fields to set (input, licence, ...)")
     parser.add_argument("--score", action="append", default=[], metavar="LABEL=FLAGS")
+    parser.add_argument("--extra_file", action="append", default=[],
+                        help="a file to ship in the model's folder (e.g. a template's label "
+                        "map written by its report)")
     parser.add_argument("--report_scores", help="JSON of score rows by model name written "
                         "by a report (templates: atlas-based segmentation)")
     args = parser.parse_args(argv)
@@ -222,6 +225,8 @@ def main(argv=None):
             if (Path(args.run) / name).is_file():
                 shutil.copyfile(Path(args.run) / name, folder / name)
         card["training"] = training_summary(args.run, args.model_file, model)
+    for path in args.extra_file:
+        shutil.copyfile(path, folder / Path(path).name)
     if card.get("shipped"):
         card["sha256"] = models.sha256(folder / card["file"])
         files.write_json(folder / "card.json", card)  # registered: the scores use its name

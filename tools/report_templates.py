@@ -38,6 +38,7 @@ from vxm_tf import (  # noqa: E402
     experiment,
     files,
     hypermorph,
+    io,
     metrics,
     models,
     registration,
@@ -274,6 +275,9 @@ def main(argv=None):
             f"{test_data}, each at the template of its own {column}", cond_test,
             f"the unconditional learned template, labels made the same way {same.mean():.4f}")]
     files.write_json(figure_dir / "scores.json", card_rows)  # the cards' rows
+    # the scored template's label map (shipped with it: vxm-template writes it beside it)
+    io.save_volume(str(figure_dir / template_training.LABELS), template_seg.astype(np.int32),
+                   np.array(settings["affine"]))
 
     ranked = sorted(scores.items(), key=lambda kv: -kv[1].mean())
     winner, runner = ranked[0], ranked[1]
@@ -313,7 +317,10 @@ def main(argv=None):
         "field) or by the pairwise model (each scan registered onto the template); "
         "'no registration' uses the labels that scored higher on the validation subjects. "
         "The mean scan's labels: the majority vote of the training segmentations as they "
-        "are (the scans are affinely aligned).", "",
+        "are (the scans are affinely aligned). The learned template's label map (the one "
+        f"chosen on the validation subjects, {chosen_way}) is written as "
+        f"`{figure_dir.name}/{template_training.LABELS}`: shipped with the template, "
+        "`vxm-template` writes it beside the template image.", "",
         *lines_cond,
         "## Runs", "",
         f"- template: `{path}` ({json.dumps(settings['template'])}); pairwise "

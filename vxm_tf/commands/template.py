@@ -35,7 +35,7 @@ def main(argv):
     cli.check_args(argv)
     paths = cli.call(template.write_templates, FLAGS.model, FLAGS.out_dir, FLAGS.values,
                      errors=(ValueError, OSError, data.DatasetError))
-    print(f"wrote {len(paths)} template(s): {', '.join(paths)}")
+    print(f"wrote {', '.join(paths)}")
 
 
 def console():

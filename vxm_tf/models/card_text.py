@@ -22,7 +22,12 @@ USE = {
     "similarity + H x Grad, so a larger H gives a smoother field); `vxm-choose-lambda` "
     "chooses H on labelled validation scans of your own.",
     "template": "`vxm-template --model={name} --out_dir=DIR` writes the template as "
-    "`DIR/template.nii.gz` with the training scans' affine; in Python, "
+    "`DIR/template.nii.gz` with the training scans' affine, and its label map as "
+    "`DIR/template_seg.nii.gz` where the model has one (the atlas of atlas-based "
+    "segmentation: `vxm-register --model=PAIRWISE --moving=DIR/template.nii.gz "
+    "--moving_seg=DIR/template_seg.nii.gz --fixed=SCAN --moved=... --moved_seg=...` brings "
+    "it onto a scan, PAIRWISE a pairwise model of the same space: the scores below name the "
+    "one used); in Python, "
     "`TemplateCreation.load('{name}').register(scans)` gives each scan's template-to-scan "
     "displacement. Scans must follow the contract above (the template's space).",
     "conditional template": "`vxm-template --model={name} --values=20,40,60 --out_dir=DIR` "

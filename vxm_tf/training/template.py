@@ -6,7 +6,9 @@ and their encoding, for `vxm-template`), `base_template.nii.gz` (the mean traini
 where an unconditional template starts, and what a conditional one adds its attribute
 image to) and, at the end, `template.nii.gz` (unconditional) with the data's affine.
 `write_templates` writes a trained run's templates (`vxm-template`): the one template of an
-unconditional model, or a conditional model's templates for given attribute values.
+unconditional model (with its label map `template_seg.nii.gz` where the model's folder has
+one, as the shipped template has), or a conditional model's templates for given attribute
+values.
 """
 
 import json
@@ -17,7 +19,7 @@ import numpy as np
 
 from vxm_tf import data, files, io, templates
 
-SETTINGS, BASE = "template.json", "base_template.nii.gz"
+SETTINGS, BASE, LABELS = "template.json", "base_template.nii.gz", "template_seg.nii.gz"
 
 
 def mean_image(volumes):
@@ -148,6 +150,9 @@ def write_templates(model_path, out_dir, values_text="", log=print):
         raise ValueError(f"--model={model_path}: no template.json and base_template.nii.gz "
                          "beside it (a --template run's folder)") from None
     files.check_output_folder(out_dir)
+    if Path(out_dir).resolve() == run.resolve():
+        raise ValueError(f"--out_dir={out_dir}: the model's own folder (its template files "
+                         "would be replaced); give another")
     affine = np.array(settings["affine"])
     if settings["template"] == "unconditional":
         if values_text:
@@ -155,8 +160,14 @@ def write_templates(model_path, out_dir, values_text="", log=print):
         model = _load(model_path, settings["template"])
         Path(out_dir).mkdir(exist_ok=True)
         path = str(Path(out_dir) / "template.nii.gz")
-        io.save_volume(path, model.get_atlas(), affine)
-        return [path]
+        written = [path]
+        with files.all_or_nothing():
+            io.save_volume(path, model.get_atlas(), affine)
+            if (run / LABELS).is_file():  # a shipped template's label map
+                written.append(str(Path(out_dir) / LABELS))
+                labels = io.load_volume(str(run / LABELS))
+                io.save_volume(written[-1], labels.data.astype(np.int32), affine)
+        return written
     columns, encoding = settings["columns"], settings["encoding"]
     sets = parse_values(values_text, columns)
     encoded = np.array([[data.encode_attribute(v, encoding[c], c, "--values")
