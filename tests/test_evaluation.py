@@ -188,9 +188,18 @@ def test_evaluate_model_checks_everything_before_the_model_then_writes_the_repor
         "per_label.csv", "per_pair.csv", "summary.json", "summary.md"]
     assert len(list((tmp_path / "direct").glob("pair_*.png"))) == 1
     # the same folder again, without examples: the earlier run's example is not left beside
-    evaluation.evaluate_model(str(trained_run / "best.keras"), config, tmp_path / "direct",
-                              surface=False, figure_count=0)
+    summary = evaluation.evaluate_model(str(trained_run / "best.keras"), config,
+                                        tmp_path / "direct", surface=False, figure_count=0,
+                                        perturbation="brightness:0.1")
     assert list((tmp_path / "direct").glob("pair_*.png")) == []
+    # what produced the scores is in the report, not only in the folder's name
+    assert summary["perturbation"] == "brightness:0.1"
+    assert "perturbed (brightness:0.1)" in (tmp_path / "direct" / "summary.md").read_text()
+    assert evaluation.default_out_dir("r/best.keras", "test", None, 10, "bias:0.5") == \
+        os.path.join("r", "eval-test-instance10-perturbed")
+    (tmp_path / "blocked" / "summary.md").mkdir(parents=True)  # found before any pair
+    with pytest.raises(ValueError, match="a folder stands where the report's summary.md"):
+        evaluation.evaluate_model(missing, config, tmp_path / "blocked")
     with pytest.raises(ValueError, match=r"--perturb=brightness:-1 leaves \d+ moving image\(s\) "
                                          "blank"):  # nothing left to score
         evaluation.evaluate_model(str(trained_run / "best.keras"), config, tmp_path / "b",

@@ -186,6 +186,10 @@ def test_chosen_weight_is_written_as_a_model_that_registers_there(hyper_model, t
         check_out(str(path), str(path), default=True)
     with pytest.raises(ValueError, match="would overwrite the input --model"):
         check_out(str(path), str(path))  # named as it is, not as a checkpoint
+    from vxm_tf import models
+    shipped = models.card("vxm-tf-oasis2d-hypermorph").folder / "chosen.keras"
+    with pytest.raises(ValueError, match="inside vxm_tf's registered models"):
+        check_out(str(shipped), "vxm-tf-oasis2d-hypermorph")
     with pytest.raises(ValueError, match="--grid is empty"):
         parse_grid(" ")
     tied = [{"hyper_lambda": h, "dice": 0.5, "folding_percent": 0.0} for h in (0.0, 0.4)]

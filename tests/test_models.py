@@ -132,7 +132,9 @@ def test_models_command_line(home, tmp_path):
     assert shown.returncode == 0 and "## Input" in shown.stdout
     shown = run("show", "vxm-tf-oasis2d-template")  # a template's card says how it is used
     assert shown.returncode == 0 and "--model=vxm-tf-oasis2d-template --out_dir" in shown.stdout
-    assert "Atlas-based segmentation" in shown.stdout and "vxm-register" not in shown.stdout
+    assert "Atlas-based segmentation" in shown.stdout
+    assert "--moving_seg=DIR/template_seg.nii.gz" in shown.stdout  # how to segment with it
+    assert "`vxm-register` takes scans of any size" not in shown.stdout  # not a pairwise one
 
 
 def test_a_card_of_an_unknown_kind_is_refused(tmp_path):
@@ -154,7 +156,7 @@ def test_a_shipped_template_writes_its_template_by_name(tmp_path):
     assert [Path(p).name for p in written] == ["template.nii.gz", "template_seg.nii.gz"]
     image, labels = (io.load_volume(p) for p in written)
     atlas = templates.TemplateCreation.load("vxm-tf-oasis2d-template").get_atlas()
-    np.testing.assert_array_equal(image.data, atlas)
+    np.testing.assert_array_equal(image.data, np.clip(atlas, 0, 1))  # the scans' range
     assert image.affine[0, 0] == -1  # the data's orientation, not an identity
     np.testing.assert_array_equal(labels.affine, image.affine)
     assert labels.data.shape == atlas.shape and len(np.unique(labels.data)) == 25  # 24 + 0
@@ -336,3 +338,35 @@ def test_an_installed_package_carries_every_models_files():
     for name in found:
         assert any(fnmatch(name, pattern) for pattern in patterns), (
             f"{name} is not installed by setup.cfg's package_data")
+
+
+def test_fetching_a_shipped_model_checks_the_packages_copy(tmp_path, monkeypatch):
+    folder = tmp_path / "registry" / "tiny-shipped"
+    folder.mkdir(parents=True)
+    (folder / "m.keras").write_bytes(b"shipped weights")
+    (folder / "card.json").write_text(json.dumps({
+        "file": "m.keras", "sha256": models.sha256(folder / "m.keras"), "shipped": True}))
+    monkeypatch.setattr(models, "HERE", tmp_path / "registry")
+    assert models.fetch("tiny-shipped") == folder / "m.keras"
+    (folder / "m.keras").write_bytes(b"replaced")
+    with pytest.raises(models.ModelError, match="differs from its card's sha256"):
+        models.fetch("tiny-shipped")
+
+
+def test_vxm_template_refuses_bad_values_and_blocked_outputs_before_writing(tmp_path):
+    from vxm_tf.training import template
+
+    age = "vxm-tf-oasis2d-template-age"
+    with pytest.raises(ValueError, match="--values=,: no values"):
+        template.write_templates(age, str(tmp_path / "a"), ",")
+    with pytest.raises(ValueError, match="--out_dir is empty"):
+        template.write_templates(age, "", "20")
+    out = tmp_path / "out"
+    (out / "template_Age-20.nii.gz").mkdir(parents=True)
+    (out / "template_Age-30.nii.gz").write_text("OLD")
+    with pytest.raises(ValueError, match="template_Age-20.nii.gz: a folder stands there"):
+        template.write_templates(age, str(out), "30,20")
+    assert (out / "template_Age-30.nii.gz").read_text() == "OLD"  # nothing written
+    notes = []
+    template.write_templates(age, str(tmp_path / "old"), "95", log=notes.append)
+    assert notes and "Age=95 (trained on 18 to 89)" in notes[0]  # the shipped range

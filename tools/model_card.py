@@ -87,6 +87,8 @@ def training_summary(run_dir, model_file="best.keras", model=None):
         loss = (f"{m['template']} template: {lo['similarity']} of the template warped onto "
                 f"each scan + {lo['template_mean_weight']} x MSE of the mean scan-to-template "
                 f"field + {lo['reg_weight']} x Grad"
+                + (f" + {lo['template_deform_weight']} x MSE of the template-to-scan "
+                   "displacement" if m["template"] == "conditional" else "")
                 + (f"; conditioned on {d['attributes']} (`{os.path.basename(d['attributes_csv'])}`"
                    f"{attribute_ranges(run)})" if m["template"] == "conditional" else ""))
     elif m.get("hyper"):
@@ -103,8 +105,10 @@ def training_summary(run_dir, model_file="best.keras", model=None):
                f"{t['epochs']})" if len(rows) < t["epochs"] else "")
             + (f" from `{start_model(t['init_model'])}`" if t.get("init_model") else "") + ")")
     if dice:
-        kept = "the best" if model_file == "best.keras" else f"{model_file}"
-        text += (f"; validation Dice by epoch {', '.join(f'{v:.3f}' for v in dice)} "
+        kept = {"best.keras": "the best", "chosen.keras": "the last, at the weight below"}.get(
+            model_file, model_file)
+        at = f" at h = {t['hyper_val_lambda']:g}" if m.get("hyper") else ""
+        text += (f"; validation Dice{at} by epoch {', '.join(f'{v:.3f}' for v in dice)} "
                  f"(kept: {kept})")
     if getattr(model, "hyper_lambda", None) is not None:
         text += (f"; registers at h = {', '.join(f'{h:g}' for h in model.hyper_lambda)}, the "
@@ -116,6 +120,18 @@ def training_summary(run_dir, model_file="best.keras", model=None):
     commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()
     return text + (f"; shipped from vxm_tf commit {commit}" if commit else "") + "."
+
+
+def same_weights(model, path):
+    """Whether the model file at `path` holds `model`'s class and weights exactly."""
+    import keras
+    import numpy as np
+
+    if not Path(path).is_file():
+        return False
+    shipped = keras.saving.load_model(path, compile=False)
+    return type(shipped) is type(model) and len(shipped.weights) == len(model.weights) and all(
+        np.array_equal(a, b) for a, b in zip(shipped.get_weights(), model.get_weights()))
 
 
 def kind_of(model):
@@ -215,8 +231,9 @@ def main(argv=None):
 
         from vxm_tf import hypermorph, networks, templates  # noqa: F401 - registers them
         model = keras.saving.load_model(Path(args.run) / args.model_file, compile=False)
-        with files.atomic_path(folder / "model.keras") as tmp:
-            model.save(tmp)
+        if not same_weights(model, folder / "model.keras"):  # a .keras file records when
+            with files.atomic_path(folder / "model.keras") as tmp:  # it was saved: the
+                model.save(tmp)  # same weights are not written again
         card["run"] = str(Path(args.run))
         card["kind"] = kind_of(model)
         files.write_json(folder / "config.json", relative_config(args.run))

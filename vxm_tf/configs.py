@@ -206,9 +206,10 @@ def flag_groups():
             ("training", flags_of(TrainConfig))]
 
 
-def config_from_flags(fl, training=True):
+def config_from_flags(fl, training=True, check=True):
     """Plain `Config` from parsed absl flags; raises `ConfigError` on inconsistency
-    (`training` False: for scoring, which needs no training subjects)."""
+    (`training` False: for scoring, which needs no training subjects; `check` False: the
+    caller checks it, e.g. once merged with a model's run)."""
     enc, dec = ints(fl.enc.split(","), "enc"), ints(fl.dec.split(","), "dec")
     if bool(enc) != bool(dec):
         raise ConfigError("--enc and --dec go together (both or neither)")
@@ -219,7 +220,8 @@ def config_from_flags(fl, training=True):
                                 nb_features=[list(enc), list(dec)] if enc else None),
         loss=values_from_flags(LossConfig, fl),
         train=values_from_flags(TrainConfig, fl))
-    check_config(config, training)
+    if check:
+        check_config(config, training)
     return config
 
 

@@ -204,13 +204,15 @@ def data_config(model_path, fl):
     flags given in `fl` (parsed absl `FlagValues` holding `configs.define_flags()`'s flags)
     applied over it; the flags alone for a model without a run. A registered model's data
     folder that is not here is a `DatasetError` saying how to point at it."""
-    config = configs.config_from_flags(fl, training=False).data
-    saved = configs.run_data_config(model_path)
-    if saved is None:
-        return config
+    full = configs.config_from_flags(fl, training=False, check=False)
+    config, saved = full.data, configs.run_data_config(model_path)
     given = {f.name for f in dataclasses.fields(config)
              if f.name in fl and fl[f.name].present}
-    merged = dataclasses.replace(saved, **{k: getattr(config, k) for k in given})
+    merged = config if saved is None else dataclasses.replace(
+        saved, **{k: getattr(config, k) for k in given})
+    configs.check_config(dataclasses.replace(full, data=merged), training=False)  # merged
+    if saved is None:
+        return merged
     name = models.name_of(model_path)
     if name and merged.data_dir and not Path(merged.data_dir).is_dir():
         raise data.DatasetError(
@@ -220,12 +222,15 @@ def data_config(model_path, fl):
     return merged
 
 
-def default_out_dir(model_path, split, hyper_lambda=None):
+def default_out_dir(model_path, split, hyper_lambda=None, instance_steps=0, perturbation=""):
     """`eval-<split>/` beside a model file, `eval-<name>-<split>/` in the working folder for
     a registered model (never inside the package or the cache); a HyperMorph weight `h`
-    adds `-h<h>`, so that each weight is scored apart."""
+    adds `-h<h>`, instance optimisation `-instance<steps>`, a perturbation `-perturbed`,
+    so that each is scored apart from the plain evaluation."""
     registered = models.name_of(model_path)
-    at = "" if hyper_lambda is None else f"-h{hyper_lambda:g}"
+    at = ("" if hyper_lambda is None else f"-h{hyper_lambda:g}") + (
+        f"-instance{instance_steps}" if instance_steps else "") + (
+        "-perturbed" if perturbation else "")
     return (f"eval-{registered}-{split}{at}" if registered
             else str(Path(model_path).parent / f"eval-{split}{at}"))
 
@@ -294,6 +299,10 @@ def evaluate_model(model_path, config, out_dir, split="test", pairs_path="", sur
     if int(figure_count) != figure_count or figure_count < 0:
         raise ValueError(f"--figures must be 0 or more, got {figure_count}")
     files.check_output_folder(str(out_dir))
+    standing = [n for n in REPORT_FILES if (Path(out_dir) / n).is_dir()]
+    if standing:  # found now, not after every pair is registered
+        raise ValueError(f"--out_dir={out_dir}: a folder stands where the report's "
+                         f"{standing[0]} goes")
     inputs = {"--pairs": pairs_path, "--model": str(models.resolve(model_path)),
               **{f"--{name}": getattr(config, name) for name in configs.PATH_FIELDS}}
     for name in REPORT_FILES:  # the report's files may not replace what it reads
@@ -332,6 +341,12 @@ def evaluate_model(model_path, config, out_dir, split="test", pairs_path="", sur
     if hyper is not None:  # the HyperMorph weight it registered at
         summary["hyper_lambda"] = hyper[0] if len(hyper) == 1 else list(hyper)
         title += f", h = {', '.join(f'{h:g}' for h in hyper)}"
+    if instance_config is not None and instance_config.steps:  # what produced the scores
+        summary["instance"] = instance_config.describe()
+        title += f", + {instance_config.steps} instance optimisation steps"
+    if perturbations:
+        summary["perturbation"] = perturbation
+        title += f", moving images perturbed ({perturbation})"
     # an earlier report in the folder: its example figures are not this report's
     earlier = (set(Path(out_dir).glob("pair_*.png"))
                if (Path(out_dir) / "summary.json").is_file() else set())

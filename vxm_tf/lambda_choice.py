@@ -44,6 +44,9 @@ def check_out(out, model, default=False):
     if default and path.resolve() == Path(str(models.resolve(model))).resolve():
         raise ValueError(f"--model={model} is the default output ({out}) itself: give --out")
     files.check_not_inputs(out, {"--model": str(models.resolve(model))}, "--out")
+    if models.HERE.resolve() in path.resolve().parents:
+        raise ValueError(f"--out={out}: inside vxm_tf's registered models "
+                         f"({models.HERE}); write it elsewhere")
     if path.name in RUN_FILES and (path.parent / "config.json").is_file():
         raise ValueError(f"--out={out}: a checkpoint of the run in {path.parent} "
                          "(--resume reads it); give another name")

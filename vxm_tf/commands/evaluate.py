@@ -44,8 +44,12 @@ def define_flags():
 
 def main(argv):
     cli.check_args(argv)
-    out_dir = FLAGS.out_dir or evaluation.default_out_dir(FLAGS.model, FLAGS.split,
-                                                          FLAGS.hyper_lambda)
+    try:
+        instance_config = instance.config_from_flags(FLAGS)
+    except (configs.ConfigError, ValueError, OSError) as err:
+        cli.fail(str(err))
+    out_dir = FLAGS.out_dir or evaluation.default_out_dir(
+        FLAGS.model, FLAGS.split, FLAGS.hyper_lambda, instance_config.steps, FLAGS.perturb)
 
     def progress(done, total):  # redrawn in place on a terminal only
         if sys.stderr.isatty():
@@ -56,7 +60,7 @@ def main(argv):
         summary = evaluation.evaluate_model(
             FLAGS.model, evaluation.data_config(FLAGS.model, FLAGS), out_dir, FLAGS.split,
             FLAGS.pairs, FLAGS.surface, FLAGS.figures, FLAGS.perturb, FLAGS.seed,
-            instance.config_from_flags(FLAGS), FLAGS.hyper_lambda, progress)
+            instance_config, FLAGS.hyper_lambda, progress)
     except (configs.ConfigError, data.DatasetError, ValueError, OSError) as err:
         cli.fail(str(err))
     hd95 = (f"HD95 {summary['hd95_before']:.2f} -> {summary['hd95_after']:.2f} mm"

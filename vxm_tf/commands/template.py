@@ -24,7 +24,8 @@ FLAGS = flags.FLAGS
 
 def define_flags():
     """Declare this entry point's flags (run as a program only)."""
-    flags.DEFINE_string("model", None, "a template model (.keras) in its run folder")
+    flags.DEFINE_string("model", None, "a template model: a registered name (vxm-models "
+                        "list) or a .keras file in its run folder")
     flags.DEFINE_string("out_dir", None, "folder for template*.nii.gz")
     flags.DEFINE_string("values", "", "conditional models: attribute values, e.g. 20,40,60 "
                         "(one attribute) or 20,F;80,M (several)")

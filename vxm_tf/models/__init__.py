@@ -38,11 +38,11 @@ KINDS = {
     "pairwise": "registers a moving scan onto a fixed one (VxmDense)",
     "hypermorph": "registers a moving scan onto a fixed one at any smoothness weight h in "
                   "[0, 1] (HyperVxmDense: `--hyper_lambda`)",
-    "template": "a learned template (atlas) with the network that registers scans to it "
-                "(TemplateCreation: `vxm-template` writes it as NIfTI)",
-    "conditional template": "templates for given attributes, e.g. age, with the network "
-                            "that registers scans to them (ConditionalTemplateCreation: "
-                            "`vxm-template --values`)",
+    "template": "a learned template (atlas) with the network that registers it onto "
+                "scans (TemplateCreation: `vxm-template` writes it as NIfTI)",
+    "conditional template": "templates for given attributes, e.g. age (the network "
+                            "ConditionalTemplateCreation: `vxm-template --values` writes "
+                            "them as NIfTI; register them with a pairwise model)",
 }
 
 
@@ -195,10 +195,15 @@ def fetch(name, source=None, progress=None):
     """Download (or copy, `source` a local path) model `name`'s weights into the cache,
     checked against its card's sha256; returns the cached path. A file whose checksum
     differs is deleted and `ModelError` raised: nothing is cached then. `progress(done,
-    total)`: optional byte counter. Shipped models need no fetch (their path is returned)."""
+    total)`: optional byte counter. Shipped models need no fetch: their path is returned
+    once their sha256 is checked."""
     entry = card(name)
-    if entry.shipped:
-        return Path(resolve(name))  # checks that the package holds it
+    if entry.shipped:  # nothing to fetch: the package's copy, checked
+        path = Path(resolve(name))
+        if sha256(path) != entry.sha256:
+            raise ModelError(f"{name}: the package's {path} differs from its card's sha256 "
+                             "(damaged or replaced); reinstall vxm_tf")
+        return path
     if source is not None and not source:
         raise ModelError("--from is empty: give a file or an address")
     source = source or entry.url

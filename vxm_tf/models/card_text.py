@@ -22,7 +22,8 @@ USE = {
     "similarity + H x Grad, so a larger H gives a smoother field); `vxm-choose-lambda` "
     "chooses H on labelled validation scans of your own.",
     "template": "`vxm-template --model={name} --out_dir=DIR` writes the template as "
-    "`DIR/template.nii.gz` with the training scans' affine, and its label map as "
+    "`DIR/template.nii.gz` with the training scans' affine (clipped to [0, 1]), and its "
+    "label map as "
     "`DIR/template_seg.nii.gz` where the model has one (the atlas of atlas-based "
     "segmentation: `vxm-register --model=PAIRWISE --moving=DIR/template.nii.gz "
     "--moving_seg=DIR/template_seg.nii.gz --fixed=SCAN --moved=... --moved_seg=...` brings "
@@ -32,8 +33,11 @@ USE = {
     "displacement. Scans must follow the contract above (the template's space).",
     "conditional template": "`vxm-template --model={name} --values=20,40,60 --out_dir=DIR` "
     "writes the template for each value of the attribute(s) named under Training, with the "
-    "training scans' affine; values outside the training subjects' range are extrapolated "
-    "(and warned about). Scans must follow the contract above (the templates' space).",
+    "training scans' affine, clipped to [0, 1]; values outside the training subjects' range "
+    "are extrapolated (and warned about). Its network registers templates onto scans in "
+    "training only: register a template with a pairwise model of the same space "
+    "(`vxm-register --model=PAIRWISE --moving=DIR/template_Age-40.nii.gz --fixed=SCAN ...`). "
+    "Scans must follow the contract above (the templates' space).",
 }
 
 

@@ -72,8 +72,16 @@ def start(config, run_dir, train, resumed, others=()):
 
 
 def read(run_dir):
-    """`(settings, base template)` of a template run (`OSError` when they are missing)."""
-    settings = json.loads((Path(run_dir) / SETTINGS).read_text())
+    """`(settings, base template)` of a template run (`OSError` when they are missing,
+    `ValueError` naming the file when its settings are not a template run's)."""
+    path = Path(run_dir) / SETTINGS
+    settings = json.loads(path.read_text())
+    kind = settings.get("template") if isinstance(settings, dict) else None
+    if kind not in ("unconditional", "conditional") or "affine" not in settings or (
+            kind == "conditional" and not (settings.get("columns")
+                                           and isinstance(settings.get("encoding"), dict))):
+        raise ValueError(f"{path}: not a template run's settings (template, columns, "
+                         "encoding, affine)")
     return settings, io.load_volume(str(Path(run_dir) / BASE)).data.astype(np.float32)
 
 
@@ -90,7 +98,7 @@ def source(config, settings, base, volumes, **kwargs):
 def finish(model, settings, run_dir):
     """Write the learned template of an unconditional run as `template.nii.gz`."""
     if settings["template"] == "unconditional":
-        io.save_volume(str(Path(run_dir) / "template.nii.gz"), model.get_atlas(),
+        io.save_volume(str(Path(run_dir) / "template.nii.gz"), in_range(model.get_atlas()),
                        np.array(settings["affine"]))
 
 
@@ -103,6 +111,9 @@ def parse_values(text, columns):
     else:
         sets = [[v.strip() for v in part.split(",")] for part in text.split(";")
                 if part.strip()]
+    if not sets:
+        raise ValueError(f"--values={text}: no values in it; give the {', '.join(columns)} "
+                         "of each template")
     wrong = [s for s in sets if len(s) != len(columns)]
     if wrong:
         raise ValueError(f"--values: each set needs {len(columns)} values "
@@ -144,11 +155,17 @@ def write_templates(model_path, out_dir, values_text="", log=print):
     if Path(model_path).is_dir():
         raise ValueError(f"--model={model_path}: a folder, not a model file (.keras)")
     run = Path(model_path).parent
+    if not Path(model_path).is_file():
+        raise ValueError(f"--model={model_path}: no such file")
     try:
         settings, base = read(run)
-    except (OSError, ValueError):
+    except ValueError as err:
+        raise ValueError(f"--model={model_path}: {err}") from None
+    except OSError:
         raise ValueError(f"--model={model_path}: no template.json and base_template.nii.gz "
                          "beside it (a --template run's folder)") from None
+    if not str(out_dir).strip():
+        raise ValueError("--out_dir is empty: give a folder")
     files.check_output_folder(out_dir)
     if Path(out_dir).resolve() == run.resolve():
         raise ValueError(f"--out_dir={out_dir}: the model's own folder (its template files "
@@ -157,16 +174,17 @@ def write_templates(model_path, out_dir, values_text="", log=print):
     if settings["template"] == "unconditional":
         if values_text:
             raise ValueError("--values: an unconditional template has no attributes")
+        written = [str(Path(out_dir) / "template.nii.gz")]
+        if (run / LABELS).is_file():  # a shipped template's label map
+            written.append(str(Path(out_dir) / LABELS))
+        _check_free(written)
         model = _load(model_path, settings["template"])
         Path(out_dir).mkdir(exist_ok=True)
-        path = str(Path(out_dir) / "template.nii.gz")
-        written = [path]
         with files.all_or_nothing():
-            io.save_volume(path, model.get_atlas(), affine)
-            if (run / LABELS).is_file():  # a shipped template's label map
-                written.append(str(Path(out_dir) / LABELS))
+            io.save_volume(written[0], in_range(model.get_atlas()), affine)
+            if len(written) > 1:
                 labels = io.load_volume(str(run / LABELS))
-                io.save_volume(written[-1], labels.data.astype(np.int32), affine)
+                io.save_volume(written[1], labels.data.astype(np.int32), affine)
         return written
     columns, encoding = settings["columns"], settings["encoding"]
     sets = parse_values(values_text, columns)
@@ -180,12 +198,28 @@ def write_templates(model_path, out_dir, values_text="", log=print):
     if len(set(paths)) != len(paths):
         same = next(p for p in paths if paths.count(p) > 1)
         raise ValueError(f"--values={values_text}: two sets would both be written as {same}")
+    _check_free(paths)
     images = _load(model_path, settings["template"]).template(encoded, base)
     Path(out_dir).mkdir(exist_ok=True)  # everything checked: the outputs go in
     with files.all_or_nothing():
         for path, image in zip(paths, images):
-            io.save_volume(path, image[..., 0], affine)
+            io.save_volume(path, in_range(image[..., 0]), affine)
     return paths
+
+
+def in_range(image):
+    """A template image clipped to [0, 1], the training scans' range (a learned template
+    strays a little outside it: -0.01 here and there)."""
+    return np.clip(image, 0.0, 1.0).astype(np.float32)
+
+
+def _check_free(paths):
+    """`ValueError` when a folder stands where an output goes (found before any is
+    written)."""
+    for path in paths:
+        if Path(path).is_dir():
+            raise ValueError(f"{path}: a folder stands there; move it or give another "
+                             "--out_dir")
 
 
 def _load(model_path, kind):
