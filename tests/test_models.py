@@ -144,6 +144,10 @@ def test_a_card_of_an_unknown_kind_is_refused(tmp_path):
                                                   "sha256": "0" * 64, "shipped": True}))
     with pytest.raises(models.ModelError, match="kind 'segmenter' is not one of"):
         models.read_card(folder)
+    (folder / "card.json").write_text(json.dumps({"file": "m.keras", "sha256": "0" * 64,
+                                                  "shipped": True, "license": "MIT"}))
+    with pytest.raises(models.ModelError, match="unknown or missing fields license"):
+        models.read_card(folder)  # a misspelt field: one line, not a TypeError
 
 
 def test_a_shipped_template_writes_its_template_by_name(tmp_path):

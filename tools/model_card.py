@@ -22,6 +22,7 @@ tools/report_templates.py wrote for the model's name.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -130,8 +131,10 @@ def same_weights(model, path):
     if not Path(path).is_file():
         return False
     shipped = keras.saving.load_model(path, compile=False)
-    return type(shipped) is type(model) and len(shipped.weights) == len(model.weights) and all(
-        np.array_equal(a, b) for a, b in zip(shipped.get_weights(), model.get_weights()))
+    return (type(shipped) is type(model) and shipped.get_config() == model.get_config()
+            and len(shipped.weights) == len(model.weights)
+            and all(np.array_equal(a, b)
+                    for a, b in zip(shipped.get_weights(), model.get_weights())))
 
 
 def kind_of(model):
@@ -221,19 +224,28 @@ def main(argv=None):
     if not args.name:
         parser.error("--name is required")
     folder = models.HERE / args.name
+    if not (folder / "card.json").exists() and not args.run:
+        parser.error(f"--name={args.name}: no such model yet; give --run to ship one")
+    for spec in args.score:
+        if "=" not in spec:
+            parser.error(f"--score={spec}: give LABEL=EVALUATE FLAGS (the flags may be empty)")
     card = json.loads((folder / "card.json").read_text()) if (folder / "card.json").exists() \
         else {"file": "model.keras", "shipped": True}
     if args.card_json:
         card.update(json.loads(Path(args.card_json).read_text()))
+    unknown = set(card) - {f.name for f in dataclasses.fields(models.Card)}
+    if unknown:
+        parser.error(f"card fields {', '.join(sorted(unknown))} are not a Card's")
     if args.run:
         folder.mkdir(exist_ok=True)
         import keras  # the weights alone: the optimiser's state is for resuming a run
 
         from vxm_tf import hypermorph, networks, templates  # noqa: F401 - registers them
         model = keras.saving.load_model(Path(args.run) / args.model_file, compile=False)
-        if not same_weights(model, folder / "model.keras"):  # a .keras file records when
-            with files.atomic_path(folder / "model.keras") as tmp:  # it was saved: the
-                model.save(tmp)  # same weights are not written again
+        # the same model is not written again: a .keras file records when it was saved
+        if not same_weights(model, folder / card["file"]):
+            with files.atomic_path(folder / card["file"]) as tmp:
+                model.save(tmp)
         card["run"] = str(Path(args.run))
         card["kind"] = kind_of(model)
         files.write_json(folder / "config.json", relative_config(args.run))
@@ -245,12 +257,16 @@ def main(argv=None):
     for path in args.extra_file:
         shutil.copyfile(path, folder / Path(path).name)
     if card.get("shipped"):
-        card["sha256"] = models.sha256(folder / card["file"])
+        digest = files.sha256(folder / card["file"])
+        if card.get("sha256") not in (None, digest) and not (args.score or args.report_scores):
+            card.pop("scores", None)  # other weights: the old scores are not theirs
+        card["sha256"] = digest
         files.write_json(folder / "card.json", card)  # registered: the scores use its name
     if args.score or args.report_scores:
         card["scores"] = ([evaluate(args.name, *spec.split("=", 1)) for spec in args.score]
                           + (report_scores(args.report_scores, args.name)
                              if args.report_scores else []))
+    card.setdefault("kind", "pairwise")
     order = ("kind", "file", "sha256", "shipped", "url", "input", "training", "scores", "licence",
              "citation", "source", "run")
     card = {k: card[k] for k in order if k in card}

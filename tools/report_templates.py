@@ -1,9 +1,12 @@
 """Learned templates as atlases, and age-conditioned templates (`make template-report` ->
 reports/templates.md).
 
-    python tools/report_templates.py --template=runs/oasis2d-template/model.keras \
-        --conditional=runs/oasis2d-template-age/model.keras --pairwise=vxm-tf-oasis2d-ncc \
+    python tools/report_templates.py --template vxm-tf-oasis2d-template \
+        --conditional=vxm-tf-oasis2d-template-age --pairwise=vxm-tf-oasis2d-ncc \
         --out=reports/templates.md
+
+(names or template runs' model files). The score rows it writes for the cards
+(reports/templates/scores.json) are keyed by registry name where the model has one.
 
 Atlas-based segmentation of the test subjects of the template run (its config.json): an
 atlas image with a label map is registered onto each test scan and its labels brought
@@ -120,9 +123,11 @@ def score_row(data_name, dice, compared):
 
 
 def training_steps(model_path):
-    """A run's training steps (epochs x steps per epoch), from its config.json."""
-    train = json.loads((Path(model_path).parent / "config.json").read_text())["train"]
-    return train["epochs"] * train["steps_per_epoch"]
+    """A run's training steps: its steps per epoch (as resolved) x the epochs it ran (the
+    rows of its history.csv)."""
+    run = Path(model_path).parent
+    epochs = len((run / "history.csv").read_text().splitlines()) - 1
+    return json.loads((run / "config.json").read_text())["steps_per_epoch"] * epochs
 
 
 def figure(images, titles, path, rows=1):
@@ -163,20 +168,27 @@ def main(argv=None):
                     if path}
         candidates = [templates.TemplateCreation.load(resolved[p]) for p in args.template]
         data_config = configs.run_data_config(args.template[0])
+        if data_config is None:
+            raise ValueError(f"--template {args.template[0]}: no config.json beside it (a "
+                             "template run's model, or a registered template's name)")
         for path in args.template[1:]:
             if configs.run_data_config(path) != data_config:
                 raise ValueError(f"--template {path}: trained on other data than "
                                  f"{args.template[0]}")
         if args.conditional:  # scored on the same subjects: trained on the same ones
             cond_data = configs.run_data_config(resolved[args.conditional])
-            if (dataclasses.replace(cond_data, attributes_csv="", attributes="")
-                    != dataclasses.replace(data_config, attributes_csv="", attributes="")):
+            plain = {"attributes_csv": "", "attributes": ""}
+            if cond_data is None or (dataclasses.replace(cond_data, **plain)
+                                     != dataclasses.replace(data_config, **plain)):
                 raise ValueError(f"--conditional {args.conditional}: trained on other data "
                                  f"than {args.template[0]}")
         pairwise = hypermorph.load(args.pairwise, source=f"--pairwise={args.pairwise}")
         splits = experiment.build_splits(data_config)
+        if any(splits[s] is None or len(splits[s]) < 2 for s in ("train", "test", "val")):
+            raise ValueError("the template run's data need training, test and validation "
+                             "subjects (2 or more each)")
         ages = [float(a) for a in args.ages.split(",")]
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, data.DatasetError) as err:
         sys.exit(f"error: {err}")
     train, test, val = (in_memory(splits[s]) for s in ("train", "test", "val"))
     labels = train.labels
@@ -232,18 +244,21 @@ def main(argv=None):
     test_data = (f"neurite-OASIS 2D test subjects ({len(test)}), atlas registered by "
                  f"`{args.pairwise}`")
     template_key = f"learned template ({chosen_way}), pairwise model"
-    card_rows[path] = [score_row(test_data, scores[template_key], (
-        f"best single training subject as atlas (chosen on validation) "
-        f"{scores[single].mean():.4f}; mean training scan "
-        f"{scores['mean training scan, pairwise model'].mean():.4f}"))]
+    compared = (f"best single training subject as atlas (chosen on validation) "
+                f"{scores[single].mean():.4f}; mean training scan "
+                f"{scores['mean training scan, pairwise model'].mean():.4f}")
+    card_rows[models.name_of(resolved[path]) or path] = [
+        score_row(test_data, scores[template_key], compared)]
     if args.conditional:
         cond = templates.ConditionalTemplateCreation.load(resolved[args.conditional])
         cond_settings, cond_base = template_training.read(
             Path(resolved[args.conditional]).parent)
         column = cond_settings["columns"][0]
-        encoded = np.array([[(a - cond_settings["encoding"][column]["mean"])
-                             / cond_settings["encoding"][column]["std"]] for a in ages],
-                           np.float32)
+        if len(cond_settings["columns"]) != 1 or "mean" not in cond_settings["encoding"][column]:
+            sys.exit(f"error: --conditional {args.conditional}: this report draws templates "
+                     "of one numeric attribute (age)")
+        encoded = np.array([[data.encode_attribute(a, cond_settings["encoding"][column], column,
+                                                   "--ages")] for a in ages], np.float32)
         aged = cond.template(encoded, cond_base)[..., 0]
         figure(list(aged), [f"{column} {a:g}" for a in ages], figure_dir / "by_age.png")
         change = np.abs(aged[-1] - aged[0])
@@ -271,7 +286,8 @@ def main(argv=None):
             f"{int((cond_test > same).sum())} of the {len(test)} test subjects (paired "
             f"difference {(cond_test - same).mean():+.4f} +- {(cond_test - same).std():.4f}).",
             ""]
-        card_rows[args.conditional] = [score_row(
+        key = models.name_of(resolved[args.conditional]) or args.conditional
+        card_rows[key] = [score_row(
             f"{test_data}, each at the template of its own {column}", cond_test,
             f"the unconditional learned template, labels made the same way {same.mean():.4f}")]
     files.write_json(figure_dir / "scores.json", card_rows)  # the cards' rows

@@ -46,10 +46,10 @@ def box_sum(x: ArrayLike, window: Sequence[int]):
     ndims = len(window)
     if x.shape[-1] != 1:
         x = ops.sum(x, axis=-1, keepdims=True)
-    for axis, width in enumerate(window):
+    for axis, width in enumerate(int(w) for w in window):
         pad = [[0, 0]] * (ndims + 2)
         pad[axis + 1] = [(width - 1) // 2, width // 2]
-        x = _window_sums(ops.pad(x, pad), int(width), x.shape[axis + 1], axis + 1)
+        x = _window_sums(ops.pad(x, pad), width, x.shape[axis + 1], axis + 1)
     return x
 
 

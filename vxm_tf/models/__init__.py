@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from vxm_tf.files import sha256
@@ -113,6 +113,10 @@ def cache_dir():
 def read_card(folder):
     """The `Card` of one model folder."""
     values = json.loads((Path(folder) / "card.json").read_text())
+    known = {f.name for f in fields(Card)} - {"name"}
+    wrong = sorted(set(values) - known) + sorted({"file", "sha256", "shipped"} - set(values))
+    if wrong:
+        raise ModelError(f"{folder}/card.json: unknown or missing fields {', '.join(wrong)}")
     values["scores"] = tuple(values.get("scores", ()))
     if values.get("kind", "pairwise") not in KINDS:
         raise ModelError(f"{folder}/card.json: kind {values['kind']!r} is not one of "
@@ -147,9 +151,10 @@ def is_name(value):
 def resolve(value):
     """The file path for a `--model`-like flag value: a registered name as its weights'
     path (a name wins over a file of that name in the working folder: write `./NAME` for
-    the file), checked against the card's sha256 (`ModelError` when not fetched yet or
-    damaged, naming the fetch command); an existing path as it is; a path to a missing
-    `.keras` / `.h5` file as it is (its reader names it); anything else a `ModelError`.
+    the file), a fetched model's checked against the card's sha256 (`ModelError` when not
+    fetched yet or damaged, naming the fetch command; `fetch` checks a shipped one); an
+    existing path as it is; a path to a missing `.keras` / `.h5` file as it is (its reader
+    names it); anything else a `ModelError`.
     Non-string values (a loaded model) pass through."""
     if not isinstance(value, (str, os.PathLike)):
         return value
