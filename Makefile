@@ -71,17 +71,18 @@ runs/oasis2d-%/best.keras: | install
 selection-report: install
 	$(PY) tools/report_selection.py --runs_dir=runs/selection --out=reports/oasis2d_selection.md
 
-TRAINING_RUNS := ncc mse hybrid blog_ncc
-.SECONDARY: $(foreach r,$(TRAINING_RUNS),runs/oasis2d-$(r)/best.keras)
-runs/oasis2d-%/eval-test/summary.json: runs/oasis2d-%/best.keras
-	$(PY) -m vxm_tf.evaluate --model=$<
-training-report: $(foreach r,$(TRAINING_RUNS),runs/oasis2d-$(r)/eval-test/summary.json)
-	$(PY) tools/report_training.py --runs $(foreach r,$(TRAINING_RUNS),runs/oasis2d-$(r)) \
+# the shipped models of that protocol (by name; make ship-oasis2d-blog_ncc ships the blog's
+# settings' run), each evaluated on the test pairs into runs/eval/NAME
+TRAINING_MODELS := $(foreach r,ncc mse hybrid blog_ncc,vxm-tf-oasis2d-$(r))
+runs/eval/%/summary.json: | install
+	mkdir -p runs/eval
+	$(PY) -m vxm_tf.evaluate --model=$* --figures=0 --out_dir=runs/eval/$*
+training-report: $(foreach m,$(TRAINING_MODELS),runs/eval/$(m)/summary.json)
+	$(PY) tools/report_training.py --runs $(TRAINING_MODELS) \
 		--out=reports/oasis2d_training.md --preamble=reports/oasis2d_training_preamble.md \
 		--title="neurite-OASIS 2D: training with the blog's protocol" \
-		--command="make training-report   # trains and evaluates the runs it lacks:" \
-		$(foreach r,$(TRAINING_RUNS),--command="make train DATA=oasis2d LOSS=$(r) && \
-		python -m vxm_tf.evaluate --model=runs/oasis2d-$(r)/best.keras")
+		--command="make training-report   # evaluates the shipped models:" \
+		$(foreach m,$(TRAINING_MODELS),--command="python -m vxm_tf.evaluate --model=$(m)")
 
 # Beyond the original (reports/beyond_original.md): the NCC model and the same fine-tuned
 # for one epoch with a Dice loss on the training subjects' labels (flags/seg_finetune.cfg),
@@ -155,12 +156,14 @@ tune: install
 	$(PY) -m vxm_tf.tune --flagfile=flags/$(DATA).cfg --flagfile=flags/$(LOSS).cfg \
 		--flagfile=flags/tune.cfg --tune_dir=runs/tune-$(DATA)-$(LOSS) $(ARGS)
 
-ROBUSTNESS_MODELS := mse ncc hybrid mse-aug ncc-aug hybrid-aug mse-augclean ncc-augclean
-robustness: $(foreach m,$(ROBUSTNESS_MODELS),runs/oasis2d-$(m)/best.keras)
-	$(PY) tools/robustness.py --models SSD=runs/oasis2d-mse/best.keras \
-		NCC=runs/oasis2d-ncc/best.keras hybrid=runs/oasis2d-hybrid/best.keras \
-		SSD+aug=runs/oasis2d-mse-aug/best.keras NCC+aug=runs/oasis2d-ncc-aug/best.keras \
-		hybrid+aug=runs/oasis2d-hybrid-aug/best.keras \
+# the shipped models (by name) and the augmented ones (trained here when missing, about 12
+# minutes each; NCC+aug is shipped too: make ship-oasis2d-ncc-aug)
+ROBUSTNESS_RUNS := mse-aug hybrid-aug mse-augclean ncc-augclean
+robustness: $(foreach m,$(ROBUSTNESS_RUNS),runs/oasis2d-$(m)/best.keras) \
+		$(foreach m,mse ncc hybrid ncc-aug,$(SHIPPED)/vxm-tf-oasis2d-$(m)/model.keras)
+	$(PY) tools/robustness.py --models SSD=vxm-tf-oasis2d-mse NCC=vxm-tf-oasis2d-ncc \
+		hybrid=vxm-tf-oasis2d-hybrid SSD+aug=runs/oasis2d-mse-aug/best.keras \
+		NCC+aug=vxm-tf-oasis2d-ncc-aug hybrid+aug=runs/oasis2d-hybrid-aug/best.keras \
 		SSD+aug+clean=runs/oasis2d-mse-augclean/best.keras \
 		NCC+aug+clean=runs/oasis2d-ncc-augclean/best.keras --out reports/brightness_robustness.md
 
@@ -314,7 +317,7 @@ $(SHIPPED)/vxm-tf-oasis2d-ncc/model.keras $(SHIPPED)/vxm-tf-oasis2d-semisup/mode
 # the SSD and hybrid models of the same protocol (make train DATA=oasis2d LOSS=mse|hybrid)
 ship-oasis2d-%: runs/oasis2d-%/best.keras
 	$(CARD) --name=vxm-tf-oasis2d-$* --run=runs/oasis2d-$* --score="$(TEST2D)="
-$(SHIPPED)/vxm-tf-oasis2d-mse/model.keras $(SHIPPED)/vxm-tf-oasis2d-hybrid/model.keras: \
+$(foreach m,mse hybrid ncc-aug blog_ncc,$(SHIPPED)/vxm-tf-oasis2d-$(m)/model.keras): \
 		$(SHIPPED)/vxm-tf-oasis2d-%/model.keras:
 	$(MAKE) ship-oasis2d-$*
 # the HyperMorph model at the weight vxm-choose-lambda chooses on the validation pairs
@@ -333,6 +336,8 @@ model-cards: fetch-models
 	$(CARD) --name=vxm-tf-oasis2d-ncc --score="$(TEST2D)="
 	$(CARD) --name=vxm-tf-oasis2d-mse --score="$(TEST2D)="
 	$(CARD) --name=vxm-tf-oasis2d-hybrid --score="$(TEST2D)="
+	$(CARD) --name=vxm-tf-oasis2d-ncc-aug --score="$(TEST2D)="
+	$(CARD) --name=vxm-tf-oasis2d-blog_ncc --score="$(TEST2D)="
 	$(CARD) --name=vxm-tf-oasis2d-semisup --score="$(TEST2D)=" --score="$(TEST2D), + 10 \
 		instance steps=--instance_settings=reports/instance_sweep_oasis2d_seg.json"
 	$(CARD) --name=vxm-tf-brain-3d-128 --score="$(REAL3D), at 128^3=$(REAL3D_FLAGS) \
