@@ -358,7 +358,7 @@ real-world: install
 		--out=reports/real_world.md
 
 reports: selection-report training-report beyond-report compare robustness tune-instance oasis3d-report \
-	sweep-report real-world synth3d-report
+	sweep-report real-world synth3d-report hypermorph-report template-report
 	$(MAKE) readme
 
 lint: install
