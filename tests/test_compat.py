@@ -27,6 +27,24 @@ def test_symbolic_build_creates_the_optimiser_slots_before_fit():
     assert model.optimizer.built and len(model.optimizer.variables) > 1
 
 
+def test_xla_context_is_seen_inside_a_jit_compiled_function_only():
+    seen = {}
+
+    @tf.function(jit_compile=True)
+    def compiled(x):
+        seen["jit"] = compat.in_xla_context()
+        return x + 1
+
+    @tf.function
+    def plain(x):
+        seen["plain"] = compat.in_xla_context()
+        return x + 1
+    compiled(tf.constant(1.0))
+    plain(tf.constant(1.0))
+    assert seen == {"jit": True, "plain": False}
+    assert compat.in_xla_context() is False  # eager
+
+
 def test_an_untracked_cache_shares_weights_without_becoming_a_sublayer():
     model = networks.VxmDense((16, 16), nb_unet_features=SMALL)
     before = len(model.weights)

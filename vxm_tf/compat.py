@@ -5,6 +5,7 @@ Keras and TensorFlow still have it, so an upgrade that moves one fails there, lo
 than silently changing a run.
 """
 
+import keras
 
 
 def distribute_strategy(model):
@@ -22,6 +23,21 @@ def symbolic_build(model, data_batch):
         return False
     build(data_batch=data_batch)
     return True
+
+
+def in_xla_context():
+    """Whether the TensorFlow function being traced is compiled by XLA
+    (`tensorflow.python.ops.control_flow_util.GraphOrParentsInXlaContext`); False when
+    that test is missing or under another backend."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    try:
+        import tensorflow as tf
+        from tensorflow.python.ops import control_flow_util
+        return bool(control_flow_util.GraphOrParentsInXlaContext(
+            tf.compat.v1.get_default_graph()))
+    except (ImportError, AttributeError):
+        return False
 
 
 def untracked_cache(layer, name, make):

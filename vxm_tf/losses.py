@@ -12,6 +12,8 @@ import numpy as np
 from keras import ops
 from numpy.typing import ArrayLike
 
+from vxm_tf import compat
+
 
 class _VxmLoss(keras.losses.Loss):
     """Base: `call` returns one value per batch element; Keras averages over the batch."""
@@ -56,7 +58,11 @@ def box_sum(x: ArrayLike, window: Sequence[int]):
 def _window_sums(x, width, n, axis):
     """Sums of `width` consecutive entries of `x` along `axis` (length n + width - 1),
     starting at each of the first `n`."""
+    slices = _xla_compiled()  # XLA fuses slices; TensorFlow's graph mode gathers faster
+
     def part(array, start, stop):
+        if not slices:
+            return ops.take(array, np.arange(start, stop), axis=axis)
         index = [slice(None)] * len(array.shape)
         index[axis] = slice(start, stop)
         return array[tuple(index)]
@@ -71,6 +77,14 @@ def _window_sums(x, width, n, axis):
             return total
         block = part(block, 0, length - 2 * size + 1) + part(block, size, length - size + 1)
         size *= 2
+
+
+def _xla_compiled():
+    """Whether the function being traced is compiled by XLA: always under JAX; under
+    TensorFlow within a jit_compile function (`compat.in_xla_context`)."""
+    if keras.backend.backend() == "jax":
+        return True
+    return compat.in_xla_context()
 
 
 @keras.saving.register_keras_serializable(package="vxm_tf")
