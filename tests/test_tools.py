@@ -234,6 +234,16 @@ def test_robustness_grid_and_report(trained_run, tmp_path):
         "dice_vs_strength.png", "strong_bias_pair.png"]
 
 
+def test_robustness_names_a_shipped_models_data_relative_to_the_repository():
+    """The report's header names the data folder as the repository sees it, never as an
+    absolute path of the machine that wrote it."""
+    from vxm_tf import models
+
+    text = robustness.data_source("NCC=vxm-tf-oasis2d-ncc")
+    assert "`../shared/data/neurite-oasis-2d`" in text, text
+    assert str(models.REPOSITORY) not in text
+
+
 ANTS_PYTHON = Path(__file__).resolve().parents[1] / ".venv-ants" / "bin" / "python"
 
 

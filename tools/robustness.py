@@ -12,6 +12,7 @@ pair registered by every model under the strongest bias field.
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -74,11 +75,13 @@ def plot(results, identity, grid, path):
 
 
 def data_source(spec):
-    """Where the test data come from, per the first model's run config."""
+    """Where the test data come from, per the first model's run config (a folder named
+    relative to the repository)."""
     config = configs.run_data_config(spec.split("=", 1)[-1])
     if config is None:
         return "data of unknown origin"
-    return f"dataset {config.dataset}" + (f", `{config.data_dir}`" if config.data_dir else "")
+    where = config.data_dir and os.path.relpath(config.data_dir, models.REPOSITORY)
+    return f"dataset {config.dataset}" + (f", `{where}`" if where else "")
 
 
 def describe(path):
