@@ -2,6 +2,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as vxm_tf sets it (see its __init__)
+# XLA (instance optimisation under TensorFlow, and JAX) with its LLVM back end unoptimised:
+# the same operations, compiled faster; the tests' tiny arrays spend most of their XLA time
+# compiling
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
