@@ -165,10 +165,12 @@ def test_template_flags_are_checked(change, match):
         configs.check_config(config)
 
 
-def test_template_file_names_keep_the_sign_of_a_value():
+def test_template_file_names_keep_the_sign_of_a_value_and_write_numbers_plainly():
     """-500 and 500 are two templates, two files (the sign was dropped: one overwrote the
-    other)."""
+    other); +20, 20.0 and 20 are one template, one name."""
     from vxm_tf.training.template import file_name
 
     assert file_name(["Age", "M/F"], ["-500", "M"]) == "template_Age--500_MF-M.nii.gz"
     assert file_name(["Age"], ["500"]) == "template_Age-500.nii.gz"
+    assert file_name(["Age"], ["+20.0"]) == file_name(["Age"], ["20"]) == "template_Age-20.nii.gz"
+    assert file_name(["Age"], ["0.5"]) == "template_Age-0.5.nii.gz"

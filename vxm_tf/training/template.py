@@ -136,10 +136,22 @@ def outside_training(sets, columns, encoding):
 
 def file_name(columns, values):
     """`template_Age-20_MF-F.nii.gz`: the columns and values, safe as a file name (a
-    value keeps its sign: `Age--5` for -5)."""
-    parts = [f"{re.sub('[^A-Za-z0-9]', '', c)}-{re.sub('[^A-Za-z0-9.+-]', '', v)}"
+    value keeps its sign: `Age--5` for -5; a number is written plainly, so `+20`, `20.0`
+    and `20` all name `Age-20`)."""
+    parts = [f"{re.sub('[^A-Za-z0-9]', '', c)}-{re.sub('[^A-Za-z0-9.+-]', '', _plain(v))}"
              for c, v in zip(columns, values)]
     return "template_" + "_".join(parts) + ".nii.gz"
+
+
+def _plain(value):
+    """A finite number in its shortest positional form (`+20.0` -> `20`); text as given."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    if not np.isfinite(number):
+        return value
+    return np.format_float_positional(number, trim="-")
 
 
 def write_templates(model_path, out_dir, values_text="", log=print):
