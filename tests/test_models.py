@@ -264,6 +264,7 @@ def test_the_readme_is_written_for_users():
 OASIS3D = SHARED / "data" / "neurite-oasis-3d"
 
 
+@pytest.mark.grappler  # compared with a command's output to 1e-6
 @pytest.mark.slow
 @pytest.mark.skipif(not (PRETRAINED.exists() and OASIS3D.is_dir()),
                     reason=f"needs {PRETRAINED} and {OASIS3D} (../shared beside the repo)")
